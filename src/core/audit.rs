@@ -1,0 +1,135 @@
+//! The audit record: one JSON line per decision. It names the original token by id (its
+//! `jti`, else a hash of its signature) and never contains a token or a secret.
+
+use serde::Serialize;
+
+/// The decision taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Token validated, exchanged, forwarded.
+    Allow,
+    /// Refused with a local response.
+    Deny,
+    /// No rule matched and policy says pass: forwarded untouched.
+    Pass,
+}
+
+/// One audit record. Field order is the JSON order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Always `token_exchange`: lets log pipelines select these lines.
+    pub event: &'static str,
+    /// Milliseconds since the Unix epoch (host clock).
+    pub ts_ms: u64,
+    /// allow / deny / pass.
+    pub decision: Outcome,
+    /// `exchanged`, `unmatched_pass`, or a deny reason code.
+    pub reason: &'static str,
+    /// HTTP status of a local response (deny only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The matched rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `x-request-id`, when the request has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Request method.
+    pub method: String,
+    /// Request path without the query string (queries may carry secrets).
+    pub path: String,
+    /// Original issuer (`iss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Original subject (`sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Original caller (`azp`, else `client_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// Original token id: its `jti`, else `sha256:` + 32 hex of its signature's hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Whether `iss`/`sub`/`caller`/`token_id` come from a token whose signature verified.
+    pub token_verified: bool,
+    /// The minted token's `jti`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted_jti: Option<String>,
+    /// The minted token's `aud`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted_aud: Option<String>,
+    /// The minted token's `scope`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted_scope: Option<String>,
+    /// The minted token's `exp` (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted_exp: Option<u64>,
+    /// The `kid` that signed the minted token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minted_kid: Option<String>,
+}
+
+impl AuditRecord {
+    /// The record as one JSON line (no newline).
+    pub fn to_json_line(&self) -> String {
+        // Serializing plain strings and integers cannot fail; keep a fixed fallback anyway.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"event":"token_exchange","decision":"deny","reason":"internal_error"}"#.to_owned()
+        })
+    }
+}
+
+/// Truncates attacker-supplied text for the log, on a char boundary.
+pub(crate) fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = s.get(..end).unwrap_or_default().to_owned();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_respects_char_boundaries() {
+        assert_eq!(bounded("abc", 5), "abc");
+        assert_eq!(bounded("ééé", 3), "é…");
+    }
+
+    #[test]
+    fn json_line_omits_absent_fields() {
+        let r = AuditRecord {
+            event: "token_exchange",
+            ts_ms: 5,
+            decision: Outcome::Deny,
+            reason: "missing_token",
+            status: Some(401),
+            rule: None,
+            request_id: None,
+            method: "GET".into(),
+            path: "/x".into(),
+            iss: None,
+            sub: None,
+            caller: None,
+            token_id: None,
+            token_verified: false,
+            minted_jti: None,
+            minted_aud: None,
+            minted_scope: None,
+            minted_exp: None,
+            minted_kid: None,
+        };
+        assert_eq!(
+            r.to_json_line(),
+            r#"{"event":"token_exchange","ts_ms":5,"decision":"deny","reason":"missing_token","status":401,"method":"GET","path":"/x","token_verified":false}"#
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Keys: issuers' public keys (verification) and the gateway's private keys (minting).
+//!
+//! The key's type decides which algorithms it can verify, and an issuer's pinned list
+//! narrows that further: `none` has no key type, and an HMAC algorithm has no public key
+//! type, so neither can ever verify (RFC 8725 §2.1, §3.1).
+//!
+//! JWKs are imported with jwt-simple's strict importer (canonical base64url, exact sizes,
+//! points on the curve, RSA 2048..=4096 bits with e = 65537, private keys consistent with
+//! their public parts). Verification then runs on the same RustCrypto / ed25519-compact
+//! primitives jwt-simple uses, over the exact signing input of the token.
+
+use std::fmt;
+
+use jwt_simple::prelude::*;
+use serde_json::Value;
+
+/// A JWS algorithm the filter can verify or sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    /// Only for minting, and only with `allow_hs256_signing`.
+    HS256,
+}
+
+impl Alg {
+    /// Algorithms accepted on incoming tokens.
+    pub const VERIFY: [Alg; 9] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ];
+
+    /// The JOSE name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+            Alg::HS256 => "HS256",
+        }
+    }
+
+    /// Parses an exact (case-sensitive, RFC 7518) JOSE name of a verification algorithm.
+    pub fn from_verify_name(name: &str) -> Option<Alg> {
+        Alg::VERIFY.into_iter().find(|a| a.name() == name)
+    }
+
+    fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+        )
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a key could not be imported (config-time only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError(pub String);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+enum PublicMaterial {
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+}
+
+/// One trusted issuer key, with the algorithms it may verify.
+pub struct IssuerKey {
+    kid: Option<String>,
+    algs: Vec<Alg>,
+    material: PublicMaterial,
+}
+
+impl fmt::Debug for IssuerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuerKey")
+            .field("kid", &self.kid)
+            .field("algs", &self.algs)
+            .finish()
+    }
+}
+
+fn str_field<'a>(jwk: &'a Value, name: &str) -> Option<&'a str> {
+    jwk.get(name).and_then(Value::as_str)
+}
+
+fn imported<T, E: fmt::Display>(r: Result<T, E>) -> Result<T, KeyError> {
+    r.map_err(|e| KeyError(format!("invalid key: {e}")))
+}
+
+impl IssuerKey {
+    /// Imports a public JWK. `allowed` is the issuer's pinned list; the key keeps the
+    /// algorithms of its type that are on that list (and equal to its own `alg`, if any).
+    pub fn from_jwk(jwk: &Value, allowed: &[Alg]) -> Result<IssuerKey, KeyError> {
+        let text = jwk.to_string();
+        let kty = str_field(jwk, "kty").unwrap_or("");
+        let crv = str_field(jwk, "crv").unwrap_or("");
+        let jwk_alg = match str_field(jwk, "alg") {
+            None => None,
+            Some(name) => Some(Alg::from_verify_name(name).ok_or_else(|| {
+                KeyError(format!(
+                    "alg {name:?} is not a supported verification algorithm"
+                ))
+            })?),
+        };
+        let (family, material): (Vec<Alg>, PublicMaterial) = match (kty, crv) {
+            ("OKP", "Ed25519") => {
+                let k = imported(Ed25519PublicKey::from_jwk(&text))?;
+                let pk = imported(ed25519_compact::PublicKey::from_slice(&k.to_bytes()))?;
+                (vec![Alg::EdDSA], PublicMaterial::Ed25519(pk))
+            }
+            ("EC", "P-256") => {
+                let k = imported(ES256PublicKey::from_jwk(&text))?;
+                let vk = imported(p256::ecdsa::VerifyingKey::from_sec1_bytes(
+                    &k.public_key().to_bytes_uncompressed(),
+                ))?;
+                (vec![Alg::ES256], PublicMaterial::P256(vk))
+            }
+            ("EC", "P-384") => {
+                let k = imported(ES384PublicKey::from_jwk(&text))?;
+                let vk = imported(p384::ecdsa::VerifyingKey::from_sec1_bytes(
+                    &k.public_key().to_bytes_uncompressed(),
+                ))?;
+                (vec![Alg::ES384], PublicMaterial::P384(vk))
+            }
+            ("RSA", _) => {
+                // jwt-simple checks `alg` against the type it imports as, so import as the
+                // key's own algorithm when it names one.
+                let c = match jwk_alg {
+                    Some(Alg::RS384) => imported(RS384PublicKey::from_jwk(&text))?.to_components(),
+                    Some(Alg::RS512) => imported(RS512PublicKey::from_jwk(&text))?.to_components(),
+                    Some(Alg::PS256) => imported(PS256PublicKey::from_jwk(&text))?.to_components(),
+                    Some(Alg::PS384) => imported(PS384PublicKey::from_jwk(&text))?.to_components(),
+                    Some(Alg::PS512) => imported(PS512PublicKey::from_jwk(&text))?.to_components(),
+                    _ => imported(RS256PublicKey::from_jwk(&text))?.to_components(),
+                };
+                let pk = imported(rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(&c.n),
+                    rsa::BigUint::from_bytes_be(&c.e),
+                ))?;
+                let family = Alg::VERIFY.into_iter().filter(|a| a.is_rsa()).collect();
+                (family, PublicMaterial::Rsa(pk))
+            }
+            ("oct", _) => {
+                return Err(KeyError(
+                    "symmetric (oct) keys cannot be trusted issuer keys".into(),
+                ))
+            }
+            _ => return Err(KeyError(format!(
+                "unsupported key type kty={kty:?} crv={crv:?} (RSA, EC P-256/P-384, OKP Ed25519)"
+            ))),
+        };
+        if let Some(a) = jwk_alg {
+            if !family.contains(&a) {
+                return Err(KeyError(format!("alg {a} does not match key type {kty}")));
+            }
+        }
+        let algs: Vec<Alg> = family
+            .into_iter()
+            .filter(|a| allowed.contains(a) && jwk_alg.is_none_or(|j| j == *a))
+            .collect();
+        if algs.is_empty() {
+            return Err(KeyError(
+                "key cannot verify any of the issuer's algorithms".into(),
+            ));
+        }
+        Ok(IssuerKey {
+            kid: str_field(jwk, "kid").map(str::to_owned),
+            algs,
+            material,
+        })
+    }
+
+    /// The key id, if the JWK had one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Whether this key may verify `alg`.
+    pub fn accepts(&self, alg: Alg) -> bool {
+        self.algs.contains(&alg)
+    }
+
+    /// Verifies `signature` over `signing_input` with `alg`. False on any mismatch.
+    pub fn verify(&self, alg: Alg, signing_input: &[u8], signature: &[u8]) -> bool {
+        use sha2::{Sha256, Sha384, Sha512};
+        if !self.accepts(alg) {
+            return false;
+        }
+        match (&self.material, alg) {
+            (PublicMaterial::Ed25519(pk), Alg::EdDSA) => {
+                match ed25519_compact::Signature::from_slice(signature) {
+                    Ok(sig) => pk.verify(signing_input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            (PublicMaterial::P256(vk), Alg::ES256) => {
+                use p256::ecdsa::signature::Verifier;
+                match p256::ecdsa::Signature::from_slice(signature) {
+                    Ok(sig) => vk.verify(signing_input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            (PublicMaterial::P384(vk), Alg::ES384) => {
+                use p384::ecdsa::signature::Verifier;
+                match p384::ecdsa::Signature::from_slice(signature) {
+                    Ok(sig) => vk.verify(signing_input, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            (PublicMaterial::Rsa(pk), alg) => {
+                let pk = pk.clone();
+                match alg {
+                    Alg::RS256 => rsa_pkcs1::<Sha256>(pk, signing_input, signature),
+                    Alg::RS384 => rsa_pkcs1::<Sha384>(pk, signing_input, signature),
+                    Alg::RS512 => rsa_pkcs1::<Sha512>(pk, signing_input, signature),
+                    Alg::PS256 => rsa_pss::<Sha256>(pk, signing_input, signature),
+                    Alg::PS384 => rsa_pss::<Sha384>(pk, signing_input, signature),
+                    Alg::PS512 => rsa_pss::<Sha512>(pk, signing_input, signature),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+fn rsa_pkcs1<D>(pk: rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
+where
+    D: sha2::Digest + rsa::pkcs8::AssociatedOid,
+{
+    use rsa::signature::Verifier;
+    let vk = rsa::pkcs1v15::VerifyingKey::<D>::new(pk);
+    match rsa::pkcs1v15::Signature::try_from(sig) {
+        Ok(s) => vk.verify(msg, &s).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn rsa_pss<D>(pk: rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
+where
+    D: sha2::Digest + sha2::digest::FixedOutputReset,
+{
+    use rsa::signature::Verifier;
+    let vk = rsa::pss::VerifyingKey::<D>::new(pk);
+    match rsa::pss::Signature::try_from(sig) {
+        Ok(s) => vk.verify(msg, &s).is_ok(),
+        Err(_) => false,
+    }
+}
+
+enum SigningMaterial {
+    Ed25519(Box<Ed25519KeyPair>),
+    Es256(Box<ES256KeyPair>),
+    Rs256(Box<RS256KeyPair>),
+    Hs256(Box<HS256Key>),
+}
+
+/// The gateway's private key for minting.
+pub struct SigningKey {
+    kid: String,
+    alg: Alg,
+    material: SigningMaterial,
+}
+
+impl fmt::Debug for SigningKey {
+    // Never print key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Imports a private JWK (`kid` required). HS256 (`kty: oct`) only when `allow_hs256`.
+    pub fn from_jwk(jwk: &Value, allow_hs256: bool) -> Result<SigningKey, KeyError> {
+        let text = jwk.to_string();
+        let kid = str_field(jwk, "kid")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| KeyError("signing keys need a non-empty kid".into()))?
+            .to_owned();
+        let kty = str_field(jwk, "kty").unwrap_or("");
+        let crv = str_field(jwk, "crv").unwrap_or("");
+        let (alg, material) = match (kty, crv) {
+            ("OKP", "Ed25519") => (
+                Alg::EdDSA,
+                SigningMaterial::Ed25519(Box::new(
+                    imported(Ed25519KeyPair::from_jwk(&text))?.with_key_id(&kid),
+                )),
+            ),
+            ("EC", "P-256") => (
+                Alg::ES256,
+                SigningMaterial::Es256(Box::new(
+                    imported(ES256KeyPair::from_jwk(&text))?.with_key_id(&kid),
+                )),
+            ),
+            ("RSA", _) => (
+                Alg::RS256,
+                SigningMaterial::Rs256(Box::new(
+                    imported(RS256KeyPair::from_jwk(&text))?.with_key_id(&kid),
+                )),
+            ),
+            ("oct", _) => {
+                if !allow_hs256 {
+                    return Err(KeyError(
+                        "HS256 signing needs allow_hs256_signing: true (every service holding the secret could mint tokens)".into(),
+                    ));
+                }
+                if let Some(a) = str_field(jwk, "alg") {
+                    if a != "HS256" {
+                        return Err(KeyError(format!("alg {a:?} is not HS256")));
+                    }
+                }
+                let k = str_field(jwk, "k")
+                    .ok_or_else(|| KeyError("oct key needs k".into()))
+                    .and_then(|k| {
+                        super::token::b64url_decode(k)
+                            .ok_or_else(|| KeyError("k is not canonical base64url".into()))
+                    })?;
+                if k.len() < 32 {
+                    return Err(KeyError("HS256 keys need at least 32 bytes".into()));
+                }
+                (
+                    Alg::HS256,
+                    SigningMaterial::Hs256(Box::new(HS256Key::from_bytes(&k).with_key_id(&kid))),
+                )
+            }
+            _ => return Err(KeyError(format!(
+                "unsupported signing key kty={kty:?} crv={crv:?} (OKP Ed25519, EC P-256, RSA, oct)"
+            ))),
+        };
+        if let Some(a) = str_field(jwk, "alg") {
+            if a != alg.name() {
+                return Err(KeyError(format!(
+                    "alg {a:?} does not match the key type ({})",
+                    alg.name()
+                )));
+            }
+        }
+        Ok(SigningKey { kid, alg, material })
+    }
+
+    /// The key id written into minted headers.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm this key signs with.
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    /// The public JWK (for a JWKS endpoint, demos and tests); None for HS256.
+    pub fn public_jwk(&self) -> Option<Value> {
+        let text = match &self.material {
+            SigningMaterial::Ed25519(k) => k.public_key().with_key_id(&self.kid).to_jwk(),
+            SigningMaterial::Es256(k) => k.public_key().with_key_id(&self.kid).to_jwk(),
+            SigningMaterial::Rs256(k) => k.public_key().with_key_id(&self.kid).to_jwk(),
+            SigningMaterial::Hs256(_) => return None,
+        };
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Signs claims as an RFC 9068 access token (`typ: at+jwt`, `kid` of this key).
+    pub fn sign(
+        &self,
+        claims: JWTClaims<serde_json::Map<String, Value>>,
+    ) -> Result<String, KeyError> {
+        let opts = HeaderOptions {
+            content_type: None,
+            signature_type: Some("at+jwt".to_owned()),
+        };
+        let r = match &self.material {
+            SigningMaterial::Ed25519(k) => k.sign_with_options(claims, &opts),
+            SigningMaterial::Es256(k) => k.sign_with_options(claims, &opts),
+            SigningMaterial::Rs256(k) => k.sign_with_options(claims, &opts),
+            SigningMaterial::Hs256(k) => k.authenticate_with_options(claims, &opts),
+        };
+        r.map_err(|e| KeyError(format!("signing failed: {e}")))
+    }
+}

@@ -1,0 +1,267 @@
+//! Validating an incoming token against the issuer allow list: structure, trust,
+//! signature, then claims. Order matters: nothing about a token's claims is believed (or
+//! reported as a reason) before its signature verifies, except what is needed to find the
+//! key (`iss`, `alg`, `kid`) and cheap size limits.
+
+use serde_json::{Map, Value};
+
+use super::config::{is_scope_token, Policy, TrustedIssuer};
+use super::keys::Alg;
+use super::reason::DenyReason;
+use super::token::{parse, ParsedToken};
+
+/// What is known about a token for the audit record, verified or not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// `iss`, if a string.
+    pub issuer: Option<String>,
+    /// `sub`, if a string.
+    pub subject: Option<String>,
+    /// `azp`, else `client_id`, if a string.
+    pub caller: Option<String>,
+    /// `jti` or a hash of the signature (never the token).
+    pub token_id: Option<String>,
+    /// Whether the signature verified (facts from unverified tokens are attacker-supplied).
+    pub verified: bool,
+}
+
+/// A token that passed every issuer-level check.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken<'p> {
+    /// The issuer that vouched for it.
+    pub issuer: &'p TrustedIssuer,
+    /// All its claims.
+    pub claims: Map<String, Value>,
+    /// `sub`.
+    pub subject: String,
+    /// `azp`, else `client_id`.
+    pub caller: Option<String>,
+    /// Scopes, from `scope` (space-separated) or else `scp`.
+    pub scopes: Vec<String>,
+    /// `acr`.
+    pub acr: Option<String>,
+    /// `amr`.
+    pub amr: Vec<String>,
+    /// `exp`, in seconds.
+    pub expires_at: u64,
+    /// The original token's id.
+    pub token_id: String,
+}
+
+/// Validates `token` at time `now` (seconds since the epoch).
+pub fn validate<'p>(
+    policy: &'p Policy,
+    token: &str,
+    now: u64,
+    facts: &mut TokenFacts,
+) -> Result<VerifiedToken<'p>, DenyReason> {
+    let parsed = parse(token, &policy.limits)?;
+    let claims = &parsed.claims;
+    facts.issuer = str_claim(claims, "iss").map(str::to_owned);
+    facts.subject = str_claim(claims, "sub").map(str::to_owned);
+    facts.caller = caller(claims).map(str::to_owned);
+    facts.token_id = Some(parsed.token_id());
+
+    let issuer = trusted_issuer(policy, claims)?;
+    let alg = Alg::from_verify_name(&parsed.alg)
+        .filter(|a| issuer.algorithms.contains(a))
+        .ok_or(DenyReason::AlgorithmNotAllowed)?;
+    check_scope_count(claims, policy.limits.max_scopes)?;
+    verify_signature(issuer, alg, &parsed)?;
+    facts.verified = true;
+
+    let expires_at = numeric_date(claims, "exp")?.ok_or(DenyReason::MissingClaim)?;
+    let not_before = numeric_date(claims, "nbf")?;
+    let issued_at = numeric_date(claims, "iat")?;
+    let skew = policy.clock_skew_seconds;
+    // Valid while now < exp + skew (RFC 7519 §4.1.4).
+    if now >= expires_at.saturating_add(skew) {
+        return Err(DenyReason::TokenExpired);
+    }
+    if not_before.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+        return Err(DenyReason::TokenNotYetValid);
+    }
+    if issued_at.is_some_and(|iat| iat > now.saturating_add(skew)) {
+        return Err(DenyReason::IssuedInFuture);
+    }
+
+    let audiences = audiences(claims)?;
+    if !audiences
+        .iter()
+        .any(|a| issuer.audiences.iter().any(|ok| ok == a))
+    {
+        return Err(DenyReason::AudienceMismatch);
+    }
+
+    let subject = match claims.get("sub") {
+        None => return Err(DenyReason::MissingClaim),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(DenyReason::InvalidClaim),
+    };
+    let caller = match (claims.get("azp"), claims.get("client_id")) {
+        (Some(Value::String(a)), _) => Some(a.clone()),
+        (None, Some(Value::String(c))) => Some(c.clone()),
+        (None, None) => None,
+        _ => return Err(DenyReason::InvalidClaim),
+    };
+    let acr = match claims.get("acr") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(DenyReason::InvalidClaim),
+    };
+    let amr = match claims.get("amr") {
+        None => Vec::new(),
+        Some(v) => string_array(v).ok_or(DenyReason::InvalidClaim)?,
+    };
+    for name in ["jti", "iss"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(DenyReason::InvalidClaim);
+        }
+    }
+    let scopes = scopes(claims, policy.limits.max_scopes)?;
+    let token_id = parsed.token_id();
+    Ok(VerifiedToken {
+        issuer,
+        subject,
+        caller,
+        scopes,
+        acr,
+        amr,
+        expires_at,
+        token_id,
+        claims: parsed.claims,
+    })
+}
+
+fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
+    claims.get(name).and_then(Value::as_str)
+}
+
+fn caller(claims: &Map<String, Value>) -> Option<&str> {
+    str_claim(claims, "azp").or_else(|| str_claim(claims, "client_id"))
+}
+
+fn trusted_issuer<'p>(
+    policy: &'p Policy,
+    claims: &Map<String, Value>,
+) -> Result<&'p TrustedIssuer, DenyReason> {
+    let iss = match claims.get("iss") {
+        None => return Err(DenyReason::UntrustedIssuer),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(DenyReason::InvalidClaim),
+    };
+    if *iss == policy.issuer {
+        return Err(DenyReason::GatewayTokenReplay);
+    }
+    policy
+        .trusted_issuer(iss)
+        .ok_or(DenyReason::UntrustedIssuer)
+}
+
+fn verify_signature(
+    issuer: &TrustedIssuer,
+    alg: Alg,
+    parsed: &ParsedToken<'_>,
+) -> Result<(), DenyReason> {
+    let key = match parsed.kid.as_deref() {
+        Some(kid) => issuer.keys.iter().find(|k| k.kid() == Some(kid)),
+        None => match issuer.keys.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        },
+    }
+    .ok_or(DenyReason::UnknownKey)?;
+    if !key.accepts(alg) {
+        // e.g. an ES256 token naming an RSA key's kid: algorithm confusion.
+        return Err(DenyReason::AlgorithmNotAllowed);
+    }
+    if key.verify(alg, parsed.signing_input.as_bytes(), &parsed.signature) {
+        Ok(())
+    } else {
+        Err(DenyReason::InvalidSignature)
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a non-negative JSON number; fractions are truncated.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, DenyReason> {
+    let Some(v) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = v else {
+        return Err(DenyReason::InvalidClaim);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // Also bounds absurd values: 1e19 does not fit u64 seconds.
+        Some(f) if f.is_finite() && f >= 0.0 && f < 1.8e19 => Ok(Some(f as u64)),
+        _ => Err(DenyReason::InvalidClaim),
+    }
+}
+
+fn string_array(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => None,
+    }
+}
+
+fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, DenyReason> {
+    match claims.get("aud") {
+        None => Err(DenyReason::AudienceMismatch),
+        Some(Value::String(s)) if !s.is_empty() => Ok(vec![s.clone()]),
+        Some(v @ Value::Array(items)) if !items.is_empty() => {
+            string_array(v).ok_or(DenyReason::InvalidClaim)
+        }
+        Some(_) => Err(DenyReason::InvalidClaim),
+    }
+}
+
+/// Cheap pre-signature bound on the number of scope values.
+fn check_scope_count(claims: &Map<String, Value>, max: usize) -> Result<(), DenyReason> {
+    let count = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.split(' ').filter(|x| !x.is_empty()).count(),
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    };
+    if count(claims.get("scope")) > max || count(claims.get("scp")) > max {
+        return Err(DenyReason::TooManyScopes);
+    }
+    Ok(())
+}
+
+/// Scopes from `scope` (a space-separated string, RFC 8693 §4.2) or, when absent, `scp`
+/// (a string or an array, as some IdPs issue it). Every value must be a scope-token.
+fn scopes(claims: &Map<String, Value>, max: usize) -> Result<Vec<String>, DenyReason> {
+    let list: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
+            if s.contains(|c: char| c != ' ' && !c.is_ascii_graphic()) {
+                return Err(DenyReason::InvalidClaim);
+            }
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+        (None, Some(v @ Value::Array(_))) => string_array(v).ok_or(DenyReason::InvalidClaim)?,
+        (None, None) => Vec::new(),
+        _ => return Err(DenyReason::InvalidClaim),
+    };
+    if list.len() > max {
+        return Err(DenyReason::TooManyScopes);
+    }
+    if !list.iter().all(|s| is_scope_token(s)) {
+        return Err(DenyReason::InvalidClaim);
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(list.len());
+    for s in list {
+        if !unique.contains(&s) {
+            unique.push(s);
+        }
+    }
+    Ok(unique)
+}

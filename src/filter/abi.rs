@@ -1,0 +1,254 @@
+//! The few Proxy-Wasm ABI 0.2.1 host functions the filter calls, wrapped so that no host
+//! answer can panic the VM.
+//!
+//! The SDK's `hostcalls` wrappers `panic!` on statuses they do not expect and decode header
+//! maps with `String::from_utf8(..).unwrap()`; they also declare the host's status as a Rust
+//! enum, which is undefined behaviour when a host answers a value the enum lacks (12,
+//! Unimplemented, from hosts that implement fewer functions). Here every status is a plain
+//! `u32`, every length is checked, and every failure is a value the caller turns into a deny.
+#![allow(unsafe_code)]
+
+use std::ptr::null_mut;
+
+/// `proxy_log` levels.
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Info = 2,
+    Error = 4,
+    Critical = 5,
+}
+
+/// Header maps used by the filter.
+#[derive(Debug, Clone, Copy)]
+pub enum Map {
+    RequestHeaders = 0,
+}
+
+/// Buffers used by the filter.
+#[derive(Debug, Clone, Copy)]
+pub enum Buffer {
+    PluginConfiguration = 7,
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+/// A host status other than Ok (the raw ABI value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostStatus(pub u32);
+
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// Takes ownership of a host-returned buffer. The host obtained it from the guest's
+/// `proxy_on_memory_allocate` (the SDK allocates it as a `Vec<u8>` of exactly `size`).
+fn take(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: allocated by proxy_on_memory_allocate as Vec::with_capacity(size), ownership
+    // passed to us by the host call that returned Ok.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Writes a log line; false if the host refused it.
+pub fn log(level: Level, message: &str) -> bool {
+    // SAFETY: pointer and length of a live &str.
+    unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) == OK }
+}
+
+/// The host clock in nanoseconds since the epoch, if the host implements it.
+pub fn current_time_nanos() -> Option<u64> {
+    let mut t: u64 = 0;
+    // SAFETY: valid out-pointer.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+    (status == OK).then_some(t)
+}
+
+/// The whole buffer, `None` when empty/absent.
+pub fn buffer(buffer: Buffer) -> Result<Option<Vec<u8>>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: valid out-pointers.
+    let status =
+        unsafe { proxy_get_buffer_bytes(buffer as u32, 0, usize::MAX, &mut data, &mut size) };
+    match status {
+        OK => {
+            let v = take(data, size);
+            Ok((!v.is_empty()).then_some(v))
+        }
+        NOT_FOUND | 7 => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// All header pairs of `map`, names and values as raw bytes.
+pub fn header_pairs(map: Map) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: valid out-pointers.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    if status != OK {
+        return Err(HostStatus(status));
+    }
+    let bytes = take(data, size);
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    decode_pairs(&bytes).ok_or(HostStatus(3))
+}
+
+/// Decodes the ABI's serialized map: count, then (key len, value len) pairs, then each key
+/// and value followed by a NUL. Bounds-checked: a malformed buffer is an error, not a trap.
+pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b.first().copied()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
+    };
+    let count = u32_at(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        let at = 4usize.checked_add(i.checked_mul(8)?)?;
+        sizes.push((u32_at(at)?, u32_at(at.checked_add(4)?)?));
+    }
+    let mut pos = 4usize.checked_add(count.checked_mul(8)?)?;
+    let mut out = Vec::with_capacity(sizes.len());
+    for (klen, vlen) in sizes {
+        let key = bytes.get(pos..pos.checked_add(klen)?)?.to_vec();
+        pos = pos.checked_add(klen)?.checked_add(1)?;
+        let value = bytes.get(pos..pos.checked_add(vlen)?)?.to_vec();
+        pos = pos.checked_add(vlen)?.checked_add(1)?;
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Sets header `name` to `value`, replacing every existing value.
+pub fn replace_header(map: Map, name: &str, value: &str) -> Result<(), HostStatus> {
+    // SAFETY: pointers and lengths of live &strs.
+    let status = unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// Removes every value of header `name` (absent is fine).
+pub fn remove_header(map: Map, name: &str) -> Result<(), HostStatus> {
+    // SAFETY: pointer and length of a live &str.
+    let status = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+    match status {
+        OK | NOT_FOUND => Ok(()),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// A property by path; `Ok(None)` when the host does not have it.
+pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
+    let mut serialized = Vec::new();
+    for part in path {
+        serialized.extend_from_slice(part.as_bytes());
+        serialized.push(0);
+    }
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: valid pointers; the path buffer outlives the call.
+    let status =
+        unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(Some(take(data, size))),
+        NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// Sends a local response; the request goes no further.
+pub fn send_local_response(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), HostStatus> {
+    let headers = encode_pairs(headers);
+    let details = b"token_exchange_denied";
+    // SAFETY: pointers and lengths of live buffers.
+    let s = unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    if s == OK {
+        Ok(())
+    } else {
+        Err(HostStatus(s))
+    }
+}

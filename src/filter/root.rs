@@ -1,0 +1,77 @@
+//! The root context: loads the policy from the plugin configuration.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use super::abi::{self, Buffer, Level};
+use super::http::ExchangeFilter;
+use crate::core::Policy;
+
+/// Holds the policy in force. A refused update leaves the previous policy in place.
+#[derive(Default)]
+pub struct ExchangeRoot {
+    policy: Option<Rc<Policy>>,
+}
+
+impl Context for ExchangeRoot {}
+
+impl RootContext for ExchangeRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        // Never read properties here: some hosts trap on request-scoped reads at configure time.
+        let bytes = match abi::buffer(Buffer::PluginConfiguration) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                abi::log(
+                    Level::Error,
+                    "token-exchange-filter: configuration refused: no plugin configuration given",
+                );
+                return false;
+            }
+            Err(s) => {
+                abi::log(
+                    Level::Error,
+                    &format!("token-exchange-filter: configuration refused: cannot read plugin configuration (host status {})", s.0),
+                );
+                return false;
+            }
+        };
+        match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                abi::log(
+                    Level::Info,
+                    &format!(
+                        "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}",
+                        policy.issuer,
+                        policy.trusted_issuers.len(),
+                        policy.rules.len(),
+                        policy.active_signing_key().map(|k| k.kid()).unwrap_or("")
+                    ),
+                );
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(errors) => {
+                let kept = if self.policy.is_some() {
+                    "; the previous policy stays in force"
+                } else {
+                    ""
+                };
+                abi::log(
+                    Level::Error,
+                    &format!("token-exchange-filter: configuration refused{kept}: {errors}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(ExchangeFilter::new(self.policy.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
