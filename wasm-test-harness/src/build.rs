@@ -1,0 +1,74 @@
+//! Builds the filter's release wasm, so tests never run against a stale artefact.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::types::{Error, ErrorKind};
+
+/// Environment variable naming a prebuilt wasm to use instead of building.
+pub const WASM_PATH_ENV: &str = "TOKEN_EXCHANGE_FILTER_WASM";
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Where cargo puts the release filter wasm.
+pub fn filter_wasm_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        workspace_root().join(target)
+    };
+    target
+        .join("wasm32-wasip1")
+        .join("release")
+        .join("token_exchange_filter.wasm")
+}
+
+/// Runs `cargo build --release --target wasm32-wasip1 -p token-exchange-filter` in the
+/// workspace root (a no-op when up to date) once per process, and returns the wasm bytes.
+/// If `TOKEN_EXCHANGE_FILTER_WASM` is set, reads that file instead.
+pub fn filter_wasm() -> Result<Vec<u8>, Error> {
+    static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_and_read)
+        .clone()
+        .map_err(|m| Error::new(ErrorKind::Build, m))
+}
+
+fn build_and_read() -> Result<Vec<u8>, String> {
+    if let Some(path) = std::env::var_os(WASM_PATH_ENV) {
+        return std::fs::read(&path).map_err(|e| format!("reading {path:?}: {e}"));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "token-exchange-filter",
+        ])
+        // Flags meant for the host test build must not leak into the wasm build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the filter wasm failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let path = filter_wasm_path();
+    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
