@@ -809,6 +809,8 @@ fn read_mint(v: &Value, path: &str, errs: &mut Errors) -> Option<MintSpec> {
         None => Some(Vec::new()),
         v => string_list(v, &p, errs, |c| if c == "sub" { None } else { reserved(c) }),
     };
+    // Checked against the raw list so a conflict is reported even when another entry is bad.
+    let preserve_raw = v.and_then(Value::as_array);
     let (v, p) = o.get("add_claims");
     let add_claims = match v {
         None => Some(Map::new()),
@@ -819,7 +821,7 @@ fn read_mint(v: &Value, path: &str, errs: &mut Errors) -> Option<MintSpec> {
                 if let Some(msg) = reserved(k) {
                     errs.push(&kp, msg);
                     ok = false;
-                } else if preserve_claims.as_ref().is_some_and(|pc| pc.contains(k)) {
+                } else if preserve_raw.is_some_and(|pc| pc.iter().any(|c| c.as_str() == Some(k))) {
                     errs.push(&kp, "is also in preserve_claims: choose one");
                     ok = false;
                 }

@@ -178,9 +178,11 @@ impl IssuerKey {
                     "symmetric (oct) keys cannot be trusted issuer keys".into(),
                 ))
             }
-            _ => return Err(KeyError(format!(
+            _ => {
+                return Err(KeyError(format!(
                 "unsupported key type kty={kty:?} crv={crv:?} (RSA, EC P-256/P-384, OKP Ed25519)"
-            ))),
+            )))
+            }
         };
         if let Some(a) = jwk_alg {
             if !family.contains(&a) {
@@ -359,9 +361,11 @@ impl SigningKey {
                     SigningMaterial::Hs256(Box::new(HS256Key::from_bytes(&k).with_key_id(&kid))),
                 )
             }
-            _ => return Err(KeyError(format!(
+            _ => {
+                return Err(KeyError(format!(
                 "unsupported signing key kty={kty:?} crv={crv:?} (OKP Ed25519, EC P-256, RSA, oct)"
-            ))),
+            )))
+            }
         };
         if let Some(a) = str_field(jwk, "alg") {
             if a != alg.name() {

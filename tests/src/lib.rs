@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod hostile;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
@@ -260,4 +262,52 @@ pub fn policy(gw: &Gateway, issuers: &[&Issuer], rules: Value) -> Value {
         "rules": rules,
         "strip_headers": ["x-forwarded-user"],
     })
+}
+
+/// Deterministic randomness: a counter, so every minted `jti` differs.
+pub struct CountingEntropy(pub u8);
+
+impl token_exchange_filter::core::Entropy for CountingEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), token_exchange_filter::core::EntropyError> {
+        self.0 = self.0.wrapping_add(1);
+        buf.fill(self.0);
+        Ok(())
+    }
+}
+
+/// A random source that always fails.
+pub struct FailingEntropy;
+
+impl token_exchange_filter::core::Entropy for FailingEntropy {
+    fn fill(&mut self, _: &mut [u8]) -> Result<(), token_exchange_filter::core::EntropyError> {
+        Err(token_exchange_filter::core::EntropyError)
+    }
+}
+
+/// Loads a policy document, panicking with every configuration error.
+pub fn load(policy: &Value) -> token_exchange_filter::core::Policy {
+    token_exchange_filter::core::Policy::from_json(policy.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Decides a GET with these Authorization values at `now` seconds.
+pub fn decide_get(
+    policy: &token_exchange_filter::core::Policy,
+    path: &str,
+    authorization: &[&str],
+    now: u64,
+) -> token_exchange_filter::core::Decision {
+    let req = token_exchange_filter::core::HttpRequest {
+        method: "GET",
+        path,
+        host: Some("api.example.com"),
+        route_name: None,
+        authorization: authorization.to_vec(),
+        request_id: Some("req-1"),
+    };
+    policy.decide(
+        &req,
+        std::time::Duration::from_secs(now),
+        &mut CountingEntropy(0),
+    )
 }

@@ -1,0 +1,317 @@
+//! Configuration: every example loads through the JSON Schema and the parser; bad
+//! configurations are refused whole, with every error and its JSON path.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use token_exchange_filter::core::Policy;
+use token_exchange_tests::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn schema() -> jsonschema::Validator {
+    let text =
+        std::fs::read_to_string(repo().join("filter-config/token-exchange-filter.schema.json"))
+            .unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn errors(doc: &Value) -> Vec<String> {
+    match Policy::from_json(doc.to_string().as_bytes()) {
+        Ok(_) => vec![],
+        Err(e) => {
+            e.0.iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect()
+        }
+    }
+}
+
+fn has(errs: &[String], path: &str, needle: &str) -> bool {
+    errs.iter()
+        .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle))
+}
+
+/// Every JSON policy shipped in the repository: the examples and the demo's.
+fn shipped_policies() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["filter-config/examples", "envoy-example"] {
+        let Ok(entries) = std::fs::read_dir(repo().join(dir)) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.extension().is_some_and(|x| x == "json")
+                && (dir.starts_with("filter") || name.contains("policy"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_shipped_policy_passes_schema_and_parser() {
+    let validator = schema();
+    let files = shipped_policies();
+    assert!(files.len() >= 3, "examples missing: {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let schema_errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            schema_errors.is_empty(),
+            "{}: schema: {schema_errors:?}",
+            f.display()
+        );
+        if let Err(e) = Policy::from_json(text.as_bytes()) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn schema_documents_every_field() {
+    // Every property at every level carries a description.
+    fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = v.get("properties").and_then(Value::as_object) {
+            for (k, p) in props {
+                if p.get("description").is_none() {
+                    missing.push(format!("{path}.{k}"));
+                }
+                walk(p, &format!("{path}.{k}"), missing);
+            }
+        }
+        if let Some(items) = v.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let text =
+        std::fs::read_to_string(repo().join("filter-config/token-exchange-filter.schema.json"))
+            .unwrap();
+    let mut missing = vec![];
+    walk(&serde_json::from_str(&text).unwrap(), "", &mut missing);
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
+}
+
+#[test]
+fn schema_and_parser_agree_on_bad_documents() {
+    let validator = schema();
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let good = policy(&gw, &[&idp], json!([orders_rule()]));
+    assert!(validator.is_valid(&good));
+    assert!(errors(&good).is_empty());
+    let mut bads = vec![];
+    let mut b = good.clone();
+    b["rules"][0]["mint"]["ttl_seconds"] = json!(0);
+    bads.push(b);
+    let mut b = good.clone();
+    b["rules"][0]["mint"]["ttl_secs"] = json!(10);
+    bads.push(b);
+    let mut b = good.clone();
+    b["unmatched"] = json!("allow");
+    bads.push(b);
+    let mut b = good.clone();
+    b["trusted_issuers"][0]["algorithms"] = json!(["none"]);
+    bads.push(b);
+    let mut b = good.clone();
+    b["rules"][0]["mint"]["add_claims"] = json!({"aud": "x"});
+    bads.push(b);
+    for b in bads {
+        assert!(!validator.is_valid(&b), "schema accepted {b}");
+        assert!(!errors(&b).is_empty(), "parser accepted {b}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let mut doc = policy(&gw, &[&idp], json!([orders_rule(), orders_rule()]));
+    doc["clock_skew_seconds"] = json!(301);
+    doc["unmatched"] = json!("allow");
+    doc["surprise"] = json!(true);
+    doc["trusted_issuers"][0]["algorithms"] = json!(["EdDSA", "HS256"]);
+    doc["rules"][0]["mint"]["ttl_seconds"] = json!(0);
+    doc["rules"][0]["mint"]["add_claims"] = json!({"iss": "x", "tenant": "y"});
+    doc["rules"][0]["mint"]["preserve_claims"] = json!(["tenant", "exp"]);
+    doc["rules"][0]["match"]["path_prefix"] = json!("orders");
+    doc["rules"][0]["require"]["scopes"] = json!(["bad scope"]);
+    doc["rules"][0]["require"]["issuers"] = json!(["https://unknown.test"]);
+    doc["rules"][1]["match"]["methods"] = json!(["get"]);
+    doc["strip_headers"] = json!(["Authorization"]);
+    let errs = errors(&doc);
+    let expect = [
+        ("clock_skew_seconds", "between 0 and 300"),
+        ("unmatched", "\"deny\" or \"pass\""),
+        ("surprise", "unknown field"),
+        ("trusted_issuers[0].algorithms[1]", "HMAC"),
+        ("rules[0].mint.ttl_seconds", "between 1 and 86400"),
+        ("rules[0].mint.add_claims.iss", "set by the gateway"),
+        ("rules[0].mint.add_claims.tenant", "also in preserve_claims"),
+        ("rules[0].mint.preserve_claims[1]", "set by the gateway"),
+        ("rules[0].match.path_prefix", "start with '/'"),
+        ("rules[0].require.scopes[0]", "scope token"),
+        ("rules[0].require.issuers[0]", "not in trusted_issuers"),
+        ("rules[1].match.methods[0]", "upper-case"),
+        ("strip_headers[0]", "cannot strip Authorization"),
+    ];
+    for (path, needle) in expect {
+        assert!(
+            has(&errs, path, needle),
+            "missing {path}: {needle} in {errs:#?}"
+        );
+    }
+    // Duplicate rule names are only detectable once both rules parse; here rule 0 is broken.
+    assert!(errs.len() >= expect.len());
+}
+
+#[test]
+fn key_errors() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let base = policy(&gw, &[&idp], json!([orders_rule()]));
+
+    let mut d = base.clone();
+    d["signing_keys"] = json!([{"kty": "oct", "kid": "h", "k": b64(&[7u8; 32])}]);
+    assert!(has(&errors(&d), "signing_keys[0]", "allow_hs256_signing"));
+    d["allow_hs256_signing"] = json!(true);
+    assert!(errors(&d).is_empty(), "{:?}", errors(&d));
+    d["signing_keys"] = json!([{"kty": "oct", "kid": "h", "k": b64(&[7u8; 16])}]);
+    assert!(has(&errors(&d), "signing_keys[0]", "at least 32 bytes"));
+
+    let mut d = base.clone();
+    let mut no_kid = gw.private_jwk();
+    no_kid.as_object_mut().unwrap().remove("kid");
+    d["signing_keys"] = json!([no_kid]);
+    assert!(has(&errors(&d), "signing_keys[0]", "kid"));
+
+    let mut d = base.clone();
+    d["signing_keys"] = json!([gw.private_jwk(), gw.private_jwk()]);
+    assert!(has(&errors(&d), "signing_keys[1]", "duplicate kid"));
+
+    // A public key where a private one is needed.
+    let mut d = base.clone();
+    d["signing_keys"] = json!([idp.public_jwk()]);
+    assert!(has(&errors(&d), "signing_keys[0]", "invalid key"));
+
+    // A private key in an issuer's JWKS is refused (private members in a public key).
+    let mut d = base.clone();
+    d["trusted_issuers"][0]["jwks"]["keys"] = json!([gw.private_jwk()]);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].jwks.keys[0]",
+        "invalid key"
+    ));
+
+    // Symmetric issuer keys.
+    let mut d = base.clone();
+    d["trusted_issuers"][0]["jwks"]["keys"] = json!([{"kty": "oct", "k": b64(&[1u8; 32])}]);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].jwks.keys[0]",
+        "symmetric"
+    ));
+
+    // A key whose type matches none of the pinned algorithms.
+    let mut d = base.clone();
+    d["trusted_issuers"][0]["algorithms"] = json!(["RS256"]);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].jwks.keys[0]",
+        "cannot verify any"
+    ));
+
+    // The gateway trusting itself.
+    let mut d = base.clone();
+    d["trusted_issuers"][0]["issuer"] = json!(gw.iss);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].issuer",
+        "gateway's own issuer"
+    ));
+
+    // Bad point on the curve.
+    let mut d = base.clone();
+    let mut bad = idp.public_jwk();
+    bad["x"] = json!(b64(&[0u8; 31]));
+    d["trusted_issuers"][0]["jwks"]["keys"] = json!([bad]);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].jwks.keys[0]",
+        "invalid key"
+    ));
+}
+
+#[test]
+fn small_rsa_keys_are_refused() {
+    use rsa::traits::PublicKeyParts;
+    let mut rng = FixedRng(1);
+    let sk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let mut d = policy(&gw, &[&idp], json!([orders_rule()]));
+    d["trusted_issuers"][0]["algorithms"] = json!(["RS256"]);
+    d["trusted_issuers"][0]["jwks"]["keys"] = json!([{
+        "kty": "RSA", "kid": "small", "n": b64(&sk.n().to_bytes_be()), "e": b64(&sk.e().to_bytes_be())
+    }]);
+    assert!(has(
+        &errors(&d),
+        "trusted_issuers[0].jwks.keys[0]",
+        "invalid key"
+    ));
+}
+
+/// A deterministic RNG for key generation in tests (not for anything else).
+struct FixedRng(u64);
+impl rsa::rand_core::RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl rsa::rand_core::CryptoRng for FixedRng {}
+
+#[test]
+fn syntax_errors_and_duplicates_are_reported() {
+    let e = Policy::from_json(b"{\"issuer\": ").unwrap_err();
+    assert!(e.to_string().contains("invalid JSON"), "{e}");
+    let e = Policy::from_json(br#"{"issuer":"a","issuer":"b"}"#).unwrap_err();
+    assert!(e.to_string().contains("duplicate"), "{e}");
+    let e = Policy::from_json(b"[]").unwrap_err();
+    assert!(e.to_string().contains("must be an object"), "{e}");
+    let e = Policy::from_json(b"{}").unwrap_err();
+    for f in ["issuer", "signing_keys", "trusted_issuers", "rules"] {
+        assert!(
+            e.0.iter()
+                .any(|x| x.path == f && x.message == "is required"),
+            "{f}: {e}"
+        );
+    }
+}
