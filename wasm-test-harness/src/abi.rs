@@ -200,6 +200,16 @@ const REQUEST_SCOPED: &[&str] = &[
     "xds.",
 ];
 
+/// NUL-separated path to the dotted key used internally. One trailing NUL (as some guests
+/// send) is tolerated, as Envoy does.
+fn property_key(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    raw.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 fn get_property(d: &VmData, key: &str) -> Prop {
     let profile = d.host.profile;
     let stream = if d.effective == ROOT_ID {
@@ -579,11 +589,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         "proxy_get_property",
         |mut c: Cx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Res {
             let raw = read(&mut c, pp, pl)?;
-            let key = raw
-                .split(|b| *b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(".");
+            let key = property_key(&raw);
             let d = c.data();
             if d.host.profile == Profile::Kong && d.effective == ROOT_ID && key == "plugin_name" {
                 bail!(
@@ -609,11 +615,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Res {
             let raw = read(&mut c, pp, pl)?;
             let value = read(&mut c, vp, vl)?;
-            let key = raw
-                .split(|b| *b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(".");
+            let key = property_key(&raw);
             let d = c.data_mut();
             match d.stream() {
                 Some(s) => {
@@ -1247,4 +1249,28 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         |_c: Cx<'_>, _a: i32, _b: i32, _n: i32, _r: i32| -> Res { Ok(ERRNO_NOTSUP) },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{deserialize_map, property_key, serialize_map};
+
+    #[test]
+    fn header_map_round_trip() {
+        let pairs = vec![
+            (":path".to_string(), "/a".to_string()),
+            ("x".to_string(), String::new()),
+        ];
+        let bytes = serialize_map(&pairs);
+        assert_eq!(&bytes[..4], &2u32.to_le_bytes());
+        assert_eq!(deserialize_map(&bytes), Some(pairs));
+        assert_eq!(deserialize_map(&bytes[..bytes.len() - 2]), None);
+        assert_eq!(deserialize_map(b""), Some(vec![]));
+    }
+
+    #[test]
+    fn property_paths() {
+        assert_eq!(property_key(b"request\0path"), "request.path");
+        assert_eq!(property_key(b"request\0path\0"), "request.path");
+    }
 }
