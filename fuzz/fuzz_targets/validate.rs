@@ -1,0 +1,65 @@
+//! The whole decision (`Policy::decide`) on a fixed valid policy with arbitrary methods,
+//! paths and Authorization values.
+//!
+//! Invariants: never panics; a request whose token the target did not sign itself (raw
+//! mode) is never forwarded, since no input can hold a valid signature of a trusted key;
+//! every verdict's audit record agrees with it.
+#![no_main]
+
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Outcome, Verdict};
+use token_exchange_filter_fuzz::{decode, policy, NOW, SIGNED_ISS};
+
+struct Fixed;
+impl Entropy for Fixed {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        buf.fill(7);
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = decode(data) else { return };
+    let policy = policy();
+    let req = HttpRequest {
+        method: &input.method,
+        path: &input.path,
+        host: Some("api.example.com"),
+        route_name: None,
+        authorization: input.authorization.iter().map(String::as_str).collect(),
+        request_id: Some("fuzz"),
+    };
+    let d = policy.decide(&req, Duration::from_secs(NOW), &mut Fixed);
+    match &d.verdict {
+        Verdict::Forward {
+            authorization,
+            minted,
+        } => {
+            assert!(
+                input.signed,
+                "forwarded a token the fuzzer could not have signed: {input:?}"
+            );
+            assert!(d.audit.token_verified);
+            assert_eq!(d.audit.iss.as_deref(), Some(SIGNED_ISS));
+            assert_eq!(d.audit.decision, Outcome::Allow);
+            assert_eq!(d.audit.reason, "exchanged");
+            assert_eq!(*authorization, format!("Bearer {}", minted.token));
+            assert_eq!(minted.audience, "orders-service");
+            assert!(minted.expires_at > NOW && minted.expires_at <= NOW + 60);
+            assert!(minted
+                .scope
+                .split(' ')
+                .all(|s| s == "orders:read" || s == "orders:write"));
+        }
+        Verdict::Pass => panic!("the policy never passes unmatched requests"),
+        Verdict::Deny(denial) => {
+            assert_eq!(d.audit.decision, Outcome::Deny);
+            assert_eq!(d.audit.reason, denial.reason.code());
+            assert_eq!(d.audit.status, Some(denial.status));
+            assert_eq!(denial.status, denial.reason.status());
+            assert!(d.audit.minted_jti.is_none());
+        }
+    }
+});
