@@ -1,4 +1,5 @@
 //! Smoke tests against the real filter wasm (built through `build::filter_wasm`).
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 use wasm_test_harness::{build, imports, Host, Profile, Support};
 

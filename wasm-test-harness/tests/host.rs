@@ -1,4 +1,5 @@
 //! Tests of the host itself, against a tiny WAT guest (tests/guest/probe.wat).
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
