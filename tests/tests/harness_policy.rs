@@ -1,0 +1,443 @@
+//! The built filter (release `.wasm`) driven through the ABI by wasm-test-harness: the same
+//! policy suite under the Envoy, Kong and APISIX host profiles, time travel, several VMs,
+//! configuration errors, the hostile corpus, and one audit line per decision.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use token_exchange_tests::hostile::corpus;
+use token_exchange_tests::*;
+use wasm_test_harness::{build, Host, LogLevel, Profile, RequestSpec, Vm};
+
+fn wasm() -> Vec<u8> {
+    build::filter_wasm().expect("filter wasm builds")
+}
+
+struct Fixture {
+    host: Host,
+    vm: Vm,
+    gw: Gateway,
+    idp: Issuer,
+}
+
+fn fixture(host: Host, doc: Option<Value>) -> Fixture {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let doc = doc.unwrap_or_else(|| policy(&gw, &[&idp], json!([orders_rule()])));
+    host.set_unix_time(NOW);
+    let vm = host
+        .load(&wasm(), doc.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{:?} refused the policy: {e}", host.profile()));
+    host.clear_logs();
+    Fixture { host, vm, gw, idp }
+}
+
+/// The audit records logged so far (JSON lines with `"event":"token_exchange"`).
+fn audits(host: &Host) -> Vec<Value> {
+    host.logs()
+        .into_iter()
+        .filter(|l| l.level == LogLevel::Info)
+        .filter_map(|l| serde_json::from_str::<Value>(&l.message).ok())
+        .filter(|v| v["event"] == "token_exchange")
+        .collect()
+}
+
+fn get(vm: &Vm, path: &str, authorization: &[&str]) -> wasm_test_harness::Request {
+    let mut spec = RequestSpec::new(&[
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.example.com"),
+        ("x-forwarded-user", "mallory"),
+    ]);
+    for a in authorization {
+        spec = spec.header("Authorization", a);
+    }
+    vm.send(spec)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn policy_suite(host: Host) {
+    let profile = host.profile();
+    let f = fixture(host, None);
+    let original = f.idp.sign(&f.idp.claims(NOW, "orders:read profile"));
+    let bearer = format!("Bearer {original}");
+
+    // Allowed: forwarded with a minted token in place of the original.
+    let r = get(&f.vm, "/orders/7", &[&bearer]);
+    let fwd = r
+        .forwarded_headers()
+        .unwrap_or_else(|| panic!("{profile:?}: {:?}", r.local_response()));
+    let auth: Vec<&String> = fwd
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        auth.len(),
+        1,
+        "{profile:?}: exactly one Authorization forwarded: {fwd:?}"
+    );
+    let minted = auth[0].strip_prefix("Bearer ").unwrap();
+    assert!(
+        fwd.iter().all(|(_, v)| !v.contains(&original)),
+        "{profile:?}: original forwarded"
+    );
+    assert!(
+        header(&fwd, "x-forwarded-user").is_none(),
+        "{profile:?}: strip_headers"
+    );
+    let (_, claims) = f.gw.verify(minted, NOW);
+    assert_eq!(claims["aud"], "orders-service");
+    assert_eq!(claims["scope"], "orders:read");
+    assert_eq!(claims["exp"], NOW + 60);
+
+    // Denials: never forwarded, RFC 6750 challenges.
+    let expired = f.idp.sign(
+        &json!({"exp": NOW - 100, "iat": NOW - 700})
+            .as_object()
+            .map(|o| {
+                let mut c = f.idp.claims(NOW, "orders:read");
+                for (k, v) in o {
+                    c[k] = v.clone();
+                }
+                c
+            })
+            .unwrap(),
+    );
+    let lacking = f.idp.sign(&f.idp.claims(NOW, "profile"));
+    let cases: Vec<(&str, Vec<String>, u32, &str, Option<&str>)> = vec![
+        (
+            "/orders",
+            vec![],
+            401,
+            "missing_token",
+            Some(r#"Bearer realm="token-exchange""#),
+        ),
+        (
+            "/orders",
+            vec![format!("Bearer {expired}")],
+            401,
+            "token_expired",
+            Some(r#"error="invalid_token""#),
+        ),
+        (
+            "/orders",
+            vec!["Bearer x.y.z".into()],
+            401,
+            "malformed_token",
+            Some(r#"error="invalid_token""#),
+        ),
+        (
+            "/orders",
+            vec![format!("Bearer {lacking}")],
+            403,
+            "insufficient_scope",
+            Some(
+                r#"error="insufficient_scope", error_description="token lacks a required scope", scope="orders:read""#,
+            ),
+        ),
+        (
+            "/orders",
+            vec![bearer.clone(), bearer.clone()],
+            400,
+            "duplicate_authorization",
+            Some(r#"error="invalid_request""#),
+        ),
+        (
+            "/inventory",
+            vec![bearer.clone()],
+            403,
+            "no_matching_rule",
+            None,
+        ),
+    ];
+    for (path, auth, status, reason, challenge) in &cases {
+        let refs: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let r = get(&f.vm, path, &refs);
+        assert!(
+            r.forwarded_headers().is_none(),
+            "{profile:?} {reason}: forwarded"
+        );
+        let lr = r
+            .local_response()
+            .unwrap_or_else(|| panic!("{profile:?} {reason}: no local response"));
+        assert_eq!(lr.status, *status, "{profile:?} {reason}");
+        let www = header(&lr.headers, "www-authenticate").unwrap_or("");
+        if let Some(c) = challenge {
+            assert!(www.contains(c), "{profile:?} {reason}: {www}");
+        }
+        assert_eq!(
+            header(&lr.headers, "content-type"),
+            Some("application/json")
+        );
+        let body: Value = serde_json::from_slice(&lr.body).unwrap();
+        assert!(body["error"].is_string());
+    }
+
+    // One audit line per decision, in order, never holding a token.
+    let lines = audits(&f.host);
+    assert_eq!(lines.len(), 1 + cases.len(), "{profile:?}: {lines:#?}");
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(lines[0]["rule"], "orders-read");
+    assert_eq!(lines[0]["token_id"], format!("orig-{NOW}"));
+    assert_eq!(lines[0]["minted_jti"], claims["jti"]);
+    assert_eq!(lines[0]["minted_kid"], "gw-1");
+    assert_eq!(lines[0]["ts_ms"], NOW * 1000);
+    for (line, (_, _, status, reason, _)) in lines[1..].iter().zip(&cases) {
+        assert_eq!(line["decision"], "deny");
+        assert_eq!(line["reason"], *reason, "{profile:?}");
+        assert_eq!(line["status"], *status);
+    }
+    for l in f.host.logs() {
+        assert!(
+            !l.message.contains(&original),
+            "{profile:?}: token in a log line"
+        );
+        assert!(
+            !l.message.contains(minted),
+            "{profile:?}: minted token in a log line"
+        );
+    }
+    if profile == Profile::Envoy {
+        assert!(
+            lines[0]["request_id"].is_string(),
+            "Envoy adds x-request-id"
+        );
+    }
+}
+
+#[test]
+fn policy_suite_under_envoy() {
+    policy_suite(Host::envoy());
+}
+
+#[test]
+fn policy_suite_under_kong() {
+    policy_suite(Host::kong());
+}
+
+#[test]
+fn policy_suite_under_apisix() {
+    policy_suite(Host::apisix());
+}
+
+#[test]
+fn hostile_corpus_is_refused_and_the_vm_survives() {
+    for host in [Host::envoy(), Host::kong()] {
+        let profile = host.profile();
+        let f = fixture(host, None);
+        let other = Issuer::ed25519("https://attacker.example", "attacker-key-1", 66);
+        let valid = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
+        let cases = corpus(&f.idp, &other, NOW);
+        assert!(cases.len() > 40, "corpus too small: {}", cases.len());
+        for case in &cases {
+            f.host.clear_logs();
+            let refs: Vec<&str> = case.authorization.iter().map(String::as_str).collect();
+            let r = get(&f.vm, "/orders", &refs);
+            let status = match r.local_response() {
+                Some(lr) => lr.status as u16,
+                None => 200,
+            };
+            assert_eq!(status, case.expected_status, "{profile:?} {}", case.name);
+            if case.expected_status != 200 {
+                assert!(
+                    r.forwarded_headers().is_none(),
+                    "{profile:?} {}: forwarded",
+                    case.name
+                );
+            }
+            let lines = audits(&f.host);
+            assert_eq!(lines.len(), 1, "{profile:?} {}", case.name);
+            assert_eq!(
+                lines[0]["reason"], case.expected_reason,
+                "{profile:?} {}",
+                case.name
+            );
+            // The VM is alive and still exchanges a valid token.
+            let ok = get(&f.vm, "/orders", &[&valid]);
+            assert!(
+                ok.is_forwarded(),
+                "{profile:?} after {}: {:?}",
+                case.name,
+                ok.local_response()
+            );
+        }
+    }
+}
+
+#[test]
+fn time_travel_expires_a_token_mid_test() {
+    let f = fixture(Host::envoy(), None);
+    let mut claims = f.idp.claims(NOW, "orders:read");
+    claims["exp"] = json!(NOW + 100);
+    let t = format!("Bearer {}", f.idp.sign(&claims));
+    assert!(get(&f.vm, "/orders", &[&t]).is_forwarded());
+    f.host.advance(Duration::from_secs(99));
+    let r = get(&f.vm, "/orders", &[&t]);
+    let fwd = r.forwarded_headers().unwrap();
+    let minted = header(&fwd, "authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let (_, c) = f.gw.verify(&minted, NOW + 99);
+    assert_eq!(c["exp"], NOW + 100, "never outlives the original");
+    // At exp: within skew, but nothing left to grant.
+    f.host.advance(Duration::from_secs(1));
+    assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
+    // At exp + skew: refused by validation.
+    f.host.advance(Duration::from_secs(30));
+    assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
+    let reasons: Vec<Value> = audits(&f.host)
+        .iter()
+        .map(|l| l["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["exchanged", "exchanged", "token_expired", "token_expired"]
+    );
+
+    // nbf exactly at the skew boundary.
+    let mut claims = f.idp.claims(NOW, "orders:read");
+    let now = NOW + 130;
+    claims["nbf"] = json!(now + 30);
+    claims["exp"] = json!(now + 600);
+    let t = format!("Bearer {}", f.idp.sign(&claims));
+    assert!(get(&f.vm, "/orders", &[&t]).is_forwarded());
+    claims["nbf"] = json!(now + 31);
+    let t = format!("Bearer {}", f.idp.sign(&claims));
+    assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
+}
+
+#[test]
+fn several_vms_decide_alike_and_mint_distinct_ids() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let host = Host::envoy();
+    host.set_unix_time(NOW);
+    let doc = policy(&gw, &[&idp], json!([orders_rule()]));
+    let vms = host
+        .load_workers(&wasm(), doc.to_string().as_bytes(), 2)
+        .unwrap();
+    host.clear_logs();
+    let t = format!("Bearer {}", idp.sign(&idp.claims(NOW, "orders:read")));
+    let mut jtis = Vec::new();
+    for vm in &vms {
+        for _ in 0..3 {
+            assert!(get(vm, "/orders", &[&t]).is_forwarded());
+            assert_eq!(get(vm, "/orders", &[]).status(), Some(401));
+        }
+    }
+    let lines = audits(&host);
+    assert_eq!(lines.len(), 12);
+    for l in &lines {
+        if l["decision"] == "allow" {
+            jtis.push(l["minted_jti"].as_str().unwrap().to_owned());
+        }
+    }
+    let before = jtis.len();
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!(jtis.len(), before, "every minted jti is unique across VMs");
+    let per_vm: Vec<usize> = (0..2)
+        .map(|i| {
+            host.logs()
+                .iter()
+                .filter(|l| {
+                    l.vm == vms[i].index() && l.message.contains("\"event\":\"token_exchange\"")
+                })
+                .count()
+        })
+        .collect();
+    assert_eq!(per_vm, vec![6, 6]);
+}
+
+#[test]
+fn configuration_errors_are_refused_and_a_bad_update_keeps_the_old_policy() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let host = Host::envoy();
+    let mut bad = policy(&gw, &[&idp], json!([orders_rule()]));
+    bad["rules"][0]["mint"]["ttl_seconds"] = json!(0);
+    bad["clock_skew_seconds"] = json!(1000);
+    let err = host
+        .load(&wasm(), bad.to_string().as_bytes())
+        .err()
+        .expect("refused");
+    let text = format!("{err} {:?}", host.logs());
+    assert!(
+        text.contains("rules[0].mint.ttl_seconds: must be an integer between 1 and 86400"),
+        "{text}"
+    );
+    assert!(
+        text.contains("clock_skew_seconds: must be an integer between 0 and 300"),
+        "{text}"
+    );
+
+    let f = fixture(Host::envoy(), None);
+    let t = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
+    assert!(f.vm.reconfigure(bad.to_string().as_bytes()).is_err());
+    assert!(f.vm.reconfigure(b"not json").is_err());
+    assert!(f
+        .host
+        .logs()
+        .iter()
+        .any(|l| l.message.contains("previous policy stays in force")));
+    assert!(
+        get(&f.vm, "/orders", &[&t]).is_forwarded(),
+        "old policy still in force"
+    );
+
+    // A good update takes effect.
+    let mut narrower = policy(&f.gw, &[&f.idp], json!([orders_rule()]));
+    narrower["rules"][0]["require"]["scopes"] = json!(["orders:admin"]);
+    f.vm.reconfigure(narrower.to_string().as_bytes()).unwrap();
+    assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(403));
+}
+
+#[test]
+fn rules_bind_to_envoy_route_names() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let mut rule = orders_rule();
+    rule["match"] = json!({"route": "orders-route"});
+    let doc = policy(&gw, &[&idp], json!([rule]));
+    let t = format!("Bearer {}", idp.sign(&idp.claims(NOW, "orders:read")));
+    for host in [Host::envoy(), Host::kong()] {
+        let profile = host.profile();
+        let f = fixture(host, Some(doc.clone()));
+        let spec = |route: &str| {
+            RequestSpec::new(&[
+                (":method", "GET"),
+                (":path", "/anything"),
+                (":authority", "a"),
+            ])
+            .header("authorization", &t)
+            .property("xds.route_name", route.as_bytes().to_vec())
+        };
+        let r = f.vm.send(spec("orders-route"));
+        if profile == Profile::Envoy {
+            assert!(r.is_forwarded(), "{:?}", r.local_response());
+        }
+        assert_eq!(f.vm.send(spec("other")).status(), Some(403), "{profile:?}");
+    }
+}
+
+#[test]
+fn apisix_without_host_time_uses_the_wasi_clock() {
+    // APISIX lacks proxy_get_current_time_nanoseconds; the filter falls back to WASI's clock,
+    // which the harness keeps on the same test clock: expiry must still be enforced.
+    let f = fixture(Host::apisix(), None);
+    let mut claims = f.idp.claims(NOW, "orders:read");
+    claims["exp"] = json!(NOW + 10);
+    let t = format!("Bearer {}", f.idp.sign(&claims));
+    assert!(get(&f.vm, "/orders", &[&t]).is_forwarded());
+    f.host.advance(Duration::from_secs(60));
+    assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
+}
