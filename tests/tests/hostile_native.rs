@@ -5,6 +5,12 @@
 //!
 //! The ignored `write_fuzz_seeds` test regenerates the fuzz seed corpora from the same cases:
 //! `cargo test -p token-exchange-tests --test hostile_native -- --ignored write_fuzz_seeds`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
