@@ -195,7 +195,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
     }
     match n.as_f64() {
         // Also bounds absurd values: 1e19 does not fit u64 seconds.
-        Some(f) if f.is_finite() && f >= 0.0 && f < 1.8e19 => Ok(Some(f as u64)),
+        Some(f) if (0.0..1.8e19).contains(&f) => Ok(Some(f as u64)),
         _ => Err(DenyReason::InvalidClaim),
     }
 }

@@ -33,6 +33,9 @@ pub enum Buffer {
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 
+/// One header: name and value as the host gave them.
+pub type HeaderPair = (Vec<u8>, Vec<u8>);
+
 /// A host status other than Ok (the raw ABI value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostStatus(pub u32);
@@ -121,7 +124,7 @@ pub fn buffer(buffer: Buffer) -> Result<Option<Vec<u8>>, HostStatus> {
 }
 
 /// All header pairs of `map`, names and values as raw bytes.
-pub fn header_pairs(map: Map) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HostStatus> {
+pub fn header_pairs(map: Map) -> Result<Vec<HeaderPair>, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: valid out-pointers.
@@ -138,7 +141,7 @@ pub fn header_pairs(map: Map) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HostStatus> {
 
 /// Decodes the ABI's serialized map: count, then (key len, value len) pairs, then each key
 /// and value followed by a NUL. Bounds-checked: a malformed buffer is an error, not a trap.
-pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<HeaderPair>> {
     let u32_at = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b.first().copied()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
@@ -208,11 +211,9 @@ pub fn remove_header(map: Map, name: &str) -> Result<(), HostStatus> {
 
 /// A property by path; `Ok(None)` when the host does not have it.
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
-    let mut serialized = Vec::new();
-    for part in path {
-        serialized.extend_from_slice(part.as_bytes());
-        serialized.push(0);
-    }
+    // Parts separated by NUL, no trailing NUL (as the SDK sends them; Kong maps each NUL
+    // to a dot, so a trailing one would name a different property).
+    let serialized = path.join("\0").into_bytes();
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: valid pointers; the path buffer outlives the call.

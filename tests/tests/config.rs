@@ -1,5 +1,11 @@
 //! Configuration: every example loads through the JSON Schema and the parser; bad
 //! configurations are refused whole, with every error and its JSON path.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 
 use std::path::PathBuf;
 

@@ -1,6 +1,12 @@
 //! The built filter (release `.wasm`) driven through the ABI by wasm-test-harness: the same
 //! policy suite under the Envoy, Kong and APISIX host profiles, time travel, several VMs,
 //! configuration errors, the hostile corpus, and one audit line per decision.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 
 use std::time::Duration;
 
@@ -111,7 +117,8 @@ fn policy_suite(host: Host) {
             .unwrap(),
     );
     let lacking = f.idp.sign(&f.idp.claims(NOW, "profile"));
-    let cases: Vec<(&str, Vec<String>, u32, &str, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, Vec<String>, u32, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "/orders",
             vec![],
