@@ -1,0 +1,687 @@
+//! End to end under a real Envoy 1.40 (`.venv/bin/envoy`, installed by scripts/setup.sh)
+//! running the release filter wasm, with a recording upstream.
+//!
+//! One Envoy serves every case of `envoy_end_to_end` (cases run one after another and report
+//! together); `envoy_refuses_invalid_config` starts its own. Tokens come from the shared
+//! test issuers (RS256, ES256, EdDSA) and from PyJWT (an independent JWT library) through
+//! envoy-example/mint_demo_token.py. Without `.venv/bin/envoy` the suite skips loudly,
+//! unless `CI` is set: then it fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod envoy;
+
+use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::Command;
+
+use serde_json::{json, Map, Value};
+use token_exchange_tests::{orders_rule, policy, unb64, Gateway, Issuer};
+
+use envoy::{http, unix_now, Envoy, Recorded, Response, Upstream};
+
+/// The second rule: bound to Envoy's route name only (no path condition).
+fn reports_rule() -> Value {
+    json!({
+        "name": "reports-by-route",
+        "match": { "route": envoy::REPORTS_ROUTE },
+        "require": { "scopes": ["reports:read"] },
+        "mint": { "audience": "reports-service", "scopes": ["reports:read"], "ttl_seconds": 30 }
+    })
+}
+
+/// The DEMO-ONLY issuer of envoy-example (its private key signs through PyJWT).
+fn demo_issuer_trusted() -> Value {
+    let jwk: Value = serde_json::from_slice(
+        &std::fs::read(
+            envoy::root().join("envoy-example/demo-keys/demo-issuer-es256.public.jwk.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    json!({
+        "issuer": "https://idp.demo.local",
+        "jwks": { "keys": [jwk] },
+        "algorithms": ["ES256"],
+        "audiences": ["api"],
+    })
+}
+
+/// A named end-to-end case.
+type Case = (&'static str, fn(&Ctx));
+
+/// What one request through Envoy produced.
+struct Exchange {
+    response: Response,
+    /// Requests the upstream received meanwhile.
+    upstream: Vec<Recorded>,
+    /// Audit records with this request's id.
+    audit: Vec<Value>,
+    /// Seconds before and after the request (bounds for the filter's clock).
+    before: u64,
+    after: u64,
+}
+
+struct Ctx {
+    envoy: Envoy,
+    upstream: Upstream,
+    gw: Gateway,
+    es: Issuer,
+    ed: Issuer,
+    rs: Issuer,
+    /// Every original token sent; none may ever reach the upstream.
+    originals: RefCell<Vec<String>>,
+    n: Cell<u32>,
+}
+
+impl Ctx {
+    /// Sends a request with a unique `x-request-id` (and `x-forwarded-user`, which the policy
+    /// strips) and collects what the upstream and the audit log saw of it.
+    fn send(&self, method: &str, path: &str, authorization: &[String]) -> Exchange {
+        self.n.set(self.n.get() + 1);
+        let request_id = format!("e2e-{}-{}", std::process::id(), self.n.get());
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("x-request-id", &request_id),
+            ("x-forwarded-user", "mallory"),
+        ];
+        for a in authorization {
+            headers.push(("authorization", a));
+            if let Some(t) = a.strip_prefix("Bearer ") {
+                self.originals.borrow_mut().push(t.to_owned());
+            }
+        }
+        let seen = self.upstream.count();
+        let before = unix_now();
+        let response = http(self.envoy.port, method, path, &headers, b"");
+        let after = unix_now();
+        let upstream = self.upstream.records()[seen..].to_vec();
+        let reached_filter =
+            response.status != 400 || response.header("www-authenticate").is_some();
+        let audit = self.envoy.audit_for(&request_id, reached_filter);
+        Exchange {
+            response,
+            upstream,
+            audit,
+            before,
+            after,
+        }
+    }
+
+    fn bearer(&self, method: &str, path: &str, token: &str) -> Exchange {
+        self.send(method, path, &[format!("Bearer {token}")])
+    }
+
+    /// Claims from `issuer` at the real clock with a unique `jti`.
+    fn claims(&self, issuer: &Issuer, scope: &str) -> Value {
+        let mut c = issuer.claims(unix_now(), scope);
+        c["jti"] = json!(format!("orig-{}-{}", issuer.kid, self.n.get() + 1));
+        c
+    }
+}
+
+/// The one audit record of a request.
+fn one_audit(x: &Exchange) -> &Value {
+    assert_eq!(
+        x.audit.len(),
+        1,
+        "exactly one audit line per request, got {:?}",
+        x.audit
+    );
+    &x.audit[0]
+}
+
+/// A denial: status, challenge, nothing upstream, one audit line with this reason.
+fn assert_denied(x: &Exchange, status: u16, error: Option<&str>, reason: &str) -> Value {
+    assert_eq!(x.response.status, status, "response {:?}", x.response);
+    let challenge = x
+        .response
+        .header("www-authenticate")
+        .unwrap_or_else(|| panic!("no WWW-Authenticate in {:?}", x.response));
+    assert!(
+        challenge.starts_with("Bearer realm=\"token-exchange\""),
+        "{challenge}"
+    );
+    match error {
+        None => assert_eq!(challenge, "Bearer realm=\"token-exchange\""),
+        Some(e) => assert!(
+            challenge.contains(&format!("error=\"{e}\"")),
+            "{challenge} lacks error={e}"
+        ),
+    }
+    assert_eq!(x.response.header("cache-control"), Some("no-store"));
+    let body: Value = serde_json::from_str(&x.response.body)
+        .unwrap_or_else(|e| panic!("body {:?}: {e}", x.response.body));
+    assert!(body["error"].is_string(), "{body}");
+    assert!(
+        !x.response.body.contains("eyJ"),
+        "the body echoes a token: {body}"
+    );
+    assert!(
+        x.upstream.is_empty(),
+        "a denied request reached the upstream: {:?}",
+        x.upstream
+    );
+    let a = one_audit(x).clone();
+    assert_eq!(a["event"], "token_exchange");
+    assert_eq!(a["decision"], "deny", "{a}");
+    assert_eq!(a["reason"], reason, "{a}");
+    assert_eq!(a["status"], status, "{a}");
+    assert!(a.get("minted_jti").is_none(), "{a}");
+    a
+}
+
+/// What an allowed exchange must have minted.
+struct Expect<'a> {
+    original: &'a str,
+    original_claims: &'a Value,
+    rule: &'a str,
+    audience: &'a str,
+    scope: &'a str,
+    ttl: u64,
+}
+
+/// An exchange: 200, exactly one upstream request carrying a gateway-minted token with the
+/// expected claims, the original token and stripped headers gone, one matching audit line.
+fn assert_exchanged(ctx: &Ctx, x: &Exchange, e: &Expect) -> Map<String, Value> {
+    assert_eq!(x.response.status, 200, "response {:?}", x.response);
+    assert_eq!(
+        x.upstream.len(),
+        1,
+        "one request upstream: {:?}",
+        x.upstream
+    );
+    let got = &x.upstream[0];
+    let auth = got.header_all("authorization");
+    assert_eq!(auth.len(), 1, "one Authorization upstream: {auth:?}");
+    let minted = auth[0]
+        .strip_prefix("Bearer ")
+        .unwrap_or_else(|| panic!("not a bearer: {}", auth[0]));
+    assert_ne!(minted, e.original);
+    let raw = String::from_utf8_lossy(&got.raw);
+    assert!(
+        !raw.contains(e.original),
+        "the original token reached the upstream"
+    );
+    assert!(
+        got.header_all("x-forwarded-user").is_empty(),
+        "strip_headers: x-forwarded-user reached the upstream"
+    );
+
+    let (header, claims) = ctx.gw.verify(minted, unix_now());
+    assert_eq!(header["typ"], "at+jwt", "{header}");
+    assert_eq!(header["kid"], ctx.gw.kid.as_str(), "{header}");
+    assert_eq!(header["alg"], "EdDSA", "{header}");
+    assert_eq!(claims["iss"], ctx.gw.iss.as_str());
+    assert_eq!(claims["aud"], e.audience);
+    assert_eq!(claims["scope"], e.scope);
+    assert_eq!(claims["sub"], e.original_claims["sub"]);
+    let exp = claims["exp"].as_u64().unwrap();
+    let iat = claims["iat"].as_u64().unwrap();
+    let orig_exp = e.original_claims["exp"].as_u64().unwrap();
+    assert!(
+        exp <= orig_exp,
+        "minted exp {exp} outlives the original {orig_exp}"
+    );
+    assert!(
+        exp <= x.after + e.ttl,
+        "exp {exp} > now + ttl ({} + {})",
+        x.after,
+        e.ttl
+    );
+    assert!(
+        exp + 1 >= x.before + e.ttl.min(orig_exp - x.before),
+        "exp {exp} too short"
+    );
+    assert!(iat + 1 >= x.before && iat <= x.after + 1, "iat {iat}");
+    assert_eq!(
+        claims["exchanged_from"],
+        json!({ "iss": e.original_claims["iss"], "token_id": e.original_claims["jti"] })
+    );
+    let jti = claims["jti"].as_str().unwrap().to_owned();
+    assert_ne!(Some(jti.as_str()), e.original_claims["jti"].as_str());
+
+    let a = one_audit(x);
+    assert_eq!(a["decision"], "allow", "{a}");
+    assert_eq!(a["reason"], "exchanged", "{a}");
+    assert_eq!(a["rule"], e.rule, "{a}");
+    assert_eq!(a["token_id"], e.original_claims["jti"], "{a}");
+    assert_eq!(a["iss"], e.original_claims["iss"], "{a}");
+    assert_eq!(a["sub"], e.original_claims["sub"], "{a}");
+    assert_eq!(a["token_verified"], true, "{a}");
+    assert_eq!(
+        a["minted_jti"],
+        jti.as_str(),
+        "audit minted_jti vs the upstream's token"
+    );
+    assert_eq!(a["minted_aud"], e.audience, "{a}");
+    assert_eq!(a["minted_scope"], e.scope, "{a}");
+    assert_eq!(a["minted_exp"], exp, "{a}");
+    assert_eq!(a["minted_kid"], ctx.gw.kid.as_str(), "{a}");
+    assert!(a.get("status").is_none(), "{a}");
+    let line = a.to_string();
+    assert!(
+        !line.contains(e.original),
+        "the audit line contains the token"
+    );
+    assert!(
+        !line.contains(minted),
+        "the audit line contains the minted token"
+    );
+    claims
+}
+
+fn orders_expect<'a>(token: &'a str, claims: &'a Value) -> Expect<'a> {
+    Expect {
+        original: token,
+        original_claims: claims,
+        rule: "orders-read",
+        audience: "orders-service",
+        scope: "orders:read",
+        ttl: 60,
+    }
+}
+
+// --- the cases -----------------------------------------------------------------------------
+
+fn allow_es256(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.es, "orders:read profile");
+    let t = ctx.es.sign(&c);
+    let x = ctx.bearer("GET", "/orders/42?x=1", &t);
+    let claims = assert_exchanged(ctx, &x, &orders_expect(&t, &c));
+    // preserve_claims / add_claims of orders_rule, and what must not be copied.
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["env"], "test");
+    assert_eq!(claims["client_id"], "web-app");
+    assert!(claims.get("email").is_none(), "email was not preserved");
+    assert!(claims.get("acr").is_none());
+    assert_eq!(
+        x.audit[0]["path"], "/orders/42",
+        "no query string in the audit"
+    );
+    assert_eq!(x.upstream[0].path, "/orders/42?x=1");
+}
+
+fn allow_eddsa(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.ed, "orders:read orders:write");
+    let t = ctx.ed.sign(&c);
+    let x = ctx.bearer("GET", "/orders", &t);
+    let mut e = orders_expect(&t, &c);
+    e.scope = "orders:read orders:write";
+    assert_exchanged(ctx, &x, &e);
+}
+
+fn allow_rs256(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.rs, "orders:read");
+    let t = ctx.rs.sign(&c);
+    let x = ctx.bearer("GET", "/orders/1", &t);
+    assert_exchanged(ctx, &x, &orders_expect(&t, &c));
+}
+
+fn allow_pyjwt_token(ctx: &Ctx) {
+    let jti = format!("pyjwt-{}", std::process::id());
+    let out = Command::new(envoy::venv_python())
+        .arg(envoy::root().join("envoy-example/mint_demo_token.py"))
+        .args(["--audience", "api", "--client", "web-app"])
+        .args(["--scope", "orders:read profile", "--jti", &jti])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mint_demo_token.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let claims: Value = serde_json::from_slice(&unb64(token.split('.').nth(1).unwrap())).unwrap();
+    assert_eq!(claims["jti"], jti.as_str());
+    let header: Value = serde_json::from_slice(&unb64(token.split('.').next().unwrap())).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let x = ctx.bearer("GET", "/orders/7", &token);
+    let minted = assert_exchanged(ctx, &x, &orders_expect(&token, &claims));
+    assert_eq!(minted["tenant"], "acme");
+}
+
+fn normalized_path_is_matched(ctx: &Ctx) {
+    // normalize_path: the filter sees /orders/3, never the dot-segments.
+    let c = ctx.claims(&ctx.es, "orders:read");
+    let t = ctx.es.sign(&c);
+    let x = ctx.bearer("GET", "/public/../orders//3", &t);
+    assert_exchanged(ctx, &x, &orders_expect(&t, &c));
+    assert_eq!(x.audit[0]["path"], "/orders/3");
+    assert_eq!(x.upstream[0].path, "/orders/3");
+}
+
+fn escaped_slash_is_rejected_by_envoy(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.es, "orders:read");
+    let t = ctx.es.sign(&c);
+    let x = ctx.bearer("GET", "/orders%2F..%2Fadmin", &t);
+    assert_eq!(x.response.status, 400, "{:?}", x.response);
+    assert!(x.upstream.is_empty());
+    assert!(x.audit.is_empty(), "Envoy refuses it before the filter");
+}
+
+fn route_bound_rule(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.ed, "reports:read orders:read");
+    let t = ctx.ed.sign(&c);
+    let x = ctx.bearer("GET", "/reports/2026", &t);
+    assert_exchanged(
+        ctx,
+        &x,
+        &Expect {
+            original: &t,
+            original_claims: &c,
+            rule: "reports-by-route",
+            audience: "reports-service",
+            scope: "reports:read",
+            ttl: 30,
+        },
+    );
+}
+
+fn no_token_401_without_error(ctx: &Ctx) {
+    let x = ctx.send("GET", "/orders/1", &[]);
+    let a = assert_denied(&x, 401, None, "missing_token");
+    assert_eq!(a["token_verified"], false);
+}
+
+fn other_scheme_is_missing_token(ctx: &Ctx) {
+    let x = ctx.send("GET", "/orders/1", &["Basic YWxpY2U6c2VjcmV0".to_owned()]);
+    assert_denied(&x, 401, None, "missing_token");
+}
+
+fn malformed_token(ctx: &Ctx) {
+    let x = ctx.bearer("GET", "/orders/1", "not-a-jwt");
+    assert_denied(&x, 401, Some("invalid_token"), "malformed_token");
+}
+
+fn expired_token(ctx: &Ctx) {
+    let now = unix_now();
+    let mut c = ctx.claims(&ctx.es, "orders:read");
+    c["iat"] = json!(now - 3600);
+    c["nbf"] = json!(now - 3600);
+    c["exp"] = json!(now - 600);
+    let x = ctx.bearer("GET", "/orders/1", &ctx.es.sign(&c));
+    let a = assert_denied(&x, 401, Some("invalid_token"), "token_expired");
+    assert_eq!(a["token_id"], c["jti"]);
+}
+
+fn bad_signature(ctx: &Ctx) {
+    // Same iss and kid, another key.
+    let forger = Issuer::es256(&ctx.es.iss, &ctx.es.kid, 99);
+    let c = ctx.claims(&ctx.es, "orders:read");
+    let x = ctx.bearer("GET", "/orders/1", &forger.sign(&c));
+    let a = assert_denied(&x, 401, Some("invalid_token"), "invalid_signature");
+    assert_eq!(a["token_verified"], false);
+}
+
+fn untrusted_issuer(ctx: &Ctx) {
+    let stranger = Issuer::ed25519("https://evil.test", "ev-1", 5);
+    let c = ctx.claims(&stranger, "orders:read");
+    let x = ctx.bearer("GET", "/orders/1", &stranger.sign(&c));
+    assert_denied(&x, 401, Some("invalid_token"), "untrusted_issuer");
+}
+
+fn wrong_audience(ctx: &Ctx) {
+    let mut c = ctx.claims(&ctx.es, "orders:read");
+    c["aud"] = json!("someone-else");
+    let x = ctx.bearer("GET", "/orders/1", &ctx.es.sign(&c));
+    assert_denied(&x, 401, Some("invalid_token"), "audience_mismatch");
+}
+
+fn gateway_token_replayed(ctx: &Ctx) {
+    // A token the gateway minted, sent back to the edge.
+    let c = ctx.claims(&ctx.es, "orders:read");
+    let t = ctx.es.sign(&c);
+    let x = ctx.bearer("GET", "/orders/1", &t);
+    assert_eq!(x.response.status, 200);
+    let minted = x.upstream[0].header_all("authorization")[0]
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let x = ctx.bearer("GET", "/orders/1", &minted);
+    assert_eq!(x.response.status, 401, "{:?}", x.response);
+    assert!(x.upstream.is_empty());
+    let a = one_audit(&x);
+    assert_eq!(a["decision"], "deny");
+}
+
+fn insufficient_scope_403(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.rs, "profile");
+    let x = ctx.bearer("GET", "/orders/1", &ctx.rs.sign(&c));
+    let a = assert_denied(&x, 403, Some("insufficient_scope"), "insufficient_scope");
+    let challenge = x.response.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("scope=\"orders:read\""),
+        "{challenge} lacks scope="
+    );
+    assert_eq!(a["rule"], "orders-read");
+    assert_eq!(a["token_id"], c["jti"]);
+    assert_eq!(a["token_verified"], true);
+}
+
+fn caller_not_allowed(ctx: &Ctx) {
+    let mut c = ctx.claims(&ctx.es, "orders:read");
+    c["azp"] = json!("some-other-app");
+    let x = ctx.bearer("GET", "/orders/1", &ctx.es.sign(&c));
+    assert_denied(&x, 403, Some("insufficient_scope"), "caller_not_allowed");
+}
+
+fn unmatched_route_403(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.es, "orders:read reports:read");
+    let x = ctx.bearer("GET", "/admin/users", &ctx.es.sign(&c));
+    assert_denied(&x, 403, None, "no_matching_rule");
+    // A method the rule does not allow is unmatched too.
+    let x = ctx.bearer("DELETE", "/orders/1", &ctx.es.sign(&c));
+    assert_denied(&x, 403, None, "no_matching_rule");
+}
+
+fn two_authorization_headers_400(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.es, "orders:read");
+    let t = format!("Bearer {}", ctx.es.sign(&c));
+    let x = ctx.send("GET", "/orders/1", &[t.clone(), t]);
+    assert_eq!(x.response.status, 400, "{:?}", x.response);
+    let challenge = x.response.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("error=\"invalid_request\""),
+        "{challenge}"
+    );
+    assert!(x.upstream.is_empty());
+    let a = one_audit(&x);
+    // Envoy may hand the filter two headers or one comma-joined value.
+    assert!(
+        a["reason"] == "duplicate_authorization" || a["reason"] == "malformed_authorization",
+        "{a}"
+    );
+}
+
+fn originals_never_reached_upstream(ctx: &Ctx) {
+    let records = ctx.upstream.records();
+    assert!(!records.is_empty());
+    for original in ctx.originals.borrow().iter() {
+        // Skip the gateway's own tokens replayed on purpose: they were minted, so they did
+        // reach the upstream once, as minted tokens.
+        let payload = original.split('.').nth(1).unwrap_or_default();
+        let claims: Value =
+            serde_json::from_slice(&token_exchange_tests::unb64(payload)).unwrap_or_default();
+        if claims["iss"] == ctx.gw.iss.as_str() {
+            continue;
+        }
+        for r in &records {
+            assert!(
+                !String::from_utf8_lossy(&r.raw).contains(original.as_str()),
+                "an original token reached the upstream in {} {}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}
+
+fn audit_lines_are_one_per_filtered_request(ctx: &Ctx) {
+    let records = ctx.envoy.audit_records();
+    let mut ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(total, ids.len(), "some request was audited twice");
+    for r in &records {
+        assert_eq!(r["event"], "token_exchange");
+        assert!(r["ts_ms"].as_u64().is_some());
+    }
+}
+
+#[test]
+fn envoy_end_to_end() {
+    let Some(bin) = envoy::require_envoy() else {
+        return;
+    };
+    let wasm = envoy::build_wasm();
+    let gw = Gateway::new();
+    let es = Issuer::es256("https://es.idp.test", "es-1", 7);
+    let ed = Issuer::ed25519("https://ed.idp.test", "ed-1", 9);
+    let rs = Issuer::rs256("https://rs.idp.test", "rs-1");
+    let mut pol = policy(
+        &gw,
+        &[&es, &ed, &rs],
+        json!([orders_rule(), reports_rule()]),
+    );
+    pol["trusted_issuers"]
+        .as_array_mut()
+        .unwrap()
+        .push(demo_issuer_trusted());
+
+    let upstream = Upstream::start();
+    let dir = envoy::scratch_dir("main");
+    let envoy = Envoy::start(&bin, &dir, &wasm, &pol, upstream.port)
+        .unwrap_or_else(|f| panic!("Envoy did not start ({:?}):\n{}", f.exit, f.log));
+    let ctx = Ctx {
+        envoy,
+        upstream,
+        gw,
+        es,
+        ed,
+        rs,
+        originals: RefCell::new(Vec::new()),
+        n: Cell::new(0),
+    };
+
+    let cases: &[Case] = &[
+        ("allow_es256", allow_es256),
+        ("allow_eddsa", allow_eddsa),
+        ("allow_rs256", allow_rs256),
+        ("allow_pyjwt_token", allow_pyjwt_token),
+        ("normalized_path_is_matched", normalized_path_is_matched),
+        (
+            "escaped_slash_is_rejected_by_envoy",
+            escaped_slash_is_rejected_by_envoy,
+        ),
+        ("route_bound_rule", route_bound_rule),
+        ("no_token_401_without_error", no_token_401_without_error),
+        (
+            "other_scheme_is_missing_token",
+            other_scheme_is_missing_token,
+        ),
+        ("malformed_token", malformed_token),
+        ("expired_token", expired_token),
+        ("bad_signature", bad_signature),
+        ("untrusted_issuer", untrusted_issuer),
+        ("wrong_audience", wrong_audience),
+        ("gateway_token_replayed", gateway_token_replayed),
+        ("insufficient_scope_403", insufficient_scope_403),
+        ("caller_not_allowed", caller_not_allowed),
+        ("unmatched_route_403", unmatched_route_403),
+        (
+            "two_authorization_headers_400",
+            two_authorization_headers_400,
+        ),
+        (
+            "originals_never_reached_upstream",
+            originals_never_reached_upstream,
+        ),
+        (
+            "audit_lines_are_one_per_filtered_request",
+            audit_lines_are_one_per_filtered_request,
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, case) in cases {
+        match catch_unwind(AssertUnwindSafe(|| case(&ctx))) {
+            Ok(()) => eprintln!("envoy e2e: {name} ... ok"),
+            Err(_) => {
+                eprintln!("envoy e2e: {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let log = ctx.envoy.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "--- last Envoy log lines ({}) ---",
+            ctx.envoy.log_path.display()
+        );
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+        panic!(
+            "{} of {} Envoy e2e cases failed: {failed:?}",
+            failed.len(),
+            cases.len()
+        );
+    }
+}
+
+#[test]
+fn envoy_refuses_invalid_config() {
+    let Some(bin) = envoy::require_envoy() else {
+        return;
+    };
+    let wasm = envoy::build_wasm();
+    let gw = Gateway::new();
+    let es = Issuer::es256("https://es.idp.test", "es-1", 7);
+    let mut rule = orders_rule();
+    rule["mint"]["ttl_seconds"] = json!(0);
+    rule["match"]["pathprefix"] = json!("/typo");
+    let pol = policy(&gw, &[&es], json!([rule]));
+    let upstream = Upstream::start();
+    let dir = envoy::scratch_dir("invalid");
+    match Envoy::start(&bin, &dir, &wasm, &pol, upstream.port) {
+        Ok(envoy) => {
+            // If Envoy came up anyway, the listener must not forward anything.
+            let x = http(envoy.port, "GET", "/orders/1", &[], b"");
+            panic!(
+                "Envoy accepted an invalid policy (answered {}):\n{}",
+                x.status,
+                envoy.log()
+            );
+        }
+        Err(f) => {
+            assert!(f.exit.is_some_and(|s| !s.success()), "{:?}", f.exit);
+            assert!(
+                f.log
+                    .contains("token-exchange-filter: configuration refused"),
+                "{}",
+                f.log
+            );
+            assert!(
+                f.log
+                    .contains("rules[0].mint.ttl_seconds: must be an integer between 1 and 86400"),
+                "{}",
+                f.log
+            );
+            assert!(
+                f.log.contains("rules[0].match.pathprefix: unknown field"),
+                "{}",
+                f.log
+            );
+            assert!(f.log.contains("configured to fail closed"), "{}", f.log);
+        }
+    }
+    assert_eq!(upstream.count(), 0);
+}
