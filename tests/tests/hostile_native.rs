@@ -177,6 +177,14 @@ fn corpus_covers_every_class() {
     ] {
         assert!(reasons.contains(r), "no case expects {r}");
     }
+    let unsafe_for_http: Vec<&str> = cases
+        .iter()
+        .filter(|c| !c.http_safe())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert!(unsafe_for_http.contains(&"header: trailing space"));
+    assert!(unsafe_for_http.contains(&"header: CRLF inside the value"));
+    assert!(!unsafe_for_http.contains(&"valid token"));
 }
 
 // --- fuzz seeds ---------------------------------------------------------------------------
@@ -322,4 +330,19 @@ fn write_fuzz_seeds() {
 
 fn base64_decode(s: &str) -> Result<Vec<u8>, ()> {
     token_exchange_filter::core::token::b64url_decode(s).ok_or(())
+}
+
+/// Prints the corpus (for reports): `cargo test -p token-exchange-tests --test
+/// hostile_native -- --ignored --nocapture list_cases`.
+#[test]
+#[ignore = "prints the corpus"]
+fn list_cases() {
+    let cases = corpus(&Issuer::ed25519(ISS, KID, 1), &attacker(), NOW);
+    for c in &cases {
+        println!(
+            "{:>3} {:<28} {}",
+            c.expected_status, c.expected_reason, c.name
+        );
+    }
+    println!("{} cases", cases.len());
 }
