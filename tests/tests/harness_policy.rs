@@ -448,3 +448,75 @@ fn apisix_without_host_time_uses_the_wasi_clock() {
     f.host.advance(Duration::from_secs(60));
     assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
 }
+
+/// A host call failing on the request path turns the decision into a 500 deny: nothing is
+/// forwarded, the VM does not trap, and the audit says internal_error.
+#[test]
+fn host_faults_fail_closed() {
+    const INTERNAL_FAILURE: i32 = 10;
+    const WASI_EIO: i32 = 29;
+    let f = fixture(Host::envoy(), None);
+    let t = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
+    for (function, status) in [
+        ("proxy_replace_header_map_value", INTERNAL_FAILURE),
+        ("proxy_remove_header_map_value", INTERNAL_FAILURE),
+        ("proxy_get_header_map_pairs", INTERNAL_FAILURE),
+        ("random_get", WASI_EIO),
+    ] {
+        f.host.clear_logs();
+        f.host.inject_fault(function, status);
+        let r = get(&f.vm, "/orders", &[&t]);
+        f.host.clear_faults();
+        assert!(
+            !r.is_forwarded(),
+            "{function}: forwarded despite a host failure"
+        );
+        assert_eq!(r.status(), Some(500), "{function}");
+        let lines = audits(&f.host);
+        assert_eq!(lines.len(), 1, "{function}");
+        assert_eq!(lines[0]["reason"], "internal_error", "{function}");
+        assert!(
+            lines[0].get("minted_jti").is_none(),
+            "{function}: claims a minted token"
+        );
+        assert!(
+            get(&f.vm, "/orders", &[&t]).is_forwarded(),
+            "{function}: VM survives"
+        );
+    }
+
+    // The local response itself failing: the request is held, never continued.
+    f.host
+        .inject_fault("proxy_send_local_response", INTERNAL_FAILURE);
+    let r = get(&f.vm, "/orders", &[]);
+    f.host.clear_faults();
+    assert!(!r.is_forwarded());
+    assert!(r.is_paused());
+
+    // Properties and the host clock are optional: their failure is not a denial.
+    f.host.inject_fault("proxy_get_property", INTERNAL_FAILURE);
+    f.host
+        .inject_fault("proxy_get_current_time_nanoseconds", INTERNAL_FAILURE);
+    assert!(get(&f.vm, "/orders", &[&t]).is_forwarded());
+    f.host.clear_faults();
+
+    // The configuration buffer failing refuses the configuration.
+    f.host
+        .inject_fault("proxy_get_buffer_bytes", INTERNAL_FAILURE);
+    let doc = policy(&f.gw, &[&f.idp], json!([orders_rule()]));
+    assert!(f.vm.reconfigure(doc.to_string().as_bytes()).is_err());
+    f.host.clear_faults();
+    assert!(
+        get(&f.vm, "/orders", &[&t]).is_forwarded(),
+        "previous policy in force"
+    );
+}
+
+/// Before any valid configuration, every request is refused.
+#[test]
+fn no_policy_means_no_forwarding() {
+    let host = Host::envoy();
+    let wasm = wasm();
+    assert!(host.load(&wasm, b"{}").is_err());
+    assert!(host.load(&wasm, b"").is_err());
+}

@@ -315,6 +315,9 @@ fn def<Params, Args>(
 
 /// `Some(status)` to return instead of running the function, or a trap, per the profile.
 fn gate(c: &Cx<'_>, name: &str) -> wasmtime::Result<Option<i32>> {
+    if let Some(status) = c.data().host.faults.borrow().get(name) {
+        return Ok(Some(*status));
+    }
     let profile = c.data().host.profile;
     match support(profile, ENV, name) {
         Support::Traps => bail!(
@@ -397,6 +400,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_get_buffer_bytes",
         |mut c: Cx<'_>, ty: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> Res {
+            gated!(c, "proxy_get_buffer_bytes");
             let d = c.data_mut();
             let data: Vec<u8> = match ty {
                 0 => match d.stream() {
@@ -455,6 +459,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_get_header_map_pairs",
         |mut c: Cx<'_>, ty: i32, ret_ptr: i32, ret_size: i32| -> Res {
+            gated!(c, "proxy_get_header_map_pairs");
             let Some(pairs) = map_mut(c.data_mut(), ty).map(|m| m.clone()) else {
                 return Ok(NOT_FOUND);
             };
@@ -529,6 +534,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_remove_header_map_value",
         |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32| -> Res {
+            gated!(c, "proxy_remove_header_map_value");
             let key = read_string(&mut c, kp, kl)?;
             let Some(map) = map_mut(c.data_mut(), ty) else {
                 return Ok(NOT_FOUND);
@@ -543,6 +549,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_replace_header_map_value",
         |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Res {
+            gated!(c, "proxy_replace_header_map_value");
             let key = read_string(&mut c, kp, kl)?;
             let value = read_string(&mut c, vp, vl)?;
             let key = normalize_key(c.data().host.profile, key);
@@ -588,6 +595,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_get_property",
         |mut c: Cx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Res {
+            gated!(c, "proxy_get_property");
             let raw = read(&mut c, pp, pl)?;
             let key = property_key(&raw);
             let d = c.data();
@@ -814,6 +822,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
          hl: i32,
          grpc: i32|
          -> Res {
+            gated!(c, "proxy_send_local_response");
             let details = read_string(&mut c, dp, dl)?;
             let body = read(&mut c, bp, bl)?;
             let hb = read(&mut c, hp, hl)?;
@@ -1221,6 +1230,7 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         WASI,
         "random_get",
         |mut c: Cx<'_>, ptr: i32, len: i32| -> Res {
+            gated!(c, "random_get");
             let host = c.data().host.clone();
             let mut bytes = Vec::with_capacity(len as u32 as usize);
             while bytes.len() < len as u32 as usize {

@@ -74,6 +74,8 @@ pub(crate) struct HostShared {
     pub next_request_id: Cell<u64>,
     /// Upstream names `proxy_http_call` accepts; empty = accept all.
     pub known_upstreams: RefCell<Vec<String>>,
+    /// Host functions forced to answer a status (ABI or WASI errno) instead of running.
+    pub faults: RefCell<HashMap<String, i32>>,
 }
 
 impl HostShared {
@@ -191,6 +193,7 @@ impl Host {
             rng: Cell::new(0x5EED),
             next_request_id: Cell::new(1),
             known_upstreams: RefCell::new(Vec::new()),
+            faults: RefCell::new(HashMap::new()),
         };
         Host {
             inner: Rc::new(HostInner {
@@ -439,6 +442,23 @@ impl Host {
     }
 
     /// HTTP calls dispatched and not yet answered, oldest first.
+    /// Makes host function `name` (e.g. `"proxy_replace_header_map_value"`, or the WASI
+    /// `"random_get"`) answer `status` instead of running, until [`Host::clear_faults`].
+    /// Supported for the functions a filter's request path relies on: header maps,
+    /// properties, buffers, the clock, local responses and `random_get`.
+    pub fn inject_fault(&self, name: &str, status: i32) {
+        self.inner
+            .shared
+            .faults
+            .borrow_mut()
+            .insert(name.to_string(), status);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.inner.shared.faults.borrow_mut().clear();
+    }
+
     pub fn pending_http_calls(&self) -> Vec<HttpCall> {
         self.inner.shared.pending_calls.borrow().clone()
     }
