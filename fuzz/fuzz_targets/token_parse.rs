@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         &token,
         &Limits {
             max_token_bytes: 512,
+            max_header_bytes: 64,
             max_json_depth: 2,
             max_claims: 3,
             max_scopes: 2,

@@ -475,19 +475,21 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
 fn read_limits(v: &Value, path: &str, errs: &mut Errors) -> Option<Limits> {
     let mut o = Obj::new(v, path, errs)?;
     let d = Limits::default();
-    let mut field = |o: &mut Obj, key: &'static str, default: usize, max: u64| {
+    let mut field = |o: &mut Obj, key: &'static str, default: usize, min: u64, max: u64| {
         let (v, p) = o.get(key);
         match v {
             None => Some(default),
-            v => integer(v, &p, 1, max, errs).and_then(|n| usize::try_from(n).ok()),
+            v => integer(v, &p, min, max, errs).and_then(|n| usize::try_from(n).ok()),
         }
     };
-    let max_json_depth = field(&mut o, "max_json_depth", d.max_json_depth, 64);
-    let max_claims = field(&mut o, "max_claims", d.max_claims, 1000);
-    let max_scopes = field(&mut o, "max_scopes", d.max_scopes, 1000);
+    let max_header_bytes = field(&mut o, "max_header_bytes", d.max_header_bytes, 64, 16384);
+    let max_json_depth = field(&mut o, "max_json_depth", d.max_json_depth, 1, 64);
+    let max_claims = field(&mut o, "max_claims", d.max_claims, 1, 1000);
+    let max_scopes = field(&mut o, "max_scopes", d.max_scopes, 1, 1000);
     o.finish(errs);
     Some(Limits {
         max_token_bytes: d.max_token_bytes,
+        max_header_bytes: max_header_bytes?,
         max_json_depth: max_json_depth?,
         max_claims: max_claims?,
         max_scopes: max_scopes?,

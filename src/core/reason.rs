@@ -46,6 +46,8 @@ pub enum DenyReason {
     // --- limits, enforced before parsing or cryptography ---
     /// Longer than `max_token_bytes`.
     TokenTooLarge,
+    /// JOSE header segment longer than `limits.max_header_bytes`.
+    HeaderTooLarge,
     /// JSON nested deeper than `limits.max_json_depth`.
     JsonTooDeep,
     /// More claims than `limits.max_claims`.
@@ -118,6 +120,7 @@ impl DenyReason {
             MalformedAuthorization => "malformed_authorization",
             AmbiguousPath => "ambiguous_path",
             TokenTooLarge => "token_too_large",
+            HeaderTooLarge => "header_too_large",
             JsonTooDeep => "json_too_deep",
             TooManyClaims => "too_many_claims",
             TooManyScopes => "too_many_scopes",
@@ -185,6 +188,7 @@ impl DenyReason {
             MalformedAuthorization => "malformed Authorization header",
             AmbiguousPath => "ambiguous request path",
             TokenTooLarge => "token too large",
+            HeaderTooLarge => "token header too large",
             JsonTooDeep => "token JSON nested too deeply",
             TooManyClaims => "token has too many claims",
             TooManyScopes => "token has too many scopes",
@@ -271,6 +275,7 @@ pub(crate) mod tests_support {
         MalformedAuthorization,
         AmbiguousPath,
         TokenTooLarge,
+        HeaderTooLarge,
         JsonTooDeep,
         TooManyClaims,
         TooManyScopes,

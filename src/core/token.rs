@@ -15,6 +15,8 @@ use super::reason::DenyReason;
 pub struct Limits {
     /// Longest accepted token, in bytes.
     pub max_token_bytes: usize,
+    /// Longest accepted JOSE header segment (base64url), in bytes.
+    pub max_header_bytes: usize,
     /// Deepest accepted JSON nesting in header or payload.
     pub max_json_depth: usize,
     /// Most accepted members in the payload.
@@ -27,6 +29,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_token_bytes: 8192,
+            max_header_bytes: 2048,
             max_json_depth: 16,
             max_claims: 64,
             max_scopes: 64,
@@ -115,6 +118,9 @@ pub fn parse<'t>(token: &'t str, limits: &Limits) -> Result<ParsedToken<'t>, Den
     };
     if h.is_empty() || p.is_empty() {
         return Err(DenyReason::MalformedToken);
+    }
+    if h.len() > limits.max_header_bytes {
+        return Err(DenyReason::HeaderTooLarge);
     }
 
     let header = json_object(h, limits)?;
@@ -267,6 +273,7 @@ mod tests {
     fn limits() {
         let l = Limits {
             max_token_bytes: 100,
+            max_header_bytes: 40,
             max_json_depth: 3,
             max_claims: 2,
             max_scopes: 2,
@@ -280,6 +287,11 @@ mod tests {
         assert_eq!(parse(&deep, &l).unwrap_err(), DenyReason::JsonTooDeep);
         let many = tok(r#"{"alg":"EdDSA"}"#, r#"{"a":1,"b":2,"c":3}"#);
         assert_eq!(parse(&many, &l).unwrap_err(), DenyReason::TooManyClaims);
+        let long_header = tok(r#"{"alg":"EdDSA","kid":"0123456789abcdef"}"#, "{}");
+        assert_eq!(
+            parse(&long_header, &l).unwrap_err(),
+            DenyReason::HeaderTooLarge
+        );
         let dup = tok(r#"{"alg":"EdDSA"}"#, r#"{"a":1,"a":1}"#);
         assert_eq!(parse(&dup, &l).unwrap_err(), DenyReason::DuplicateClaim);
     }

@@ -588,7 +588,8 @@ fn limits_have_their_own_reasons() {
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let mut doc = policy(&gw, &[&idp], json!([orders_rule()]));
     doc["max_token_bytes"] = json!(1024);
-    doc["limits"] = json!({"max_json_depth": 4, "max_claims": 20, "max_scopes": 3});
+    doc["limits"] =
+        json!({"max_header_bytes": 128, "max_json_depth": 4, "max_claims": 20, "max_scopes": 3});
     let p = load(&doc);
     let base = idp.claims(NOW, "orders:read");
     let big = with(base.clone(), "pad", json!("x".repeat(1000)));
@@ -602,6 +603,11 @@ fn limits_have_their_own_reasons() {
     assert_eq!(reason_for(&p, &idp.sign(&many), NOW), "too_many_claims");
     let scopes = with(base.clone(), "scope", json!("orders:read a b c"));
     assert_eq!(reason_for(&p, &idp.sign(&scopes), NOW), "too_many_scopes");
+    let long_kid = format!(r#"{{"alg":"EdDSA","kid":"k1","x":"{}"}}"#, "y".repeat(100));
+    assert_eq!(
+        reason_for(&p, &idp.sign_raw(&long_kid, &base.to_string()), NOW),
+        "header_too_large"
+    );
     assert_eq!(reason_for(&p, &idp.sign(&base), NOW), "exchanged");
 }
 
