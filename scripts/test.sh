@@ -39,7 +39,9 @@ cargo test --workspace 2>&1 | tee "$TEST_LOG"
 rc=${PIPESTATUS[0]}
 set -e
 printf '\n==> cargo test summary\n' >&2
-grep -E '^\s+Running |^test result:|^failures:|^    [a-zA-Z0-9_:]+$' "$TEST_LOG" >&2 || true
+grep -E '^\s+(Running|Doc-tests) |^test result:|^failures:|^    [a-zA-Z0-9_:]+$' "$TEST_LOG" >&2 || true
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "==> total: %d passed, %d failed, %d ignored\n", p, f, i }' "$TEST_LOG" >&2
 if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi

@@ -18,6 +18,7 @@ mod envoy;
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 use token_exchange_tests::{orders_rule, policy, unb64, Gateway, Issuer};
@@ -442,10 +443,7 @@ fn gateway_token_replayed(ctx: &Ctx) {
         .unwrap()
         .to_owned();
     let x = ctx.bearer("GET", "/orders/1", &minted);
-    assert_eq!(x.response.status, 401, "{:?}", x.response);
-    assert!(x.upstream.is_empty());
-    let a = one_audit(&x);
-    assert_eq!(a["decision"], "deny");
+    assert_denied(&x, 401, Some("invalid_token"), "gateway_token_replay");
 }
 
 fn insufficient_scope_403(ctx: &Ctx) {
@@ -541,6 +539,7 @@ fn envoy_end_to_end() {
     let Some(bin) = envoy::require_envoy() else {
         return;
     };
+    let started = Instant::now();
     let wasm = envoy::build_wasm();
     let gw = Gateway::new();
     let es = Issuer::es256("https://es.idp.test", "es-1", 7);
@@ -609,12 +608,17 @@ fn envoy_end_to_end() {
             audit_lines_are_one_per_filtered_request,
         ),
     ];
+    eprintln!(
+        "envoy e2e: setup (keys, Envoy start) took {:?}",
+        started.elapsed()
+    );
     let mut failed = Vec::new();
     for (name, case) in cases {
+        let t = Instant::now();
         match catch_unwind(AssertUnwindSafe(|| case(&ctx))) {
-            Ok(()) => eprintln!("envoy e2e: {name} ... ok"),
+            Ok(()) => eprintln!("envoy e2e: {name} ... ok ({:?})", t.elapsed()),
             Err(_) => {
-                eprintln!("envoy e2e: {name} ... FAILED");
+                eprintln!("envoy e2e: {name} ... FAILED ({:?})", t.elapsed());
                 failed.push(*name);
             }
         }
