@@ -28,129 +28,114 @@ impl BearerError {
     }
 }
 
-/// Why a request was denied. `#[non_exhaustive]`: later policy (revocation, step-up) adds more.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DenyReason {
+/// Declares the reasons once: variant, audit code, client-safe description.
+macro_rules! deny_reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $code:literal, $description:literal; )*) => {
+        /// Why a request was denied. `#[non_exhaustive]`: later policy (revocation, step-up)
+        /// adds more.
+        #[non_exhaustive]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DenyReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DenyReason {
+            /// Every reason, in declaration order (for documentation checks and tests).
+            pub const ALL: &'static [DenyReason] = &[ $( DenyReason::$variant, )* ];
+
+            /// The stable code written to the audit log and used in tests.
+            pub fn code(self) -> &'static str {
+                match self { $( DenyReason::$variant => $code, )* }
+            }
+
+            /// A fixed, client-safe description (never echoes request or token content).
+            /// Only characters RFC 6750 allows in `error_description` (checked by a test).
+            pub fn description(self) -> &'static str {
+                match self { $( DenyReason::$variant => $description, )* }
+            }
+        }
+    };
+}
+
+deny_reasons! {
     // --- the request ---
     /// No rule matched and policy says `unmatched: deny`.
-    NoMatchingRule,
+    NoMatchingRule => "no_matching_rule", "no policy rule allows this request";
     /// No Authorization header, or one with a scheme other than Bearer.
-    MissingToken,
+    MissingToken => "missing_token", "a bearer token is required";
     /// More than one Authorization header.
-    DuplicateAuthorization,
+    DuplicateAuthorization => "duplicate_authorization", "more than one Authorization header";
     /// `Bearer` with no token, extra parameters, or characters outside RFC 6750 b64token.
-    MalformedAuthorization,
+    MalformedAuthorization => "malformed_authorization", "malformed Authorization header";
     /// The path contains dot-segments or encoded separators that make rule matching ambiguous.
-    AmbiguousPath,
+    AmbiguousPath => "ambiguous_path", "ambiguous request path";
     // --- limits, enforced before parsing or cryptography ---
     /// Longer than `max_token_bytes`.
-    TokenTooLarge,
+    TokenTooLarge => "token_too_large", "token too large";
     /// JOSE header segment longer than `limits.max_header_bytes`.
-    HeaderTooLarge,
+    HeaderTooLarge => "header_too_large", "token header too large";
     /// JSON nested deeper than `limits.max_json_depth`.
-    JsonTooDeep,
+    JsonTooDeep => "json_too_deep", "token JSON nested too deeply";
     /// More claims than `limits.max_claims`.
-    TooManyClaims,
+    TooManyClaims => "too_many_claims", "token has too many claims";
     /// More scopes than `limits.max_scopes`.
-    TooManyScopes,
+    TooManyScopes => "too_many_scopes", "token has too many scopes";
     // --- structure ---
     /// Not three base64url segments of a JWS, or undecodable header/payload.
-    MalformedToken,
+    MalformedToken => "malformed_token", "malformed token";
     /// Five segments: an encrypted JWT (JWE), which this filter does not accept.
-    EncryptedToken,
+    EncryptedToken => "encrypted_token", "encrypted tokens are not accepted";
     /// `cty: JWT`: a nested token, refused rather than unwrapped.
-    NestedToken,
+    NestedToken => "nested_token", "nested tokens are not accepted";
     /// `typ` is present and is neither `JWT` nor `*+jwt`.
-    UnsupportedTokenType,
+    UnsupportedTokenType => "unsupported_token_type", "unsupported token type";
     /// `crit` lists extensions; none are understood, so the token must be refused (RFC 7515 §4.1.11).
-    UnsupportedCriticalHeader,
+    UnsupportedCriticalHeader => "unsupported_critical_header", "unsupported critical header parameter";
     /// Header or payload JSON has the same member twice.
-    DuplicateClaim,
+    DuplicateClaim => "duplicate_claim", "duplicate member in token";
     // --- trust ---
     /// `alg` is not one of the issuer's pinned algorithms (`none` never is).
-    AlgorithmNotAllowed,
+    AlgorithmNotAllowed => "algorithm_not_allowed", "signing algorithm not allowed";
     /// No `iss`, or `iss` is not on the trusted list.
-    UntrustedIssuer,
+    UntrustedIssuer => "untrusted_issuer", "untrusted issuer";
     /// `iss` is this gateway: its own tokens are not accepted at the edge.
-    GatewayTokenReplay,
+    GatewayTokenReplay => "gateway_token_replay", "gateway-issued tokens are not accepted here";
     /// No key with this `kid` for the issuer, or no `kid` where the issuer has several keys.
-    UnknownKey,
+    UnknownKey => "unknown_key", "unknown signing key";
     /// The signature does not verify.
-    InvalidSignature,
+    InvalidSignature => "invalid_signature", "invalid signature";
     // --- claims ---
     /// A claim has the wrong type or an invalid value (e.g. `exp` as a string).
-    InvalidClaim,
+    InvalidClaim => "invalid_claim", "invalid claim";
     /// A required claim (`exp`, `sub`) is absent.
-    MissingClaim,
+    MissingClaim => "missing_claim", "required claim missing";
     /// `exp` (plus skew) has passed, or too little lifetime remains to mint.
-    TokenExpired,
+    TokenExpired => "token_expired", "token expired";
     /// `nbf` (minus skew) is in the future.
-    TokenNotYetValid,
+    TokenNotYetValid => "token_not_yet_valid", "token not yet valid";
     /// `iat` (minus skew) is in the future.
-    IssuedInFuture,
+    IssuedInFuture => "issued_in_future", "token issued in the future";
     /// `aud` does not contain one of the issuer's audiences.
-    AudienceMismatch,
+    AudienceMismatch => "audience_mismatch", "token audience not accepted";
     // --- the rule's requirements (403) ---
     /// A scope the rule requires is missing.
-    InsufficientScope,
+    InsufficientScope => "insufficient_scope", "token lacks a required scope";
     /// `acr` is not one of the rule's values.
-    AcrNotSatisfied,
+    AcrNotSatisfied => "acr_not_satisfied", "authentication context not sufficient";
     /// `amr` lacks a method the rule requires.
-    AmrNotSatisfied,
+    AmrNotSatisfied => "amr_not_satisfied", "authentication methods not sufficient";
     /// The caller (`azp`/`client_id`) is not allowed by the rule.
-    CallerNotAllowed,
+    CallerNotAllowed => "caller_not_allowed", "client not allowed";
     /// The issuer is trusted but not allowed by this rule.
-    IssuerNotAllowed,
+    IssuerNotAllowed => "issuer_not_allowed", "issuer not allowed for this route";
     /// The token's scopes and the rule's grant do not intersect.
-    NoGrantableScope,
+    NoGrantableScope => "no_grantable_scope", "no scope of the token can be granted here";
     // --- the gateway ---
     /// Signing, randomness or a host call failed: fail closed.
-    InternalError,
+    InternalError => "internal_error", "internal error";
 }
 
 impl DenyReason {
-    /// The stable code written to the audit log and used in tests.
-    pub fn code(self) -> &'static str {
-        use DenyReason::*;
-        match self {
-            NoMatchingRule => "no_matching_rule",
-            MissingToken => "missing_token",
-            DuplicateAuthorization => "duplicate_authorization",
-            MalformedAuthorization => "malformed_authorization",
-            AmbiguousPath => "ambiguous_path",
-            TokenTooLarge => "token_too_large",
-            HeaderTooLarge => "header_too_large",
-            JsonTooDeep => "json_too_deep",
-            TooManyClaims => "too_many_claims",
-            TooManyScopes => "too_many_scopes",
-            MalformedToken => "malformed_token",
-            EncryptedToken => "encrypted_token",
-            NestedToken => "nested_token",
-            UnsupportedTokenType => "unsupported_token_type",
-            UnsupportedCriticalHeader => "unsupported_critical_header",
-            DuplicateClaim => "duplicate_claim",
-            AlgorithmNotAllowed => "algorithm_not_allowed",
-            UntrustedIssuer => "untrusted_issuer",
-            GatewayTokenReplay => "gateway_token_replay",
-            UnknownKey => "unknown_key",
-            InvalidSignature => "invalid_signature",
-            InvalidClaim => "invalid_claim",
-            MissingClaim => "missing_claim",
-            TokenExpired => "token_expired",
-            TokenNotYetValid => "token_not_yet_valid",
-            IssuedInFuture => "issued_in_future",
-            AudienceMismatch => "audience_mismatch",
-            InsufficientScope => "insufficient_scope",
-            AcrNotSatisfied => "acr_not_satisfied",
-            AmrNotSatisfied => "amr_not_satisfied",
-            CallerNotAllowed => "caller_not_allowed",
-            IssuerNotAllowed => "issuer_not_allowed",
-            NoGrantableScope => "no_grantable_scope",
-            InternalError => "internal_error",
-        }
-    }
-
     /// The RFC 6750 error class of this reason.
     pub fn bearer_error(self) -> BearerError {
         use DenyReason::*;
@@ -176,48 +161,6 @@ impl DenyReason {
             _ => 401,
         }
     }
-
-    /// A fixed, client-safe description (never echoes request or token content).
-    /// Only characters RFC 6750 allows in `error_description`.
-    pub fn description(self) -> &'static str {
-        use DenyReason::*;
-        match self {
-            NoMatchingRule => "no policy rule allows this request",
-            MissingToken => "a bearer token is required",
-            DuplicateAuthorization => "more than one Authorization header",
-            MalformedAuthorization => "malformed Authorization header",
-            AmbiguousPath => "ambiguous request path",
-            TokenTooLarge => "token too large",
-            HeaderTooLarge => "token header too large",
-            JsonTooDeep => "token JSON nested too deeply",
-            TooManyClaims => "token has too many claims",
-            TooManyScopes => "token has too many scopes",
-            MalformedToken => "malformed token",
-            EncryptedToken => "encrypted tokens are not accepted",
-            NestedToken => "nested tokens are not accepted",
-            UnsupportedTokenType => "unsupported token type",
-            UnsupportedCriticalHeader => "unsupported critical header parameter",
-            DuplicateClaim => "duplicate member in token",
-            AlgorithmNotAllowed => "signing algorithm not allowed",
-            UntrustedIssuer => "untrusted issuer",
-            GatewayTokenReplay => "gateway-issued tokens are not accepted here",
-            UnknownKey => "unknown signing key",
-            InvalidSignature => "invalid signature",
-            InvalidClaim => "invalid claim",
-            MissingClaim => "required claim missing",
-            TokenExpired => "token expired",
-            TokenNotYetValid => "token not yet valid",
-            IssuedInFuture => "token issued in the future",
-            AudienceMismatch => "token audience not accepted",
-            InsufficientScope => "token lacks a required scope",
-            AcrNotSatisfied => "authentication context not sufficient",
-            AmrNotSatisfied => "authentication methods not sufficient",
-            CallerNotAllowed => "client not allowed",
-            IssuerNotAllowed => "issuer not allowed for this route",
-            NoGrantableScope => "no scope of the token can be granted here",
-            InternalError => "internal error",
-        }
-    }
 }
 
 impl fmt::Display for DenyReason {
@@ -233,7 +176,7 @@ mod tests {
     #[test]
     fn descriptions_are_rfc6750_safe() {
         // error-description chars: %x20-21 / %x23-5B / %x5D-7E
-        for r in super::tests_support::ALL {
+        for r in DenyReason::ALL {
             for c in r.description().chars() {
                 let ok = matches!(c as u32, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E);
                 assert!(ok, "{r}: bad char {c:?}");
@@ -258,50 +201,8 @@ mod tests {
     #[test]
     fn codes_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for r in super::tests_support::ALL {
+        for r in DenyReason::ALL {
             assert!(seen.insert(r.code()), "duplicate code {}", r.code());
         }
     }
-}
-
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::DenyReason::{self, *};
-    /// Every reason, for exhaustive tests.
-    pub const ALL: &[DenyReason] = &[
-        NoMatchingRule,
-        MissingToken,
-        DuplicateAuthorization,
-        MalformedAuthorization,
-        AmbiguousPath,
-        TokenTooLarge,
-        HeaderTooLarge,
-        JsonTooDeep,
-        TooManyClaims,
-        TooManyScopes,
-        MalformedToken,
-        EncryptedToken,
-        NestedToken,
-        UnsupportedTokenType,
-        UnsupportedCriticalHeader,
-        DuplicateClaim,
-        AlgorithmNotAllowed,
-        UntrustedIssuer,
-        GatewayTokenReplay,
-        UnknownKey,
-        InvalidSignature,
-        InvalidClaim,
-        MissingClaim,
-        TokenExpired,
-        TokenNotYetValid,
-        IssuedInFuture,
-        AudienceMismatch,
-        InsufficientScope,
-        AcrNotSatisfied,
-        AmrNotSatisfied,
-        CallerNotAllowed,
-        IssuerNotAllowed,
-        NoGrantableScope,
-        InternalError,
-    ];
 }
