@@ -154,14 +154,26 @@ fn gen(args: &[String]) -> Res<()> {
 
     // Valid traffic: 64 distinct tokens (distinct jti), spread over /orders paths.
     for i in 0..64 {
-        let t = issuer.sign(&long_claims(format!("soak-valid-{i}"), "orders:read profile"));
+        let t = issuer.sign(&long_claims(
+            format!("soak-valid-{i}"),
+            "orders:read profile",
+        ));
         let path = match i % 4 {
             0 => "/orders".to_owned(),
             1 => format!("/orders/{i}"),
             2 => format!("/orders/{i}/items?page=2"),
             _ => format!("/orders?customer={i}"),
         };
-        add("valid", format!("valid token {i}"), "GET", path, bearer(&t), "exchanged", 200, 12);
+        add(
+            "valid",
+            format!("valid token {i}"),
+            "GET",
+            path,
+            bearer(&t),
+            "exchanged",
+            200,
+            12,
+        );
     }
     // Ordinary invalid traffic.
     let mut expired = issuer.claims(now, "orders:read");
@@ -174,9 +186,35 @@ fn gen(args: &[String]) -> Res<()> {
     let mut wrong_caller = long_claims("soak-wrong-caller".into(), "orders:read");
     wrong_caller["azp"] = json!("someone-else");
     let good = issuer.sign(&long_claims("soak-good-elsewhere".into(), "orders:read"));
-    let plain: Vec<(&str, &'static str, String, Vec<String>, &str, u16, usize)> = vec![
-        ("expired", "GET", "/orders/1".into(), bearer(&issuer.sign(&expired)), "token_expired", 401, 40),
-        ("wrong audience", "GET", "/orders/2".into(), bearer(&issuer.sign(&wrong_aud)), "audience_mismatch", 401, 40),
+    // (name, method, path, Authorization values, reason, status, weight)
+    type Plain<'a> = (
+        &'a str,
+        &'static str,
+        String,
+        Vec<String>,
+        &'a str,
+        u16,
+        usize,
+    );
+    let plain: Vec<Plain> = vec![
+        (
+            "expired",
+            "GET",
+            "/orders/1".into(),
+            bearer(&issuer.sign(&expired)),
+            "token_expired",
+            401,
+            40,
+        ),
+        (
+            "wrong audience",
+            "GET",
+            "/orders/2".into(),
+            bearer(&issuer.sign(&wrong_aud)),
+            "audience_mismatch",
+            401,
+            40,
+        ),
         (
             "insufficient scope",
             "GET",
@@ -186,16 +224,81 @@ fn gen(args: &[String]) -> Res<()> {
             403,
             40,
         ),
-        ("caller not allowed", "GET", "/orders/4".into(), bearer(&issuer.sign(&wrong_caller)), "caller_not_allowed", 403, 20),
-        ("no token", "GET", "/orders/5".into(), vec![], "missing_token", 401, 60),
-        ("basic scheme", "GET", "/orders/6".into(), vec!["Basic YWxpY2U6c2VjcmV0".into()], "missing_token", 401, 10),
-        ("unmatched path", "GET", "/admin".into(), bearer(&good), "no_matching_rule", 403, 40),
-        ("unmatched path, no token", "GET", "/health".into(), vec![], "no_matching_rule", 403, 20),
-        ("unmatched method", "POST", "/orders".into(), bearer(&good), "no_matching_rule", 403, 20),
-        ("garbage token", "GET", "/orders/7".into(), bearer("not-a-jwt"), "malformed_token", 401, 20),
+        (
+            "caller not allowed",
+            "GET",
+            "/orders/4".into(),
+            bearer(&issuer.sign(&wrong_caller)),
+            "caller_not_allowed",
+            403,
+            20,
+        ),
+        (
+            "no token",
+            "GET",
+            "/orders/5".into(),
+            vec![],
+            "missing_token",
+            401,
+            60,
+        ),
+        (
+            "basic scheme",
+            "GET",
+            "/orders/6".into(),
+            vec!["Basic YWxpY2U6c2VjcmV0".into()],
+            "missing_token",
+            401,
+            10,
+        ),
+        (
+            "unmatched path",
+            "GET",
+            "/admin".into(),
+            bearer(&good),
+            "no_matching_rule",
+            403,
+            40,
+        ),
+        (
+            "unmatched path, no token",
+            "GET",
+            "/health".into(),
+            vec![],
+            "no_matching_rule",
+            403,
+            20,
+        ),
+        (
+            "unmatched method",
+            "POST",
+            "/orders".into(),
+            bearer(&good),
+            "no_matching_rule",
+            403,
+            20,
+        ),
+        (
+            "garbage token",
+            "GET",
+            "/orders/7".into(),
+            bearer("not-a-jwt"),
+            "malformed_token",
+            401,
+            20,
+        ),
     ];
     for (name, method, path, auth, reason, status, weight) in plain {
-        add("invalid", name.into(), method, path, auth, reason, status, weight);
+        add(
+            "invalid",
+            name.into(),
+            method,
+            path,
+            auth,
+            reason,
+            status,
+            weight,
+        );
     }
     // The hostile corpus (cases that survive a real HTTP hop), each once per cycle.
     for h in hostile::corpus(&issuer, &attacker, now) {
@@ -458,7 +561,10 @@ fn serve(conn: TcpStream, c: &Counters, originals: &HashSet<String>) -> std::io:
                 _ => {}
             }
             if leak.is_none() && contains_original(&name, value, originals) {
-                leak = Some(format!("{name}: {}", value.chars().take(80).collect::<String>()));
+                leak = Some(format!(
+                    "{name}: {}",
+                    value.chars().take(80).collect::<String>()
+                ));
             }
         }
         if content_length > 0 {
