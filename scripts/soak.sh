@@ -65,7 +65,8 @@ say "building the filter (release, wasm32-wasip1) and the soak helpers (soak/, r
 cargo build --quiet --release --target wasm32-wasip1 -p token-exchange-filter
 WASM=$ROOT/target/wasm32-wasip1/release/token_exchange_filter.wasm
 [[ -f $WASM ]] || die "no $WASM"
-cargo build --quiet --release --manifest-path soak/Cargo.toml
+# Its own target dir, whatever CARGO_TARGET_DIR says, so the binary's path is known.
+CARGO_TARGET_DIR=$ROOT/soak/target cargo build --quiet --release --manifest-path soak/Cargo.toml
 SOAK=$ROOT/soak/target/release/soak
 PY=$ROOT/.venv/bin/python
 
