@@ -279,6 +279,11 @@ fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, DenyReason> {
         [one] => *one,
         _ => return Err(DenyReason::DuplicateAuthorization),
     };
+    // Proxies fold repeated headers into one, comma-separated (RFC 9110 §5.3; Envoy does for
+    // Authorization). A comma is never part of a b64token, so it means several credentials.
+    if value.contains(',') {
+        return Err(DenyReason::DuplicateAuthorization);
+    }
     let (scheme, rest) = match value.split_once(' ') {
         Some(parts) => parts,
         None if value.eq_ignore_ascii_case("bearer") => {
@@ -414,6 +419,15 @@ mod tests {
             Err(DenyReason::MalformedAuthorization)
         );
         assert_eq!(bearer_token(&["bEaReR a.b.c"]), Ok("a.b.c"));
+        // Two headers folded into one by a proxy.
+        assert_eq!(
+            bearer_token(&["Bearer a.b.c,Bearer d.e.f"]),
+            Err(DenyReason::DuplicateAuthorization)
+        );
+        assert_eq!(
+            bearer_token(&["Basic YTpi, Bearer d.e.f"]),
+            Err(DenyReason::DuplicateAuthorization)
+        );
     }
 
     #[test]

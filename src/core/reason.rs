@@ -63,7 +63,7 @@ deny_reasons! {
     NoMatchingRule => "no_matching_rule", "no policy rule allows this request";
     /// No Authorization header, or one with a scheme other than Bearer.
     MissingToken => "missing_token", "a bearer token is required";
-    /// More than one Authorization header.
+    /// More than one Authorization header, or several folded into one with commas.
     DuplicateAuthorization => "duplicate_authorization", "more than one Authorization header";
     /// `Bearer` with no token, extra parameters, or characters outside RFC 6750 b64token.
     MalformedAuthorization => "malformed_authorization", "malformed Authorization header";

@@ -308,7 +308,8 @@ pub fn corpus_for(
     );
 
     // --- kid injection and traversal (signed by the real issuer) ----------------------
-    let long_kid = "k".repeat(4000);
+    // Long, but inside limits.max_header_bytes (2048 encoded bytes by default).
+    let long_kid = "k".repeat(1000);
     for (what, bad_kid) in [
         ("path traversal", "../../../../etc/passwd"),
         ("absolute path", "/dev/null"),
@@ -327,6 +328,14 @@ pub fn corpus_for(
             "unknown_key",
         );
     }
+    add(
+        "kid beyond the header size limit".into(),
+        bearer(&issuer.sign_raw(
+            &json!({ "alg": alg, "kid": "k".repeat(4000), "typ": "JWT" }).to_string(),
+            &claims_text,
+        )),
+        "header_too_large",
+    );
     add(
         "kid not a string".into(),
         bearer(&issuer.sign_raw(
@@ -897,9 +906,9 @@ pub fn corpus_for(
             "duplicate_authorization",
         ),
         (
-            "comma-joined credentials",
+            "comma-joined credentials (a proxy's fold of two headers)",
             vec![format!("Bearer {valid}, Bearer {valid}")],
-            "malformed_authorization",
+            "duplicate_authorization",
         ),
         (
             "Basic scheme",
