@@ -1,5 +1,10 @@
 //! The README's deny-reason table matches the code: every reason, with its status and error.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 
 use token_exchange_filter::core::DenyReason;
 
