@@ -284,20 +284,18 @@ fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, DenyReason> {
     if value.contains(',') {
         return Err(DenyReason::DuplicateAuthorization);
     }
-    let (scheme, rest) = match value.split_once(' ') {
-        Some(parts) => parts,
-        None if value.eq_ignore_ascii_case("bearer") => {
-            return Err(DenyReason::MalformedAuthorization)
-        }
-        None => return Err(DenyReason::MissingToken),
-    };
+    if value.is_empty() {
+        // An empty header carries no credentials.
+        return Err(DenyReason::MissingToken);
+    }
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // auth-scheme is an RFC 9110 token: anything else (a tab, a colon, nothing) is malformed.
+    if !is_http_token(scheme) {
+        return Err(DenyReason::MalformedAuthorization);
+    }
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Another scheme: no bearer credentials were presented.
-        return Err(if scheme.is_empty() {
-            DenyReason::MalformedAuthorization
-        } else {
-            DenyReason::MissingToken
-        });
+        return Err(DenyReason::MissingToken);
     }
     // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
     let body = rest.trim_end_matches('=');
@@ -309,6 +307,13 @@ fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, DenyReason> {
         return Err(DenyReason::MalformedAuthorization);
     }
     Ok(rest)
+}
+
+/// RFC 9110 `token`: 1*tchar.
+fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Dot-segments, encoded separators or backslashes make prefix matching ambiguous between
@@ -419,6 +424,18 @@ mod tests {
             Err(DenyReason::MalformedAuthorization)
         );
         assert_eq!(bearer_token(&["bEaReR a.b.c"]), Ok("a.b.c"));
+        assert_eq!(
+            bearer_token(&["Bearer\ta.b.c"]),
+            Err(DenyReason::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token(&["Bearer: a.b.c"]),
+            Err(DenyReason::MalformedAuthorization)
+        );
+        assert_eq!(
+            bearer_token(&["eyJhbGciOiJ9.e30.c2ln"]),
+            Err(DenyReason::MissingToken)
+        );
         // Two headers folded into one by a proxy.
         assert_eq!(
             bearer_token(&["Bearer a.b.c,Bearer d.e.f"]),

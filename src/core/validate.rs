@@ -118,6 +118,16 @@ pub fn validate<'p>(
             return Err(DenyReason::InvalidClaim);
         }
     }
+    // Identity values travel on (minted token, audit, downstream logs): no control characters.
+    let texts = [Some(&subject), caller.as_ref(), acr.as_ref()];
+    if texts
+        .into_iter()
+        .flatten()
+        .chain(amr.iter())
+        .any(|t| t.chars().any(char::is_control))
+    {
+        return Err(DenyReason::InvalidClaim);
+    }
     let scopes = scopes(claims, policy.limits.max_scopes)?;
     let token_id = parsed.token_id();
     Ok(VerifiedToken {

@@ -964,7 +964,7 @@ pub fn corpus_for(
         (
             "tab instead of a space",
             vec![format!("Bearer\t{valid}")],
-            "missing_token",
+            "malformed_authorization",
         ),
         (
             "token then a parameter",
@@ -989,7 +989,7 @@ pub fn corpus_for(
         (
             "Bearer: with a colon",
             vec![format!("Bearer: {valid}")],
-            "missing_token",
+            "malformed_authorization",
         ),
         (
             "token without a scheme",

@@ -193,6 +193,18 @@ fn claim_types_and_presence() {
         (without(base.clone(), "aud"), "audience_mismatch"),
         (with(base.clone(), "sub", json!(1)), "invalid_claim"),
         (
+            with(base.clone(), "sub", json!("alice\nadmin")),
+            "invalid_claim",
+        ),
+        (
+            with(base.clone(), "azp", json!("web-app\u{1b}[31m")),
+            "invalid_claim",
+        ),
+        (
+            with(base.clone(), "amr", json!(["otp\u{0}"])),
+            "invalid_claim",
+        ),
+        (
             with(base.clone(), "scope", json!({"a": 1})),
             "invalid_claim",
         ),
