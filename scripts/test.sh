@@ -40,11 +40,22 @@ rc=${PIPESTATUS[0]}
 set -e
 printf '\n==> cargo test summary\n' >&2
 grep -E '^\s+(Running|Doc-tests) |^test result:|^failures:|^    [a-zA-Z0-9_:]+$' "$TEST_LOG" >&2 || true
-awk '/^test result:/ { p += $4; f += $6; i += $8 }
-     END { printf "==> total: %d passed, %d failed, %d ignored\n", p, f, i }' "$TEST_LOG" >&2
+TOTALS=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$TEST_LOG")
+printf '==> cargo test total: %s\n' "$TOTALS" >&2
 if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
 
+# Short forms of the long-running checks (run them longer by hand: see fuzz/README.md and
+# soak/README.md).
+step "fuzz, 15 s per target (bash scripts/fuzz.sh 15)"
+bash scripts/fuzz.sh 15
+
+step "short soak through a real Envoy (bash scripts/soak.sh --short)"
+bash scripts/soak.sh --short
+
 STEP=""
 printf '\n==> all checks passed in %ds\n' "$(( $(date +%s) - START ))" >&2
+# The plain closing line CI reads: the cargo test totals (fuzz and soak passed above).
+echo "tests: $TOTALS"
