@@ -520,3 +520,74 @@ fn no_policy_means_no_forwarding() {
     assert!(host.load(&wasm, b"{}").is_err());
     assert!(host.load(&wasm, b"").is_err());
 }
+
+/// Every deny reason the filter has is reachable through the built wasm: the hostile corpus
+/// plus the policy-level cases it does not cover, and a host fault for internal_error.
+#[test]
+fn every_deny_reason_is_reachable_through_the_wasm() {
+    use std::collections::BTreeSet;
+    use token_exchange_filter::core::DenyReason;
+
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let partner = Issuer::ed25519("https://partner.test", "p1", 12);
+    let mut strict = orders_rule();
+    strict["require"] = json!({
+        "scopes": ["orders:read"], "acr": ["urn:mfa"], "amr": ["otp"],
+        "callers": ["web-app"], "issuers": ["https://idp.test"]
+    });
+    let mut grant_only = orders_rule();
+    grant_only["name"] = json!("grant-only");
+    grant_only["match"] = json!({"path_prefix": "/grant"});
+    grant_only["require"] = json!({});
+    let doc = policy(&gw, &[&idp, &partner], json!([strict, grant_only]));
+    let f = fixture(Host::envoy(), Some(doc));
+    let attacker = Issuer::ed25519("https://attacker.example", "attacker-key-1", 66);
+
+    let mut seen = BTreeSet::new();
+    let mut send = |path: &str, auth: &[String]| {
+        f.host.clear_logs();
+        let refs: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let r = get(&f.vm, path, &refs);
+        let lines = audits(&f.host);
+        assert_eq!(lines.len(), 1);
+        if !r.is_forwarded() {
+            seen.insert(lines[0]["reason"].as_str().unwrap().to_owned());
+        }
+    };
+    for case in corpus(&f.idp, &attacker, NOW) {
+        send("/orders", &case.authorization);
+    }
+    let base = f.idp.claims(NOW, "orders:read");
+    let signed = |issuer: &Issuer, edit: &dyn Fn(&mut Value)| {
+        let mut c = if issuer.iss == f.idp.iss {
+            base.clone()
+        } else {
+            issuer.claims(NOW, "orders:read")
+        };
+        edit(&mut c);
+        vec![format!("Bearer {}", issuer.sign(&c))]
+    };
+    send("/orders", &signed(&f.idp, &|c| c["acr"] = json!("urn:pwd")));
+    send("/orders", &signed(&f.idp, &|c| c["amr"] = json!(["pwd"])));
+    send("/orders", &signed(&partner, &|_| {}));
+    send(
+        "/grant",
+        &signed(&f.idp, &|c| c["scope"] = json!("profile")),
+    );
+    send("/orders/../admin", &signed(&f.idp, &|_| {}));
+    send("/nowhere", &signed(&f.idp, &|_| {}));
+    f.host.inject_fault("random_get", 29);
+    send("/orders", &signed(&f.idp, &|_| {}));
+    f.host.clear_faults();
+
+    let all: BTreeSet<String> = DenyReason::ALL
+        .iter()
+        .map(|r| r.code().to_owned())
+        .collect();
+    let missing: Vec<&String> = all.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "never produced through the wasm: {missing:?}"
+    );
+}
