@@ -202,8 +202,14 @@ const REQUEST_SCOPED: &[&str] = &[
 
 /// NUL-separated path to the dotted key used internally. One trailing NUL (as some guests
 /// send) is tolerated, as Envoy does.
-fn property_key(raw: &[u8]) -> String {
-    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+/// The dotted property name of a NUL-separated path. Envoy ignores a trailing NUL; Kong's
+/// ngx_wasm_module turns every NUL into a dot, so there `request\0path\0` names
+/// `request.path.`, which does not exist (the SDK sends no trailing NUL).
+fn property_key(raw: &[u8], profile: Profile) -> String {
+    let raw = match profile {
+        Profile::Kong => raw,
+        _ => raw.strip_suffix(&[0]).unwrap_or(raw),
+    };
     raw.split(|b| *b == 0)
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect::<Vec<_>>()
@@ -597,7 +603,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Res {
             gated!(c, "proxy_get_property");
             let raw = read(&mut c, pp, pl)?;
-            let key = property_key(&raw);
+            let key = property_key(&raw, c.data().host.profile);
             let d = c.data();
             if d.host.profile == Profile::Kong && d.effective == ROOT_ID && key == "plugin_name" {
                 bail!(
@@ -623,7 +629,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Res {
             let raw = read(&mut c, pp, pl)?;
             let value = read(&mut c, vp, vl)?;
-            let key = property_key(&raw);
+            let key = property_key(&raw, c.data().host.profile);
             let d = c.data_mut();
             match d.stream() {
                 Some(s) => {
@@ -1264,6 +1270,7 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{deserialize_map, property_key, serialize_map};
+    use crate::types::Profile;
 
     #[test]
     fn header_map_round_trip() {
@@ -1280,7 +1287,21 @@ mod tests {
 
     #[test]
     fn property_paths() {
-        assert_eq!(property_key(b"request\0path"), "request.path");
-        assert_eq!(property_key(b"request\0path\0"), "request.path");
+        assert_eq!(
+            property_key(b"request\0path", Profile::Envoy),
+            "request.path"
+        );
+        assert_eq!(
+            property_key(b"request\0path\0", Profile::Envoy),
+            "request.path"
+        );
+        assert_eq!(
+            property_key(b"request\0path", Profile::Kong),
+            "request.path"
+        );
+        assert_eq!(
+            property_key(b"request\0path\0", Profile::Kong),
+            "request.path."
+        );
     }
 }

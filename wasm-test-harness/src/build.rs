@@ -35,16 +35,24 @@ pub fn filter_wasm_path() -> PathBuf {
 /// workspace root (a no-op when up to date) once per process, and returns the wasm bytes.
 /// If `TOKEN_EXCHANGE_FILTER_WASM` is set, reads that file instead.
 pub fn filter_wasm() -> Result<Vec<u8>, Error> {
-    static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    let path = build_filter()?;
+    std::fs::read(&path)
+        .map_err(|e| Error::new(ErrorKind::Build, format!("reading {}: {e}", path.display())))
+}
+
+/// Builds the release filter wasm once per process (as [`filter_wasm`]) and returns its path,
+/// for tests that hand the file to a real proxy.
+pub fn build_filter() -> Result<PathBuf, Error> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(build_and_read)
+        .get_or_init(build)
         .clone()
         .map_err(|m| Error::new(ErrorKind::Build, m))
 }
 
-fn build_and_read() -> Result<Vec<u8>, String> {
+fn build() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(WASM_PATH_ENV) {
-        return std::fs::read(&path).map_err(|e| format!("reading {path:?}: {e}"));
+        return Ok(PathBuf::from(path));
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
@@ -70,5 +78,9 @@ fn build_and_read() -> Result<Vec<u8>, String> {
         ));
     }
     let path = filter_wasm_path();
-    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} not found after the build", path.display()))
+    }
 }

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,48 +58,7 @@ pub fn venv_python() -> PathBuf {
 
 /// Builds the release filter wasm (a no-op when up to date) once per process; returns its path.
 pub fn build_wasm() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(root())
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip1",
-                    "-p",
-                    "token-exchange-filter",
-                ])
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .output()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building the filter wasm failed ({}):\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("target"));
-            let target = if target.is_absolute() {
-                target
-            } else {
-                root().join(target)
-            };
-            let wasm = target.join("wasm32-wasip1/release/token_exchange_filter.wasm");
-            if wasm.is_file() {
-                Ok(wasm)
-            } else {
-                Err(format!("{} not found after the build", wasm.display()))
-            }
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    wasm_test_harness::build::build_filter().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
