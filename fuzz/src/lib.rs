@@ -69,18 +69,8 @@ pub fn policy_json() -> String {
             trusted(SIGNED_ISS, SIGNED_KID, signed_issuer_key().pk.as_ref()),
         ],
         "clock_skew_seconds": 30,
-        "rules": [{
-            "name": "orders-read",
-            "match": { "path_prefix": "/orders", "methods": ["GET"] },
-            "require": { "scopes": ["orders:read"], "callers": ["web-app"] },
-            "mint": {
-                "audience": "orders-service",
-                "scopes": ["orders:read", "orders:write"],
-                "ttl_seconds": 60,
-                "preserve_claims": ["tenant"],
-                "add_claims": { "env": "test" }
-            }
-        }],
+        // The same rule as every other suite.
+        "rules": [token_exchange_tests::orders_rule()],
         "strip_headers": ["x-forwarded-user"],
     })
     .to_string()
