@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::decide::is_http_token;
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey, SigningKey};
 use super::token::Limits;
@@ -421,10 +422,7 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
             let lower = h.to_ascii_lowercase();
             if lower == "authorization" || lower.starts_with(':') {
                 Some("cannot strip Authorization or pseudo-headers".into())
-            } else if !h
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
+            } else if !is_http_token(h) {
                 Some("is not a valid header name".into())
             } else {
                 None

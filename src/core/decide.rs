@@ -92,7 +92,7 @@ impl Policy {
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
-        let path = req.path.split(['?', '#']).next().unwrap_or_default();
+        let path = path_only(req.path);
         let mut audit = self.blank_audit(req, now);
         let mut facts = TokenFacts::default();
         let result = self.evaluate(
@@ -106,19 +106,7 @@ impl Policy {
         self.finish(audit, facts, result)
     }
 
-    fn decide_with(
-        &self,
-        req: &HttpRequest<'_>,
-        now: Duration,
-        eval: impl FnOnce(&mut Option<String>) -> EvalResult,
-    ) -> Decision {
-        let mut audit = self.blank_audit(req, now);
-        let result = eval(&mut audit.rule);
-        self.finish(audit, TokenFacts::default(), result)
-    }
-
     fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
-        let path = req.path.split(['?', '#']).next().unwrap_or_default();
         AuditRecord {
             event: "token_exchange",
             ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
@@ -128,7 +116,7 @@ impl Policy {
             rule: None,
             request_id: req.request_id.map(|r| bounded(r, 128)),
             method: bounded(req.method, 16),
-            path: bounded(path, 512),
+            path: bounded(path_only(req.path), 512),
             iss: None,
             sub: None,
             caller: None,
@@ -179,7 +167,12 @@ impl Policy {
 
     /// A deny for a failure outside the policy (e.g. the host could not give the headers).
     pub fn internal_failure(&self, req: &HttpRequest<'_>, now: Duration) -> Decision {
-        self.decide_with(req, now, |_| Err((DenyReason::InternalError, None)))
+        let audit = self.blank_audit(req, now);
+        self.finish(
+            audit,
+            TokenFacts::default(),
+            Err((DenyReason::InternalError, None)),
+        )
     }
 
     /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
@@ -309,8 +302,13 @@ fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, DenyReason> {
     Ok(rest)
 }
 
-/// RFC 9110 `token`: 1*tchar.
-fn is_http_token(s: &str) -> bool {
+/// The path without its query string or fragment.
+fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// RFC 9110 `token` (header names, auth-schemes): 1*tchar.
+pub(crate) fn is_http_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
