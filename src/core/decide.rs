@@ -195,6 +195,9 @@ impl Policy {
             };
         };
         *rule_name = Some(rule.name.clone());
+        if has_query_token(req.path) {
+            return Err((DenyReason::TokenInQuery, None));
+        }
         let token = bearer_token(&req.authorization).map_err(|r| (r, None))?;
         let verified = validate(self, token, now, facts).map_err(|r| (r, None))?;
         check_requirements(rule, &verified)?;
@@ -300,6 +303,19 @@ fn bearer_token<'a>(values: &[&'a str]) -> Result<&'a str, DenyReason> {
         return Err(DenyReason::MalformedAuthorization);
     }
     Ok(rest)
+}
+
+/// An RFC 6750 §2.3 `access_token` query parameter: a credential the filter would forward
+/// untouched in the URL, beside the exchanged one.
+fn has_query_token(path: &str) -> bool {
+    let before_fragment = path.split('#').next().unwrap_or_default();
+    let Some((_, query)) = before_fragment.split_once('?') else {
+        return false;
+    };
+    query.split('&').any(|param| {
+        let name = param.split('=').next().unwrap_or_default();
+        name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
+    })
 }
 
 /// The path without its query string or fragment.
@@ -443,6 +459,17 @@ mod tests {
             bearer_token(&["Basic YTpi, Bearer d.e.f"]),
             Err(DenyReason::DuplicateAuthorization)
         );
+    }
+
+    #[test]
+    fn query_tokens() {
+        assert!(has_query_token("/a?access_token=x"));
+        assert!(has_query_token("/a?b=1&ACCESS_TOKEN=x"));
+        assert!(has_query_token("/a?access%5Ftoken=x"));
+        assert!(has_query_token("/a?access_token"));
+        assert!(!has_query_token("/a?my_access_token=x"));
+        assert!(!has_query_token("/access_token"));
+        assert!(!has_query_token("/a#?access_token=x"));
     }
 
     #[test]

@@ -67,6 +67,8 @@ deny_reasons! {
     DuplicateAuthorization => "duplicate_authorization", "more than one Authorization header";
     /// `Bearer` with no token, extra parameters, or characters outside RFC 6750 b64token.
     MalformedAuthorization => "malformed_authorization", "malformed Authorization header";
+    /// An `access_token` query parameter (RFC 6750 §2.3): it would reach the upstream as is.
+    TokenInQuery => "token_in_query", "access tokens are not accepted in the query string";
     /// The path contains dot-segments or encoded separators that make rule matching ambiguous.
     AmbiguousPath => "ambiguous_path", "ambiguous request path";
     // --- limits, enforced before parsing or cryptography ---
@@ -141,7 +143,7 @@ impl DenyReason {
         use DenyReason::*;
         match self {
             MissingToken => BearerError::None,
-            DuplicateAuthorization | MalformedAuthorization | AmbiguousPath => {
+            DuplicateAuthorization | MalformedAuthorization | AmbiguousPath | TokenInQuery => {
                 BearerError::InvalidRequest
             }
             NoMatchingRule | InternalError => BearerError::None,

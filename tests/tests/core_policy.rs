@@ -491,6 +491,15 @@ fn unmatched_requests_deny_by_default_or_pass_when_told() {
         decide_get(&p, "/orders/../admin", &[], NOW).audit.reason,
         "ambiguous_path"
     );
+    // A second credential in the URL would reach the upstream untouched.
+    let t = bearer(&idp.sign(&idp.claims(NOW, "orders:read")));
+    let d = decide_get(&p, "/orders?x=1&access_token=abc", &[&t], NOW);
+    assert_eq!(d.audit.reason, "token_in_query");
+    assert_eq!(d.audit.status, Some(400));
+    assert_eq!(
+        decide_get(&p, "/orders?x=1", &[&t], NOW).audit.reason,
+        "exchanged"
+    );
 
     doc["unmatched"] = json!("pass");
     let p = load(&doc);

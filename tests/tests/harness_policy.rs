@@ -577,6 +577,7 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     );
     send("/orders/../admin", &signed(&f.idp, &|_| {}));
     send("/nowhere", &signed(&f.idp, &|_| {}));
+    send("/orders?access_token=abc", &signed(&f.idp, &|_| {}));
     f.host.inject_fault("random_get", 29);
     send("/orders", &signed(&f.idp, &|_| {}));
     f.host.clear_faults();
