@@ -242,44 +242,32 @@ impl IssuerKey {
                     Err(_) => false,
                 }
             }
-            (PublicMaterial::Rsa(pk), alg) => {
-                let pk = pk.clone();
-                match alg {
-                    Alg::RS256 => rsa_pkcs1::<Sha256>(pk, signing_input, signature),
-                    Alg::RS384 => rsa_pkcs1::<Sha384>(pk, signing_input, signature),
-                    Alg::RS512 => rsa_pkcs1::<Sha512>(pk, signing_input, signature),
-                    Alg::PS256 => rsa_pss::<Sha256>(pk, signing_input, signature),
-                    Alg::PS384 => rsa_pss::<Sha384>(pk, signing_input, signature),
-                    Alg::PS512 => rsa_pss::<Sha512>(pk, signing_input, signature),
-                    _ => false,
-                }
-            }
+            (PublicMaterial::Rsa(pk), alg) => match alg {
+                Alg::RS256 => rsa_verify::<Sha256>(pk, false, signing_input, signature),
+                Alg::RS384 => rsa_verify::<Sha384>(pk, false, signing_input, signature),
+                Alg::RS512 => rsa_verify::<Sha512>(pk, false, signing_input, signature),
+                Alg::PS256 => rsa_verify::<Sha256>(pk, true, signing_input, signature),
+                Alg::PS384 => rsa_verify::<Sha384>(pk, true, signing_input, signature),
+                Alg::PS512 => rsa_verify::<Sha512>(pk, true, signing_input, signature),
+                _ => false,
+            },
             _ => false,
         }
     }
 }
 
-fn rsa_pkcs1<D>(pk: rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
+/// RSASSA-PKCS1-v1_5 or RSASSA-PSS (salt length = hash length, RFC 7518 §3.5) over `msg`,
+/// borrowing the key (no per-request copy of the modulus).
+fn rsa_verify<D>(pk: &rsa::RsaPublicKey, pss: bool, msg: &[u8], sig: &[u8]) -> bool
 where
-    D: sha2::Digest + rsa::pkcs8::AssociatedOid,
+    D: 'static + sha2::Digest + sha2::digest::DynDigest + rsa::pkcs8::AssociatedOid + Send + Sync,
 {
-    use rsa::signature::Verifier;
-    let vk = rsa::pkcs1v15::VerifyingKey::<D>::new(pk);
-    match rsa::pkcs1v15::Signature::try_from(sig) {
-        Ok(s) => vk.verify(msg, &s).is_ok(),
-        Err(_) => false,
-    }
-}
-
-fn rsa_pss<D>(pk: rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
-where
-    D: sha2::Digest + sha2::digest::FixedOutputReset,
-{
-    use rsa::signature::Verifier;
-    let vk = rsa::pss::VerifyingKey::<D>::new(pk);
-    match rsa::pss::Signature::try_from(sig) {
-        Ok(s) => vk.verify(msg, &s).is_ok(),
-        Err(_) => false,
+    let hashed = D::digest(msg);
+    if pss {
+        pk.verify(rsa::Pss::new::<D>(), &hashed, sig).is_ok()
+    } else {
+        pk.verify(rsa::Pkcs1v15Sign::new::<D>(), &hashed, sig)
+            .is_ok()
     }
 }
 

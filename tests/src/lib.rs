@@ -142,6 +142,52 @@ impl Issuer {
         }
     }
 
+    /// A token signed with an explicit RSA algorithm (`RS256`..`RS512`, `PS256`..`PS512`) by
+    /// the `rsa` crate's signing keys; the issuer must be an RSA issuer.
+    pub fn sign_rsa(&self, alg: &str, claims: &Value) -> String {
+        self.sign_rsa_as(alg, alg, claims)
+    }
+
+    /// Like [`Issuer::sign_rsa`], but the header names `header_alg` (algorithm confusion).
+    pub fn sign_rsa_as(&self, alg: &str, header_alg: &str, claims: &Value) -> String {
+        use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+        use sha2::{Sha256, Sha384, Sha512};
+        let IssuerKey::Rs256(sk) = &self.key else {
+            panic!("sign_rsa needs an RSA issuer")
+        };
+        let sk = (**sk).clone();
+        let header = json!({ "alg": header_alg, "kid": self.kid, "typ": "JWT" });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let msg = input.as_bytes();
+        let mut rng = rsa::rand_core::OsRng;
+        let sig: Vec<u8> = match alg {
+            "RS256" => rsa::pkcs1v15::SigningKey::<Sha256>::new(sk)
+                .sign(msg)
+                .to_vec(),
+            "RS384" => rsa::pkcs1v15::SigningKey::<Sha384>::new(sk)
+                .sign(msg)
+                .to_vec(),
+            "RS512" => rsa::pkcs1v15::SigningKey::<Sha512>::new(sk)
+                .sign(msg)
+                .to_vec(),
+            "PS256" => rsa::pss::BlindedSigningKey::<Sha256>::new(sk)
+                .sign_with_rng(&mut rng, msg)
+                .to_vec(),
+            "PS384" => rsa::pss::BlindedSigningKey::<Sha384>::new(sk)
+                .sign_with_rng(&mut rng, msg)
+                .to_vec(),
+            "PS512" => rsa::pss::BlindedSigningKey::<Sha512>::new(sk)
+                .sign_with_rng(&mut rng, msg)
+                .to_vec(),
+            other => panic!("not an RSA algorithm: {other}"),
+        };
+        format!("{input}.{}", b64(&sig))
+    }
+
     /// A compact JWS over exactly these header and payload bytes (for hostile shapes).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
         let input = format!(

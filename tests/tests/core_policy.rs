@@ -330,6 +330,43 @@ fn rsa_and_ec_issuers() {
 }
 
 #[test]
+fn every_rsa_algorithm_verifies_when_pinned() {
+    let gw = Gateway::new();
+    let rs = Issuer::rs256("https://rsa.test", "r1");
+    let algs = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+    let mut doc = policy(&gw, &[&rs], json!([orders_rule()]));
+    let mut jwk = rs.public_jwk();
+    jwk.as_object_mut().unwrap().remove("alg"); // an RSA key without alg serves every RSA alg
+    doc["trusted_issuers"][0]["jwks"]["keys"] = json!([jwk]);
+    doc["trusted_issuers"][0]["algorithms"] = json!(algs);
+    let p = load(&doc);
+    let claims = rs.claims(NOW, "orders:read");
+    for alg in algs {
+        let t = rs.sign_rsa(alg, &claims);
+        assert_eq!(reason_for(&p, &t, NOW), "exchanged", "{alg}");
+        // A signature made with another RSA algorithm than the header names never verifies.
+        let other = if alg.starts_with("RS") {
+            alg.replace("RS", "PS")
+        } else {
+            alg.replace("PS", "RS")
+        };
+        let confused = rs.sign_rsa_as(&other, alg, &claims);
+        assert_eq!(
+            reason_for(&p, &confused, NOW),
+            "invalid_signature",
+            "{other} signed as {alg}"
+        );
+    }
+    // Pinned to RS256 only: PS256 is refused before any cryptography.
+    doc["trusted_issuers"][0]["algorithms"] = json!(["RS256"]);
+    let p = load(&doc);
+    assert_eq!(
+        reason_for(&p, &rs.sign_rsa("PS256", &claims), NOW),
+        "algorithm_not_allowed"
+    );
+}
+
+#[test]
 fn rule_requirements_answer_403_insufficient_scope() {
     let gw = Gateway::new();
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
