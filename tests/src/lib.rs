@@ -298,6 +298,17 @@ pub fn orders_rule() -> Value {
     })
 }
 
+/// The standard rule with every requirement: scope, `acr`, `amr`, caller and issuer
+/// (`https://idp.test` only).
+pub fn strict_orders_rule() -> Value {
+    let mut rule = orders_rule();
+    rule["require"] = json!({
+        "scopes": ["orders:read"], "acr": ["urn:mfa"], "amr": ["otp"],
+        "callers": ["web-app"], "issuers": ["https://idp.test"]
+    });
+    rule
+}
+
 /// A policy document with these issuers and rules.
 pub fn policy(gw: &Gateway, issuers: &[&Issuer], rules: Value) -> Value {
     json!({

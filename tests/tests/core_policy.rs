@@ -371,11 +371,7 @@ fn rule_requirements_answer_403_insufficient_scope() {
     let gw = Gateway::new();
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let other = Issuer::ed25519("https://other.test", "o1", 11);
-    let mut rule = orders_rule();
-    rule["require"] = json!({
-        "scopes": ["orders:read"], "acr": ["urn:mfa"], "amr": ["otp"],
-        "callers": ["web-app"], "issuers": ["https://idp.test"]
-    });
+    let rule = strict_orders_rule();
     let p = load(&policy(&gw, &[&idp, &other], json!([rule])));
     let base = idp.claims(NOW, "orders:read");
     let cases = [

@@ -531,11 +531,7 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     let gw = Gateway::new();
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let partner = Issuer::ed25519("https://partner.test", "p1", 12);
-    let mut strict = orders_rule();
-    strict["require"] = json!({
-        "scopes": ["orders:read"], "acr": ["urn:mfa"], "amr": ["otp"],
-        "callers": ["web-app"], "issuers": ["https://idp.test"]
-    });
+    let strict = strict_orders_rule();
     let mut grant_only = orders_rule();
     grant_only["name"] = json!("grant-only");
     grant_only["match"] = json!({"path_prefix": "/grant"});
