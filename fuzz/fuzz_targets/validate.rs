@@ -3,7 +3,8 @@
 //!
 //! Invariants: never panics; a request whose token the target did not sign itself (raw
 //! mode) is never forwarded, since no input can hold a valid signature of a trusted key;
-//! every verdict's audit record agrees with it.
+//! every verdict's audit record agrees with it; every minted token passes the test suites'
+//! strict check (`minted_token_parts`).
 #![no_main]
 
 use std::time::Duration;
@@ -52,6 +53,9 @@ fuzz_target!(|data: &[u8]| {
                 .scope
                 .split(' ')
                 .all(|s| s == "orders:read" || s == "orders:write"));
+            // Whatever the token carried, the minted one is strict JSON, each member once.
+            let (_, claims) = token_exchange_tests::minted_token_parts(&minted.token);
+            assert_eq!(claims.get("jti").and_then(|j| j.as_str()), Some(minted.jti.as_str()));
         }
         Verdict::Pass => panic!("the policy never passes unmatched requests"),
         Verdict::Deny(denial) => {

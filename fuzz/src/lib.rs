@@ -69,8 +69,11 @@ pub fn policy_json() -> String {
             trusted(SIGNED_ISS, SIGNED_KID, signed_issuer_key().pk.as_ref()),
         ],
         "clock_skew_seconds": 30,
-        // The same rule as every other suite.
-        "rules": [token_exchange_tests::orders_rule()],
+        // The same rule as every other suite, for both issuers (with two, it must name them).
+        "rules": [token_exchange_tests::accepting(
+            token_exchange_tests::orders_rule(),
+            &[SECRET_ISS, SIGNED_ISS],
+        )],
         "strip_headers": ["x-forwarded-user"],
     })
     .to_string()

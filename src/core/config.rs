@@ -9,29 +9,13 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::decide::is_http_token;
+use super::claims::{ClaimMapping, FIXED_MEANING_CLAIMS, RESERVED_CLAIMS};
 use super::json::parse_strict;
-use super::keys::{Alg, IssuerKey, SigningKey};
+use super::jwks::import_jwks;
+use super::keys::{Alg, IssuerKey};
+use super::signing::SigningKey;
+use super::syntax::{is_http_token, is_scope_token};
 use super::token::Limits;
-
-/// Claims the gateway sets itself on minted tokens: never copied, never added by policy.
-pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "scope",
-    "scp",
-    "client_id",
-    "azp",
-    "act",
-    "may_act",
-    "cnf",
-    "exchanged_from",
-];
 
 /// One configuration mistake, with the JSON path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +44,22 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Something in a valid configuration the operator should know about (the root logs each at
+/// warn level when the policy loads), e.g. a key of a provider's key set that is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// JSON path, e.g. `trusted_issuers[0].jwks.keys[1]`.
+    pub path: String,
+    /// What was noticed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 /// What happens to a request no rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
@@ -80,6 +80,8 @@ pub struct TrustedIssuer {
     pub keys: Vec<IssuerKey>,
     /// Accepted `aud` values (one must be present in the token).
     pub audiences: Vec<String>,
+    /// Where its tokens carry the caller and the scopes.
+    pub claims: ClaimMapping,
 }
 
 /// Which requests a rule applies to; every present condition must hold.
@@ -106,9 +108,9 @@ pub struct Requirements {
     pub acr: Vec<String>,
     /// All of these `amr` values.
     pub amr: Vec<String>,
-    /// The caller (`azp`, else `client_id`) is one of these (if non-empty).
+    /// The caller (read through the issuer's claim mapping) is one of these (if non-empty).
     pub callers: Vec<String>,
-    /// The issuer is one of these (if non-empty).
+    /// The issuer is one of these (if non-empty; with several trusted issuers, always).
     pub issuers: Vec<String>,
 }
 
@@ -121,7 +123,7 @@ pub struct MintSpec {
     pub scopes: Vec<String>,
     /// Upper bound on the minted lifetime.
     pub ttl_seconds: u64,
-    /// Claims copied from the original when present.
+    /// Claims copied from the original when present (`sub`, always kept, is not listed).
     pub preserve_claims: Vec<String>,
     /// Claims added with fixed values.
     pub add_claims: Map<String, Value>,
@@ -161,6 +163,8 @@ pub struct Policy {
     pub strip_headers: Vec<String>,
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
+    /// What the operator should know about this (valid) policy.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Policy {
@@ -175,12 +179,15 @@ impl Policy {
         let mut errs = Errors::default();
         let policy = read_policy(&doc, &mut errs);
         match policy {
-            Some(p) if errs.0.is_empty() => Ok(p),
+            Some(mut p) if errs.errors.is_empty() => {
+                p.warnings = errs.warnings;
+                Ok(p)
+            }
             _ => {
-                if errs.0.is_empty() {
+                if errs.errors.is_empty() {
                     errs.push("", "invalid configuration");
                 }
-                Err(ConfigErrors(errs.0))
+                Err(ConfigErrors(errs.errors))
             }
         }
     }
@@ -207,11 +214,20 @@ impl Policy {
 }
 
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+struct Errors {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+}
 
 impl Errors {
     fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.0.push(ConfigError {
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
             path: path.to_owned(),
             message: message.into(),
         });
@@ -219,7 +235,9 @@ impl Errors {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
+    if key.is_empty() {
+        path.to_owned()
+    } else if path.is_empty() {
         key.to_owned()
     } else {
         format!("{path}.{key}")
@@ -349,13 +367,6 @@ fn any(_: &str) -> Option<String> {
     None
 }
 
-/// RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E ).
-pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-}
-
 fn scope_check(s: &str) -> Option<String> {
     (!is_scope_token(s)).then(|| "is not a valid scope token (RFC 6749 §3.3)".to_owned())
 }
@@ -446,12 +457,9 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         }),
     };
 
-    let issuer_names: Vec<String> = trusted_issuers
-        .as_ref()
-        .map(|t| t.iter().map(|i| i.issuer.clone()).collect())
-        .unwrap_or_default();
     let (v, p) = o.required("rules", errs);
-    let rules = read_rules(v, &p, &issuer_names, errs);
+    let ctx = RuleContext::new(doc.get("trusted_issuers"), trusted_issuers.as_deref());
+    let rules = read_rules(v, &p, &ctx, errs);
 
     o.finish(errs);
 
@@ -467,6 +475,7 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         limits,
         strip_headers: strip_headers?,
         realm: realm?,
+        warnings: Vec::new(),
     })
 }
 
@@ -597,55 +606,141 @@ fn read_trusted_issuer(
     };
     let (v, p) = o.required("audiences", errs);
     let audiences = non_empty(string_list(v, &p, errs, any), &p, errs);
+    let (v, p) = o.get("claims");
+    let claims = match v {
+        None => Some(ClaimMapping::default()),
+        Some(v) => read_claim_mapping(v, &p, errs),
+    };
     o.finish(errs);
     Some(TrustedIssuer {
         issuer: issuer?,
         algorithms: algorithms?,
         keys: keys?,
         audiences: audiences?,
+        claims: claims?,
     })
 }
 
+/// A provider's JWK Set: usable keys, skipped ones as warnings (see `jwks`).
 fn read_jwks(v: &Value, path: &str, algs: &[Alg], errs: &mut Errors) -> Option<Vec<IssuerKey>> {
-    let mut o = Obj::new(v, path, errs)?;
-    let (v, p) = o.required("keys", errs);
-    o.finish(errs);
-    let items = match v? {
-        Value::Array(a) if !a.is_empty() => a,
-        _ => {
-            errs.push(&p, "must be a non-empty array of public JWKs");
-            return None;
+    match import_jwks(v, algs) {
+        Ok(set) => {
+            for skipped in &set.skipped {
+                errs.warn(
+                    &format!("{path}.keys[{}]", skipped.index),
+                    skipped.to_string(),
+                );
+            }
+            Some(set.keys)
         }
-    };
-    let mut keys: Vec<IssuerKey> = Vec::new();
-    let mut ok = true;
-    for (i, jwk) in items.iter().enumerate() {
-        let kp = format!("{p}[{i}]");
-        match IssuerKey::from_jwk(jwk, algs) {
-            Ok(k) => {
-                if items.len() > 1 && k.kid().is_none() {
-                    errs.push(&kp, "kid is required when an issuer has more than one key");
-                    ok = false;
-                } else if k.kid().is_some() && keys.iter().any(|o| o.kid() == k.kid()) {
-                    errs.push(&kp, format!("duplicate kid {:?}", k.kid().unwrap_or("")));
-                    ok = false;
-                } else {
-                    keys.push(k);
-                }
+        Err(problems) => {
+            for e in problems {
+                errs.push(&join(path, &e.path), e.message);
             }
-            Err(e) => {
-                errs.push(&kp, e.0);
-                ok = false;
-            }
+            None
         }
     }
-    ok.then_some(keys)
+}
+
+/// `claims: {"caller": [...], "scopes": [...]}`: claim names, read in order.
+fn read_claim_mapping(v: &Value, path: &str, errs: &mut Errors) -> Option<ClaimMapping> {
+    let mut o = Obj::new(v, path, errs)?;
+    let fixed = |allowed: &'static str| {
+        move |c: &str| {
+            (FIXED_MEANING_CLAIMS.contains(&c) && c != allowed)
+                .then(|| format!("{c:?} is a registered claim with its own meaning"))
+        }
+    };
+    let mut list = |o: &mut Obj, key: &'static str, default: &[&str], allowed: &'static str| {
+        let (v, p) = o.get(key);
+        match v {
+            None => Some((default.iter().map(|c| (*c).to_owned()).collect(), None)),
+            v => {
+                non_empty(string_list(v, &p, errs, fixed(allowed)), &p, errs).map(|l| (l, Some(p)))
+            }
+        }
+    };
+    let caller = list(
+        &mut o,
+        "caller",
+        super::claims::DEFAULT_CALLER_CLAIMS,
+        "sub",
+    );
+    // `sub` is the subject; as a scope claim it would grant the user name as a scope.
+    let scopes = list(&mut o, "scopes", super::claims::DEFAULT_SCOPE_CLAIMS, "");
+    o.finish(errs);
+    let ((caller, caller_path), (scopes, scopes_path)) = (caller?, scopes?);
+    let mut ok = true;
+    for (i, c) in caller.iter().enumerate() {
+        if let Some(j) = scopes.iter().position(|s| s == c) {
+            // Report it in a list the operator wrote.
+            let at = match (&caller_path, &scopes_path) {
+                (Some(p), _) => format!("{p}[{i}]"),
+                (None, Some(p)) => format!("{p}[{j}]"),
+                (None, None) => join(path, "caller"),
+            };
+            errs.push(
+                &at,
+                format!("{c:?} cannot be both a caller claim and a scope claim"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| ClaimMapping::new(caller, scopes))
+}
+
+/// What rules are checked against: the trusted issuers (names, how many were configured, and
+/// the claims their mappings read).
+struct RuleContext {
+    /// Names of the trusted issuers that parsed.
+    issuers: Vec<String>,
+    /// How many trusted issuers the document lists (parsed or not).
+    configured: usize,
+    /// (claim, issuer, what it carries) for every claim an issuer's mapping reads.
+    mapped: Vec<(String, String, &'static str)>,
+}
+
+impl RuleContext {
+    fn new(raw: Option<&Value>, parsed: Option<&[TrustedIssuer]>) -> RuleContext {
+        let parsed = parsed.unwrap_or_default();
+        let mut mapped = Vec::new();
+        for t in parsed {
+            for c in t.claims.caller_claims() {
+                mapped.push((c.clone(), t.issuer.clone(), "caller (minted as client_id)"));
+            }
+            for c in t.claims.scope_claims() {
+                mapped.push((c.clone(), t.issuer.clone(), "scopes (narrowed into scope)"));
+            }
+        }
+        RuleContext {
+            issuers: parsed.iter().map(|t| t.issuer.clone()).collect(),
+            configured: raw.and_then(Value::as_array).map_or(parsed.len(), Vec::len),
+            mapped,
+        }
+    }
+
+    /// Why `claim` may not be copied or added by a rule, if it may not.
+    fn claim_refusal(&self, claim: &str) -> Option<String> {
+        if RESERVED_CLAIMS.contains(&claim) {
+            return Some(format!(
+                "{claim:?} is set by the gateway and cannot be copied or added"
+            ));
+        }
+        self.mapped
+            .iter()
+            .find(|(c, _, _)| c == claim)
+            .map(|(_, issuer, what)| {
+                format!(
+                    "{claim:?} carries the {what} of trusted issuer {issuer:?}: it cannot be copied or added"
+                )
+            })
+    }
 }
 
 fn read_rules(
     v: Option<&Value>,
     path: &str,
-    issuers: &[String],
+    ctx: &RuleContext,
     errs: &mut Errors,
 ) -> Option<Vec<ExchangeRule>> {
     let items = match v? {
@@ -659,7 +754,7 @@ fn read_rules(
     let mut ok = true;
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        match read_rule(item, &p, issuers, errs) {
+        match read_rule(item, &p, ctx, errs) {
             Some(r) if out.iter().any(|o| o.name == r.name) => {
                 errs.push(
                     &join(&p, "name"),
@@ -674,7 +769,7 @@ fn read_rules(
     ok.then_some(out)
 }
 
-fn read_rule(v: &Value, path: &str, issuers: &[String], errs: &mut Errors) -> Option<ExchangeRule> {
+fn read_rule(v: &Value, path: &str, ctx: &RuleContext, errs: &mut Errors) -> Option<ExchangeRule> {
     let mut o = Obj::new(v, path, errs)?;
     let (v, p) = o.required("name", errs);
     let name = string(v, &p, errs);
@@ -683,10 +778,27 @@ fn read_rule(v: &Value, path: &str, issuers: &[String], errs: &mut Errors) -> Op
     let (v, p) = o.get("require");
     let require = match v {
         None => Some(Requirements::default()),
-        Some(v) => read_require(v, &p, issuers, errs),
+        Some(v) => read_require(v, &p, &ctx.issuers, errs),
     };
+    // With a partner beside the internal issuer, a rule that does not say which issuers it
+    // accepts would accept them all: the binding must be explicit.
+    let names_issuers = v
+        .and_then(|r| r.get("issuers"))
+        .is_some_and(|i| !i.is_null());
+    if ctx.configured > 1 && !names_issuers {
+        let rule = name
+            .as_deref()
+            .map_or(String::new(), |n| format!("rule {n:?}: "));
+        errs.push(
+            &format!("{}.issuers", join(path, "require")),
+            format!(
+                "{rule}required when more than one issuer is trusted ({}): name the issuers this rule accepts",
+                ctx.configured
+            ),
+        );
+    }
     let (v, p) = o.required("mint", errs);
-    let mint = v.and_then(|v| read_mint(v, &p, errs));
+    let mint = v.and_then(|v| read_mint(v, &p, ctx, errs));
     o.finish(errs);
     Some(ExchangeRule {
         name: name?,
@@ -788,7 +900,7 @@ fn read_require(
     })
 }
 
-fn read_mint(v: &Value, path: &str, errs: &mut Errors) -> Option<MintSpec> {
+fn read_mint(v: &Value, path: &str, ctx: &RuleContext, errs: &mut Errors) -> Option<MintSpec> {
     let mut o = Obj::new(v, path, errs)?;
     let (v, p) = o.required("audience", errs);
     let audience = string(v, &p, errs);
@@ -799,15 +911,18 @@ fn read_mint(v: &Value, path: &str, errs: &mut Errors) -> Option<MintSpec> {
         None => Some(300),
         v => integer(v, &p, 1, 86400, errs),
     };
-    let reserved = |c: &str| {
-        RESERVED_CLAIMS
-            .contains(&c)
-            .then(|| format!("{c:?} is set by the gateway and cannot be copied or added"))
-    };
     let (v, p) = o.get("preserve_claims");
+    // `sub` is always kept: listing it is accepted and changes nothing.
     let preserve_claims = match v {
         None => Some(Vec::new()),
-        v => string_list(v, &p, errs, |c| if c == "sub" { None } else { reserved(c) }),
+        v => string_list(v, &p, errs, |c| {
+            if c == "sub" {
+                None
+            } else {
+                ctx.claim_refusal(c)
+            }
+        })
+        .map(|l| l.into_iter().filter(|c| c != "sub").collect()),
     };
     // Checked against the raw list so a conflict is reported even when another entry is bad.
     let preserve_raw = v.and_then(Value::as_array);
@@ -818,7 +933,7 @@ fn read_mint(v: &Value, path: &str, errs: &mut Errors) -> Option<MintSpec> {
             let mut ok = true;
             for k in m.keys() {
                 let kp = join(&p, k);
-                if let Some(msg) = reserved(k) {
+                if let Some(msg) = ctx.claim_refusal(k) {
                     errs.push(&kp, msg);
                     ok = false;
                 } else if preserve_raw.is_some_and(|pc| pc.iter().any(|c| c.as_str() == Some(k))) {

@@ -7,6 +7,7 @@ use super::audit::{bounded, AuditRecord, Outcome};
 use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
 use super::mint::{mint, Entropy, MintedToken};
 use super::reason::{BearerError, DenyReason};
+use super::syntax::is_http_token;
 use super::validate::{validate, TokenFacts, VerifiedToken};
 
 /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
@@ -321,13 +322,6 @@ fn has_query_token(path: &str) -> bool {
 /// The path without its query string or fragment.
 fn path_only(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
-}
-
-/// RFC 9110 `token` (header names, auth-schemes): 1*tchar.
-pub(crate) fn is_http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Dot-segments, encoded separators or backslashes make prefix matching ambiguous between

@@ -1,22 +1,18 @@
 //! Minting the downstream token: the narrowest token the rule and the original allow.
+//!
+//! The payload is built as one JSON object ([`ClaimSet`]), so no member can appear twice (a
+//! strict verifier such as Envoy's `jwt_authn` refuses a payload that repeats a member), and
+//! policy data (`preserve_claims`, `add_claims`) can never set a claim the gateway sets.
 
-use jwt_simple::prelude::{Audiences, JWTClaims, UnixTimeStamp};
 use serde_json::{Map, Value};
 
+use super::claims::RESERVED_CLAIMS;
 use super::config::{ExchangeRule, Policy};
 use super::reason::DenyReason;
 use super::token::b64url_encode;
 use super::validate::VerifiedToken;
 
-/// A source of randomness (the host's in production, a fixed one in tests).
-pub trait Entropy {
-    /// Fills `buf` with random bytes, or fails (and the request is denied).
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError>;
-}
-
-/// The random source failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntropyError;
+pub use super::entropy::{Entropy, EntropyError};
 
 /// A minted token and what the audit records of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,13 +31,68 @@ pub struct MintedToken {
     pub kid: String,
 }
 
+/// A claim could not be set: the name is taken (by the gateway or already set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRefused(pub String);
+
+/// The claims of a minted token: one JSON object, each member set once.
+///
+/// The gateway's own claims go in through [`ClaimSet::set`], which refuses a name already
+/// present. Claims that come from policy data go in through [`ClaimSet::set_from_policy`],
+/// which additionally refuses every reserved claim and the names given to
+/// [`ClaimSet::new`] (the claims the issuer's mapping reads), whatever the configuration
+/// reader allowed.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSet {
+    claims: Map<String, Value>,
+    protected: Vec<String>,
+}
+
+impl ClaimSet {
+    /// An empty set; `protected` names claims policy data may never set.
+    pub fn new(protected: Vec<String>) -> ClaimSet {
+        ClaimSet {
+            claims: Map::new(),
+            protected,
+        }
+    }
+
+    /// Sets one of the gateway's own claims.
+    pub fn set(&mut self, name: &str, value: Value) -> Result<(), ClaimRefused> {
+        if self.claims.contains_key(name) {
+            return Err(ClaimRefused(name.to_owned()));
+        }
+        self.claims.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// Sets a claim named by policy (copied or added).
+    pub fn set_from_policy(&mut self, name: &str, value: Value) -> Result<(), ClaimRefused> {
+        if RESERVED_CLAIMS.contains(&name) || self.protected.iter().any(|p| p == name) {
+            return Err(ClaimRefused(name.to_owned()));
+        }
+        self.set(name, value)
+    }
+
+    /// The claims as one JSON object.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.claims
+    }
+
+    /// The UTF-8 JSON payload.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A map of JSON values always serializes (no non-string keys, no NaN in a Value).
+        serde_json::to_vec(&self.claims).unwrap_or_default()
+    }
+}
+
 /// Mints the downstream token for `verified` under `rule` at `now` (seconds).
 ///
 /// - `scope` = the rule's grant ∩ the token's scopes (in the rule's order), never empty;
 /// - `exp` = min(now + ttl, original `exp`), strictly after `now`;
 /// - `iat` = `nbf` = now, a fresh 128-bit random `jti`;
 /// - only `preserve_claims` are copied; `add_claims` cannot name registered claims
-///   (enforced when the policy is loaded);
+///   (enforced when the policy is loaded, and again here);
 /// - provenance: `exchanged_from: {iss, token_id}` names the original token.
 pub fn mint(
     policy: &Policy,
@@ -78,39 +129,11 @@ pub fn mint(
     let jti = b64url_encode(&id);
     let scope = granted.join(" ");
 
-    let mut custom = Map::new();
-    for name in &rule.mint.preserve_claims {
-        if let Some(v) = verified.claims.get(name) {
-            custom.insert(name.clone(), v.clone());
-        }
-    }
-    for (k, v) in &rule.mint.add_claims {
-        custom.insert(k.clone(), v.clone());
-    }
-    custom.insert("scope".into(), Value::String(scope.clone()));
-    if let Some(caller) = &verified.caller {
-        custom.insert("client_id".into(), Value::String(caller.clone()));
-    }
-    custom.insert(
-        "exchanged_from".into(),
-        serde_json::json!({
-            "iss": verified.issuer.issuer,
-            "token_id": verified.token_id,
-        }),
-    );
-
-    let claims = JWTClaims {
-        issued_at: Some(UnixTimeStamp::from_secs(now)),
-        expires_at: Some(UnixTimeStamp::from_secs(expires_at)),
-        invalid_before: Some(UnixTimeStamp::from_secs(now)),
-        issuer: Some(policy.issuer.clone()),
-        subject: Some(verified.subject.clone()),
-        audiences: Some(Audiences::AsString(rule.mint.audience.clone())),
-        jwt_id: Some(jti.clone()),
-        nonce: None,
-        custom,
-    };
-    let token = key.sign(claims).map_err(|_| DenyReason::InternalError)?;
+    let claims = minted_claims(policy, rule, verified, now, expires_at, &jti, &scope)
+        .map_err(|_| DenyReason::InternalError)?;
+    let token = key
+        .sign_compact(&claims.to_json(), entropy)
+        .map_err(|_| DenyReason::InternalError)?;
     Ok(MintedToken {
         token,
         jti,
@@ -119,4 +142,76 @@ pub fn mint(
         expires_at,
         kid: key.kid().to_owned(),
     })
+}
+
+fn minted_claims(
+    policy: &Policy,
+    rule: &ExchangeRule,
+    verified: &VerifiedToken<'_>,
+    now: u64,
+    expires_at: u64,
+    jti: &str,
+    scope: &str,
+) -> Result<ClaimSet, ClaimRefused> {
+    let mapping = &verified.issuer.claims;
+    let protected = mapping
+        .caller_claims()
+        .iter()
+        .chain(mapping.scope_claims())
+        .cloned()
+        .collect();
+    let mut c = ClaimSet::new(protected);
+    c.set("iss", Value::String(policy.issuer.clone()))?;
+    c.set("sub", Value::String(verified.subject.clone()))?;
+    c.set("aud", Value::String(rule.mint.audience.clone()))?;
+    c.set("iat", Value::from(now))?;
+    c.set("nbf", Value::from(now))?;
+    c.set("exp", Value::from(expires_at))?;
+    c.set("jti", Value::String(jti.to_owned()))?;
+    c.set("scope", Value::String(scope.to_owned()))?;
+    if let Some(caller) = &verified.caller {
+        c.set("client_id", Value::String(caller.clone()))?;
+    }
+    c.set(
+        "exchanged_from",
+        serde_json::json!({
+            "iss": verified.issuer.issuer,
+            "token_id": verified.token_id,
+        }),
+    )?;
+    for name in &rule.mint.preserve_claims {
+        if let Some(v) = verified.claims.get(name) {
+            c.set_from_policy(name, v.clone())?;
+        }
+    }
+    for (name, v) in &rule.mint.add_claims {
+        c.set_from_policy(name, v.clone())?;
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_claim_set_holds_each_member_once() {
+        let mut c = ClaimSet::new(vec!["roles".into()]);
+        assert!(c.set("sub", json!("alice")).is_ok());
+        assert_eq!(c.set("sub", json!("bob")), Err(ClaimRefused("sub".into())));
+        for reserved in RESERVED_CLAIMS {
+            assert!(
+                c.set_from_policy(reserved, json!("x")).is_err(),
+                "{reserved}"
+            );
+        }
+        assert!(c.set_from_policy("roles", json!(["admin"])).is_err());
+        assert!(c.set_from_policy("tenant", json!("acme")).is_ok());
+        assert!(c.set_from_policy("tenant", json!("other")).is_err());
+        assert_eq!(
+            String::from_utf8(c.to_json()).unwrap(),
+            r#"{"sub":"alice","tenant":"acme"}"#
+        );
+    }
 }

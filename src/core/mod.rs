@@ -3,17 +3,24 @@
 //! randomness are arguments, decisions are values. It compiles and is tested natively.
 
 pub mod audit;
+pub mod claims;
 pub mod config;
 pub mod decide;
+pub mod entropy;
 pub mod json;
+pub mod jwks;
 pub mod keys;
 pub mod mint;
 pub mod reason;
+pub mod signing;
+pub mod syntax;
 pub mod token;
 pub mod validate;
 
 pub use audit::{AuditRecord, Outcome};
-pub use config::{ConfigError, ConfigErrors, ExchangeRule, Policy, TrustedIssuer};
+pub use claims::ClaimMapping;
+pub use config::{ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, TrustedIssuer};
 pub use decide::{Decision, Denial, HttpRequest, Verdict};
-pub use mint::{Entropy, EntropyError, MintedToken};
+pub use entropy::{Entropy, EntropyError};
+pub use mint::MintedToken;
 pub use reason::{BearerError, DenyReason};

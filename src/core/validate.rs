@@ -5,7 +5,8 @@
 
 use serde_json::{Map, Value};
 
-use super::config::{is_scope_token, Policy, TrustedIssuer};
+use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
+use super::config::{Policy, TrustedIssuer};
 use super::keys::Alg;
 use super::reason::DenyReason;
 use super::token::{parse, ParsedToken};
@@ -17,7 +18,7 @@ pub struct TokenFacts {
     pub issuer: Option<String>,
     /// `sub`, if a string.
     pub subject: Option<String>,
-    /// `azp`, else `client_id`, if a string.
+    /// The caller (the issuer's caller claims, else `azp`/`client_id`), if a string.
     pub caller: Option<String>,
     /// `jti` or a hash of the signature (never the token).
     pub token_id: Option<String>,
@@ -34,9 +35,9 @@ pub struct VerifiedToken<'p> {
     pub claims: Map<String, Value>,
     /// `sub`.
     pub subject: String,
-    /// `azp`, else `client_id`.
+    /// The caller, from the issuer's caller claims (by default `azp`, else `client_id`).
     pub caller: Option<String>,
-    /// Scopes, from `scope` (space-separated) or else `scp`.
+    /// The scopes, from the issuer's scope claims (by default `scope`, else `scp`).
     pub scopes: Vec<String>,
     /// `acr`.
     pub acr: Option<String>,
@@ -59,14 +60,23 @@ pub fn validate<'p>(
     let claims = &parsed.claims;
     facts.issuer = str_claim(claims, "iss").map(str::to_owned);
     facts.subject = str_claim(claims, "sub").map(str::to_owned);
-    facts.caller = caller(claims).map(str::to_owned);
     facts.token_id = Some(parsed.token_id());
 
-    let issuer = trusted_issuer(policy, claims)?;
+    let issuer = trusted_issuer(policy, claims);
+    // The audit names the caller the way the issuer's tokens do; unknown issuers: the defaults.
+    facts.caller = match &issuer {
+        Ok(t) => caller_hint(claims, t.claims.caller_claims()),
+        Err(_) => caller_hint(claims, DEFAULT_CALLER_CLAIMS),
+    }
+    .map(str::to_owned);
+    let issuer = issuer?;
     let alg = Alg::from_verify_name(&parsed.alg)
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
-    check_scope_count(claims, policy.limits.max_scopes)?;
+    // A cheap bound before any cryptography.
+    if issuer.claims.scope_count(claims) > policy.limits.max_scopes {
+        return Err(DenyReason::TooManyScopes);
+    }
     verify_signature(issuer, alg, &parsed)?;
     facts.verified = true;
 
@@ -98,12 +108,7 @@ pub fn validate<'p>(
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => return Err(DenyReason::InvalidClaim),
     };
-    let caller = match (claims.get("azp"), claims.get("client_id")) {
-        (Some(Value::String(a)), _) => Some(a.clone()),
-        (None, Some(Value::String(c))) => Some(c.clone()),
-        (None, None) => None,
-        _ => return Err(DenyReason::InvalidClaim),
-    };
+    let caller = issuer.claims.caller(claims)?.map(str::to_owned);
     let acr = match claims.get("acr") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -128,7 +133,7 @@ pub fn validate<'p>(
     {
         return Err(DenyReason::InvalidClaim);
     }
-    let scopes = scopes(claims, policy.limits.max_scopes)?;
+    let scopes = issuer.claims.scopes(claims, policy.limits.max_scopes)?;
     let token_id = parsed.token_id();
     Ok(VerifiedToken {
         issuer,
@@ -145,10 +150,6 @@ pub fn validate<'p>(
 
 fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
     claims.get(name).and_then(Value::as_str)
-}
-
-fn caller(claims: &Map<String, Value>) -> Option<&str> {
-    str_claim(claims, "azp").or_else(|| str_claim(claims, "client_id"))
 }
 
 fn trusted_issuer<'p>(
@@ -229,49 +230,4 @@ fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, DenyReason> {
         }
         Some(_) => Err(DenyReason::InvalidClaim),
     }
-}
-
-/// Cheap pre-signature bound on the number of scope values.
-fn check_scope_count(claims: &Map<String, Value>, max: usize) -> Result<(), DenyReason> {
-    let count = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => s.split(' ').filter(|x| !x.is_empty()).count(),
-        Some(Value::Array(a)) => a.len(),
-        _ => 0,
-    };
-    if count(claims.get("scope")) > max || count(claims.get("scp")) > max {
-        return Err(DenyReason::TooManyScopes);
-    }
-    Ok(())
-}
-
-/// Scopes from `scope` (a space-separated string, RFC 8693 §4.2) or, when absent, `scp`
-/// (a string or an array, as some IdPs issue it). Every value must be a scope-token.
-fn scopes(claims: &Map<String, Value>, max: usize) -> Result<Vec<String>, DenyReason> {
-    let list: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
-            if s.contains(|c: char| c != ' ' && !c.is_ascii_graphic()) {
-                return Err(DenyReason::InvalidClaim);
-            }
-            s.split(' ')
-                .filter(|x| !x.is_empty())
-                .map(str::to_owned)
-                .collect()
-        }
-        (None, Some(v @ Value::Array(_))) => string_array(v).ok_or(DenyReason::InvalidClaim)?,
-        (None, None) => Vec::new(),
-        _ => return Err(DenyReason::InvalidClaim),
-    };
-    if list.len() > max {
-        return Err(DenyReason::TooManyScopes);
-    }
-    if !list.iter().all(|s| is_scope_token(s)) {
-        return Err(DenyReason::InvalidClaim);
-    }
-    let mut unique: Vec<String> = Vec::with_capacity(list.len());
-    for s in list {
-        if !unique.contains(&s) {
-            unique.push(s);
-        }
-    }
-    Ok(unique)
 }

@@ -14,6 +14,7 @@ use std::ptr::null_mut;
 #[derive(Debug, Clone, Copy)]
 pub enum Level {
     Info = 2,
+    Warn = 3,
     Error = 4,
     Critical = 5,
 }

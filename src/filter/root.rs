@@ -49,6 +49,12 @@ impl RootContext for ExchangeRoot {
                         policy.active_signing_key().map(|k| k.kid()).unwrap_or("")
                     ),
                 );
+                for warning in &policy.warnings {
+                    abi::log(
+                        Level::Warn,
+                        &format!("token-exchange-filter: configuration warning: {warning}"),
+                    );
+                }
                 self.policy = Some(Rc::new(policy));
                 true
             }

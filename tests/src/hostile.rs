@@ -700,8 +700,18 @@ pub fn corpus_for(
             "invalid_claim",
         ),
         (
-            "scope as an array",
-            set("scope", json!(["orders:read"])),
+            "scope as an array of scope tokens",
+            set("scope", json!(["orders:read", "profile"])),
+            "exchanged",
+        ),
+        (
+            "scope as an array with a number",
+            set("scope", json!(["orders:read", 1])),
+            "invalid_claim",
+        ),
+        (
+            "scope as an array with a space in an entry",
+            set("scope", json!(["orders:read profile"])),
             "invalid_claim",
         ),
         (

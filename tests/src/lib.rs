@@ -1,5 +1,6 @@
 //! Test support shared by every suite: issuers that sign tokens (through jwt-simple, and raw
-//! for hostile shapes), the gateway's key, and policy documents.
+//! for hostile shapes), the gateway's keys, policy documents, provider-shaped key sets and
+//! tokens, and the strict check every minted token goes through.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,11 +9,14 @@
 )]
 
 pub mod hostile;
+pub mod providers;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
+use token_exchange_filter::core::syntax::is_scope_token;
+use token_exchange_filter::core::token::{parse, Limits};
 
 /// A fixed "now" for deterministic tests: 2026-01-01T00:00:00Z.
 pub const NOW: u64 = 1_767_225_600;
@@ -78,6 +82,15 @@ impl Issuer {
             iss: iss.into(),
             kid: kid.into(),
             key: IssuerKey::Rs256(Box::new(sk)),
+        }
+    }
+
+    /// An RS256 issuer with a deterministic 2048-bit key (`seed` picks it; cached per process).
+    pub fn rs256_seeded(iss: &str, kid: &str, seed: u64) -> Issuer {
+        Issuer {
+            iss: iss.into(),
+            kid: kid.into(),
+            key: IssuerKey::Rs256(Box::new(rsa_key(seed))),
         }
     }
 
@@ -225,54 +238,140 @@ impl Issuer {
     }
 }
 
-/// The gateway's signing key (Ed25519, deterministic) and helpers to check minted tokens.
+enum GatewayKey {
+    Ed25519(Ed25519KeyPair),
+    Es256(ES256KeyPair),
+    Rs256(Box<RS256KeyPair>),
+    Hs256(HS256Key, Vec<u8>),
+}
+
+/// The gateway's signing key (deterministic) and helpers to check minted tokens.
 pub struct Gateway {
     /// The gateway's `iss`.
     pub iss: String,
     /// Its `kid`.
     pub kid: String,
-    kp: Ed25519KeyPair,
+    key: GatewayKey,
 }
 
 impl Gateway {
-    /// The standard test gateway.
+    /// The standard test gateway: Ed25519, kid `gw-1`.
     pub fn new() -> Gateway {
-        let kp = Ed25519KeyPair::from_bytes(
-            &ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([42; 32])).to_vec(),
-        )
-        .unwrap()
-        .with_key_id("gw-1");
+        Gateway::with_alg("EdDSA", "gw-1")
+    }
+
+    /// A gateway signing with `alg` (`EdDSA`, `ES256`, `RS256` or `HS256`), deterministic keys.
+    pub fn with_alg(alg: &str, kid: &str) -> Gateway {
+        let key = match alg {
+            "EdDSA" => GatewayKey::Ed25519(
+                Ed25519KeyPair::from_bytes(
+                    &ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([42; 32]))
+                        .to_vec(),
+                )
+                .unwrap(),
+            ),
+            "ES256" => GatewayKey::Es256(ES256KeyPair::from_bytes(&[0x2a; 32]).unwrap()),
+            "RS256" => {
+                use rsa::pkcs1::EncodeRsaPrivateKey;
+                let der = rsa_key(0x6777).to_pkcs1_der().unwrap();
+                GatewayKey::Rs256(Box::new(RS256KeyPair::from_der(der.as_bytes()).unwrap()))
+            }
+            "HS256" => {
+                let secret = b"test-only hs256 secret of the gateway (32+ bytes)".to_vec();
+                GatewayKey::Hs256(HS256Key::from_bytes(&secret), secret)
+            }
+            other => panic!("no gateway key for {other}"),
+        };
         Gateway {
             iss: "https://gateway.test".into(),
-            kid: "gw-1".into(),
-            kp,
+            kid: kid.into(),
+            key,
+        }
+    }
+
+    /// The JOSE `alg` it signs with.
+    pub fn alg(&self) -> &'static str {
+        match self.key {
+            GatewayKey::Ed25519(_) => "EdDSA",
+            GatewayKey::Es256(_) => "ES256",
+            GatewayKey::Rs256(_) => "RS256",
+            GatewayKey::Hs256(..) => "HS256",
         }
     }
 
     /// Its private JWK for the policy.
     pub fn private_jwk(&self) -> Value {
-        serde_json::from_str(&self.kp.to_jwk()).unwrap()
+        let mut jwk: Value = match &self.key {
+            GatewayKey::Ed25519(k) => serde_json::from_str(&k.to_jwk()).unwrap(),
+            GatewayKey::Es256(k) => serde_json::from_str(&k.to_jwk()).unwrap(),
+            GatewayKey::Rs256(k) => serde_json::from_str(&k.to_jwk()).unwrap(),
+            GatewayKey::Hs256(_, secret) => json!({"kty": "oct", "alg": "HS256", "k": b64(secret)}),
+        };
+        jwk["kid"] = json!(self.kid);
+        jwk
     }
 
-    /// Verifies a minted token with the gateway's public key (independently of the filter's
-    /// own code: jwt-simple's verifier) and returns its header and claims.
+    /// What a downstream verifier is given: the public JWK, or for HS256 the shared secret.
+    pub fn verifier_jwk(&self) -> Value {
+        let mut jwk: Value = match &self.key {
+            GatewayKey::Ed25519(k) => serde_json::from_str(&k.public_key().to_jwk()).unwrap(),
+            GatewayKey::Es256(k) => serde_json::from_str(&k.public_key().to_jwk()).unwrap(),
+            GatewayKey::Rs256(k) => serde_json::from_str(&k.public_key().to_jwk()).unwrap(),
+            GatewayKey::Hs256(..) => return self.private_jwk(),
+        };
+        jwk["kid"] = json!(self.kid);
+        jwk
+    }
+
+    /// A compact JWS over exactly these header and payload bytes, signed with this gateway's
+    /// key (EdDSA gateways only): for showing what a verifier does with a token the filter
+    /// would never mint.
+    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+        let GatewayKey::Ed25519(_) = &self.key else {
+            panic!("sign_raw needs the EdDSA gateway")
+        };
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([42; 32]));
+        let input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(payload_json.as_bytes())
+        );
+        let sig = kp.sk.sign(input.as_bytes(), None);
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+
+    /// Checks a minted token: first strictly, with the filter's own parser
+    /// ([`minted_token_parts`]), then its signature with the gateway's key through
+    /// jwt-simple (an independent verifier). Returns its header and claims.
     pub fn verify(&self, token: &str, now: u64) -> (Value, Map<String, Value>) {
+        let (header, claims) = minted_token_parts(token);
+        assert_eq!(header["alg"], self.alg(), "{header:?}");
+        assert_eq!(header["kid"], self.kid.as_str(), "{header:?}");
+        assert_eq!(claims["iss"], self.iss.as_str());
         let opts = VerificationOptions {
             artificial_time: Some(UnixTimeStamp::from_secs(now)),
             required_signature_type: Some("at+jwt".into()),
             ..Default::default()
         };
-        let claims = self
-            .kp
-            .public_key()
-            .verify_token::<Map<String, Value>>(token, Some(opts))
-            .expect("minted token verifies with the gateway key");
-        let header: Value =
-            serde_json::from_slice(&unb64(token.split('.').next().unwrap())).unwrap();
-        let mut all: Map<String, Value> =
-            serde_json::from_value(serde_json::to_value(&claims).unwrap()).unwrap();
-        all.extend(claims.custom);
-        (header, all)
+        let verified = match &self.key {
+            GatewayKey::Ed25519(k) => k
+                .public_key()
+                .verify_token::<Map<String, Value>>(token, Some(opts)),
+            GatewayKey::Es256(k) => k
+                .public_key()
+                .verify_token::<Map<String, Value>>(token, Some(opts)),
+            GatewayKey::Rs256(k) => k
+                .public_key()
+                .verify_token::<Map<String, Value>>(token, Some(opts)),
+            GatewayKey::Hs256(k, _) => k.verify_token::<Map<String, Value>>(token, Some(opts)),
+        };
+        if let Err(e) = verified {
+            panic!(
+                "minted token does not verify with the gateway key ({}): {e}",
+                self.alg()
+            );
+        }
+        (Value::Object(header), claims)
     }
 }
 
@@ -280,6 +379,145 @@ impl Default for Gateway {
     fn default() -> Self {
         Gateway::new()
     }
+}
+
+/// Claims the filter sets on every minted token, and their JSON types.
+const MINTED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "exchanged_from",
+];
+
+/// Re-parses a minted token with the filter's own strict parser (`core::token::parse` with
+/// the default limits but 64 KiB: no duplicate member in header or payload, depth) and checks
+/// the type of every claim the gateway sets: the header is exactly `alg`, `kid` and
+/// `typ: at+jwt`; `iss`, `sub`, `aud`, `jti` are non-empty strings; `exp`, `nbf`, `iat`
+/// integers with `iat = nbf < exp`; `scope` distinct scope-tokens joined by single spaces;
+/// `client_id` (when present) a string; `exchanged_from` exactly `{iss, token_id}`; and no
+/// claim the gateway never sets (`scp`, `azp`, `act`, `may_act`, `cnf`). Every suite calls
+/// this on every minted token it looks at. Panics with the reason on any violation.
+pub fn minted_token_parts(token: &str) -> (Map<String, Value>, Map<String, Value>) {
+    // The default limits, except size: preserved claims may make a minted token longer than
+    // the 8 KiB an incoming one may have.
+    let limits = Limits {
+        max_token_bytes: 65536,
+        ..Limits::default()
+    };
+    let parsed = parse(token, &limits)
+        .unwrap_or_else(|reason| panic!("minted token refused by the strict parser: {reason}"));
+    let header = parsed.header;
+    let mut names: Vec<&str> = header.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["alg", "kid", "typ"],
+        "minted header members: {header:?}"
+    );
+    assert_eq!(header["typ"], "at+jwt");
+    assert!(
+        header["kid"].as_str().is_some_and(|k| !k.is_empty()),
+        "{header:?}"
+    );
+    let c = parsed.claims;
+    for name in MINTED_CLAIMS {
+        assert!(c.contains_key(*name), "minted token lacks {name}: {c:?}");
+    }
+    for name in ["iss", "sub", "aud", "jti"] {
+        assert!(
+            c[name].as_str().is_some_and(|s| !s.is_empty()),
+            "{name}: {:?}",
+            c[name]
+        );
+    }
+    let int = |name: &str| {
+        c[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} is not an integer: {:?}", c[name]))
+    };
+    assert_eq!(int("iat"), int("nbf"));
+    assert!(
+        int("exp") > int("iat"),
+        "exp {} <= iat {}",
+        int("exp"),
+        int("iat")
+    );
+    assert_eq!(
+        unb64(c["jti"].as_str().unwrap()).len(),
+        16,
+        "jti: 128 random bits"
+    );
+    let scope = c["scope"].as_str().expect("scope is a string");
+    let scopes: Vec<&str> = scope.split(' ').collect();
+    assert!(scopes.iter().all(|s| is_scope_token(s)), "scope {scope:?}");
+    let mut unique = scopes.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), scopes.len(), "repeated scope in {scope:?}");
+    if let Some(cid) = c.get("client_id") {
+        assert!(
+            cid.as_str().is_some_and(|s| !s.is_empty()),
+            "client_id {cid:?}"
+        );
+    }
+    let from = c["exchanged_from"]
+        .as_object()
+        .expect("exchanged_from is an object");
+    let mut from_names: Vec<&str> = from.keys().map(String::as_str).collect();
+    from_names.sort_unstable();
+    assert_eq!(from_names, ["iss", "token_id"], "{from:?}");
+    assert!(from.values().all(Value::is_string), "{from:?}");
+    for never in ["scp", "azp", "act", "may_act", "cnf"] {
+        assert!(
+            !c.contains_key(never),
+            "minted token carries {never}: {c:?}"
+        );
+    }
+    (header, c)
+}
+
+/// A deterministic RNG for key generation in tests (xorshift64*; never for anything else).
+pub struct FixedRng(pub u64);
+
+impl rsa::rand_core::RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::CryptoRng for FixedRng {}
+
+/// A deterministic 2048-bit RSA key for `seed` (non-zero), generated once per process.
+pub fn rsa_key(seed: u64) -> rsa::RsaPrivateKey {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<u64, rsa::RsaPrivateKey>>> = OnceLock::new();
+    // Generated under the lock: parallel tests wait for a key instead of each making it.
+    let mut keys = KEYS.get_or_init(Default::default).lock().unwrap();
+    keys.entry(seed)
+        .or_insert_with(|| rsa::RsaPrivateKey::new(&mut FixedRng(seed | 1), 2048).unwrap())
+        .clone()
 }
 
 /// The standard test rule: `/orders` GET, requires `orders:read`, mints for `orders-service`.
@@ -306,6 +544,15 @@ pub fn strict_orders_rule() -> Value {
         "scopes": ["orders:read"], "acr": ["urn:mfa"], "amr": ["otp"],
         "callers": ["web-app"], "issuers": ["https://idp.test"]
     });
+    rule
+}
+
+/// `rule` accepting only these issuers (`require.issuers`, required with several).
+pub fn accepting(mut rule: Value, issuers: &[&str]) -> Value {
+    if rule.get("require").is_none() {
+        rule["require"] = json!({});
+    }
+    rule["require"]["issuers"] = json!(issuers);
     rule
 }
 

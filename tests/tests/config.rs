@@ -220,22 +220,34 @@ fn key_errors() {
         "invalid key"
     ));
 
-    // Symmetric issuer keys.
+    // Symmetric issuer keys are skipped (never used to verify); alone, nothing is usable.
     let mut d = base.clone();
     d["trusted_issuers"][0]["jwks"]["keys"] = json!([{"kty": "oct", "k": b64(&[1u8; 32])}]);
     assert!(has(
         &errors(&d),
-        "trusted_issuers[0].jwks.keys[0]",
-        "symmetric"
+        "trusted_issuers[0].jwks.keys",
+        "keys[0]: key type oct (a shared secret) is never used"
     ));
+    // Beside a usable key, an oct key is a warning.
+    let mut d = base.clone();
+    d["trusted_issuers"][0]["jwks"]["keys"] =
+        json!([idp.public_jwk(), {"kty": "oct", "kid": "h", "k": b64(&[1u8; 32])}]);
+    let p = Policy::from_json(d.to_string().as_bytes()).unwrap();
+    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.warnings[0].path, "trusted_issuers[0].jwks.keys[1]");
+    assert!(
+        p.warnings[0].message.starts_with("key \"h\" skipped"),
+        "{}",
+        p.warnings[0]
+    );
 
-    // A key whose type matches none of the pinned algorithms.
+    // A key whose type matches none of the pinned algorithms: skipped, so nothing is usable.
     let mut d = base.clone();
     d["trusted_issuers"][0]["algorithms"] = json!(["RS256"]);
     assert!(has(
         &errors(&d),
-        "trusted_issuers[0].jwks.keys[0]",
-        "cannot verify any"
+        "trusted_issuers[0].jwks.keys",
+        "(EdDSA) are not pinned"
     ));
 
     // The gateway trusting itself.
@@ -262,8 +274,7 @@ fn key_errors() {
 #[test]
 fn small_rsa_keys_are_refused() {
     use rsa::traits::PublicKeyParts;
-    let mut rng = FixedRng(1);
-    let sk = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+    let sk = rsa::RsaPrivateKey::new(&mut FixedRng(1), 1024).unwrap();
     let gw = Gateway::new();
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let mut d = policy(&gw, &[&idp], json!([orders_rule()]));
@@ -277,32 +288,6 @@ fn small_rsa_keys_are_refused() {
         "invalid key"
     ));
 }
-
-/// A deterministic RNG for key generation in tests (not for anything else).
-struct FixedRng(u64);
-impl rsa::rand_core::RngCore for FixedRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl rsa::rand_core::CryptoRng for FixedRng {}
 
 #[test]
 fn syntax_errors_and_duplicates_are_reported() {

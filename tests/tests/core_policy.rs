@@ -316,7 +316,8 @@ fn rsa_and_ec_issuers() {
     let gw = Gateway::new();
     let rs = Issuer::rs256("https://rsa.test", "r1");
     let es = Issuer::es256("https://ec.test", "e1", 3);
-    let p = load(&policy(&gw, &[&rs, &es], json!([orders_rule()])));
+    let rule = accepting(orders_rule(), &["https://rsa.test", "https://ec.test"]);
+    let p = load(&policy(&gw, &[&rs, &es], json!([rule])));
     for idp in [&rs, &es] {
         let t = idp.sign(&idp.claims(NOW, "orders:read"));
         assert_eq!(reason_for(&p, &t, NOW), "exchanged", "{}", idp.alg());

@@ -21,9 +21,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use token_exchange_tests::{orders_rule, policy, unb64, Gateway, Issuer};
+use token_exchange_tests::providers;
+use token_exchange_tests::{accepting, load, orders_rule, policy, unb64, Gateway, Issuer};
 
-use envoy::{http, unix_now, Envoy, Recorded, Response, Upstream};
+use envoy::{free_port, http, unix_now, Envoy, Recorded, Response, Upstream};
 
 /// The second rule: bound to Envoy's route name only (no path condition).
 fn reports_rule() -> Value {
@@ -587,10 +588,20 @@ fn envoy_end_to_end() {
     let es = Issuer::es256("https://es.idp.test", "es-1", 7);
     let ed = Issuer::ed25519("https://ed.idp.test", "ed-1", 9);
     let rs = Issuer::rs256("https://rs.idp.test", "rs-1");
+    // Four trusted issuers: every rule names the ones it accepts.
+    let all = [
+        es.iss.as_str(),
+        ed.iss.as_str(),
+        rs.iss.as_str(),
+        "https://idp.demo.local",
+    ];
     let mut pol = policy(
         &gw,
         &[&es, &ed, &rs],
-        json!([orders_rule(), reports_rule()]),
+        json!([
+            accepting(orders_rule(), &all),
+            accepting(reports_rule(), &all)
+        ]),
     );
     pol["trusted_issuers"]
         .as_array_mut()
@@ -731,4 +742,240 @@ fn envoy_refuses_invalid_config() {
         }
     }
     assert_eq!(upstream.count(), 0);
+}
+
+/// One request to a listener of the verifier chain, with what the upstream and the audit saw.
+fn chain_send(
+    envoy: &Envoy,
+    upstream: &Upstream,
+    port: u16,
+    path: &str,
+    token: &str,
+    id: &str,
+) -> Exchange {
+    let auth = format!("Bearer {token}");
+    let seen = upstream.count();
+    let before = unix_now();
+    let response = http(
+        port,
+        "GET",
+        path,
+        &[("x-request-id", id), ("authorization", &auth)],
+        b"",
+    );
+    let after = unix_now();
+    Exchange {
+        response,
+        upstream: upstream.records()[seen..].to_vec(),
+        audit: envoy.audit_for(id, true),
+        before,
+        after,
+    }
+}
+
+/// Minted tokens meet an independent strict verifier: Envoy's own `jwt_authn`, on a second
+/// listener in front of the upstream with the gateway's public JWKS inline, accepts each for
+/// the right audience (200) and refuses it for another (403 "Audiences in Jwt are not
+/// allowed"), for every signing algorithm (EdDSA, ES256, RS256, HS256), with `sub` listed in
+/// `preserve_claims` (a repeated `sub` made jwt_authn answer 401 "Jwt payload is an invalid
+/// JSON"). PyJWT verifies the same tokens. Real providers' user and machine tokens go
+/// through the EdDSA gateway and the verifier too.
+#[test]
+fn minted_tokens_pass_envoy_jwt_authn_and_pyjwt() {
+    let Some(bin) = envoy::require_envoy() else {
+        return;
+    };
+    let started = Instant::now();
+    let wasm = envoy::build_wasm();
+    let es = Issuer::es256("https://es.idp.test", "es-1", 7);
+    let all_providers = providers::all();
+    let gateways: Vec<Gateway> = ["EdDSA", "ES256", "RS256", "HS256"]
+        .iter()
+        .map(|alg| Gateway::with_alg(alg, &format!("gw-{alg}")))
+        .collect();
+    let mut listeners = Vec::new();
+    let mut jwks_keys = Vec::new();
+    for gw in &gateways {
+        let mut orders = orders_rule();
+        orders["require"] = json!({ "issuers": [es.iss], "scopes": ["orders:read"] });
+        orders["mint"]["preserve_claims"] = json!(["sub", "tenant"]);
+        // Misrouted on purpose: /billing is minted for orders-service.
+        let mut billing = orders.clone();
+        billing["name"] = json!("billing-misrouted");
+        billing["match"] = json!({ "path_prefix": "/billing" });
+        let mut rules = vec![orders, billing];
+        rules.extend(all_providers.iter().map(providers::Provider::rule));
+        let mut trusted = vec![es.trusted(&["api"])];
+        trusted.extend(all_providers.iter().map(providers::Provider::trusted));
+        let pol = json!({
+            "issuer": gw.iss,
+            "signing_keys": [gw.private_jwk()],
+            "allow_hs256_signing": gw.alg() == "HS256",
+            "trusted_issuers": trusted,
+            "rules": rules,
+        });
+        // The verifier gets what the gateway publishes (Policy::public_jwks); for HS256,
+        // never published, the shared secret.
+        let published = load(&pol).public_jwks();
+        jwks_keys.push(match published["keys"].as_array().unwrap().first() {
+            Some(k) => k.clone(),
+            None => gw.verifier_jwk(),
+        });
+        listeners.push((gw.alg().to_ascii_lowercase(), pol, free_port()));
+    }
+    let jwks = json!({ "keys": jwks_keys });
+    let upstream = Upstream::start();
+    let dir = envoy::scratch_dir("jwt-authn");
+    let (verifier_port, admin_port) = (free_port(), free_port());
+    let config = envoy::verifier_chain_config(
+        &wasm,
+        &listeners,
+        verifier_port,
+        "https://gateway.test",
+        &jwks,
+        admin_port,
+        upstream.port,
+    );
+    let envoy = Envoy::start_config(&bin, &dir, &config, listeners[0].2, admin_port, 1)
+        .unwrap_or_else(|f| panic!("Envoy did not start ({:?}):\n{}", f.exit, f.log));
+    eprintln!("jwt_authn e2e: setup took {:?}", started.elapsed());
+
+    let mut pyjwt_cases = Vec::new();
+    let mut n = 0;
+    let mut id = |what: &str| {
+        n += 1;
+        format!("authn-{}-{n}-{what}", std::process::id())
+    };
+    for (gw, (_, _, port)) in gateways.iter().zip(&listeners) {
+        let alg = gw.alg();
+        // The right audience: jwt_authn forwards it, the upstream gets the minted token.
+        let c = es.claims(unix_now(), "orders:read");
+        let t = es.sign(&c);
+        let x = chain_send(&envoy, &upstream, *port, "/orders/1", &t, &id(alg));
+        assert_eq!(
+            x.response.status,
+            200,
+            "{alg}: {:?}\n{}",
+            x.response,
+            envoy.log()
+        );
+        assert_eq!(x.upstream.len(), 1, "{alg}");
+        let minted = x.upstream[0].header_all("authorization")[0]
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned();
+        let (header, claims) = gw.verify(&minted, unix_now());
+        assert_eq!(header["alg"], alg);
+        assert_eq!(claims["sub"], "alice", "{alg}");
+        assert_eq!(claims["tenant"], "acme", "{alg}");
+        assert_eq!(claims["aud"], "orders-service");
+        assert!(claims["exp"].as_u64().unwrap() <= x.after + 60);
+        assert!(claims["iat"].as_u64().unwrap() + 1 >= x.before);
+        assert_eq!(x.audit[0]["minted_kid"], gw.kid.as_str());
+        pyjwt_cases.push(json!({
+            "token": minted, "jwk": gw.verifier_jwk(), "alg": alg,
+            "audience": "orders-service", "issuer": gw.iss,
+        }));
+
+        // Another audience: the gateway exchanged it, jwt_authn refuses it.
+        let t = es.sign(&es.claims(unix_now(), "orders:read"));
+        let x = chain_send(&envoy, &upstream, *port, "/billing/1", &t, &id(alg));
+        assert_eq!(x.response.status, 403, "{alg}: {:?}", x.response);
+        assert_eq!(x.response.body, "Audiences in Jwt are not allowed", "{alg}");
+        assert!(x.upstream.is_empty(), "{alg}: reached the upstream");
+        assert_eq!(
+            x.audit[0]["reason"], "exchanged",
+            "{alg}: the 403 is jwt_authn's"
+        );
+    }
+
+    // The verifier is strict: a payload with `sub` twice (what the filter minted before it
+    // built payloads as one JSON object), signed with the gateway's key, is refused.
+    let now = unix_now();
+    let duplicated = gateways[0].sign_raw(
+        &json!({ "alg": "EdDSA", "kid": gateways[0].kid, "typ": "at+jwt" }).to_string(),
+        &format!(
+            r#"{{"iss":"https://gateway.test","sub":"user-42","aud":"orders-service","iat":{now},"exp":{},"scope":"orders:read","sub":"user-42"}}"#,
+            now + 60
+        ),
+    );
+    let x = http(
+        verifier_port,
+        "GET",
+        "/orders/1",
+        &[("authorization", &format!("Bearer {duplicated}"))],
+        b"",
+    );
+    assert_eq!(x.status, 401, "{x:?}");
+    assert_eq!(x.body, "Jwt payload is an invalid JSON");
+
+    // Providers' tokens, user and machine, through the EdDSA gateway and the verifier.
+    let (gw, port) = (&gateways[0], listeners[0].2);
+    for prov in &all_providers {
+        for (kind, claims, caller) in [
+            ("user", prov.user_claims(unix_now()), prov.user),
+            ("machine", prov.machine_claims(unix_now()), prov.machine),
+        ] {
+            let what = format!("{} {kind}", prov.name);
+            let t = prov.sign(&claims);
+            let path = format!("/{}/orders/7", prov.name);
+            let x = chain_send(&envoy, &upstream, port, &path, &t, &id(prov.name));
+            let a = &x.audit[0];
+            assert_eq!(a["caller"], caller.client, "{what}: {a}");
+            assert_eq!(a["token_verified"], true, "{what}: {a}");
+            match caller.scope {
+                Some(scope) => {
+                    assert_eq!(x.response.status, 200, "{what}: {:?} {a}", x.response);
+                    let minted = x.upstream[0].header_all("authorization")[0]
+                        .strip_prefix("Bearer ")
+                        .unwrap()
+                        .to_owned();
+                    let (_, c) = gw.verify(&minted, unix_now());
+                    assert_eq!(c["client_id"], caller.client, "{what}");
+                    assert_eq!(c["scope"], scope, "{what}");
+                }
+                None => {
+                    assert_eq!(x.response.status, 403, "{what}");
+                    assert_eq!(a["reason"], "no_grantable_scope", "{what}");
+                    assert!(x.upstream.is_empty());
+                }
+            }
+        }
+    }
+    // The skipped Keycloak encryption key was logged at warn level, by kid.
+    let log = envoy.log();
+    assert!(
+        log.lines().any(|l| l.contains("[warning]")
+            && l.contains("Zc1jd1uBbSwIN8vBf0HDVPbjPzPA4tKd7vVFf9DCRAc")
+            && l.contains("use \"enc\"")),
+        "no warning about Keycloak's encryption key"
+    );
+
+    // PyJWT, an independent verifier, on the tokens jwt_authn accepted.
+    let mut child = Command::new(envoy::venv_python())
+        .arg(envoy::root().join("tests/tests/envoy/verify_pyjwt.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(Value::Array(pyjwt_cases).to_string().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "verify_pyjwt.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), gateways.len());
+    for (r, gw) in results.iter().zip(&gateways) {
+        assert_eq!(r["ok"], true, "PyJWT refused the {} token: {r}", gw.alg());
+        assert_eq!(r["typ"], "at+jwt");
+    }
 }

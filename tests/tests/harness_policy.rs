@@ -258,6 +258,11 @@ fn hostile_corpus_is_refused_and_the_vm_survives() {
                     "{profile:?} {}: forwarded",
                     case.name
                 );
+            } else {
+                // What the wasm minted: strict JSON, verified with the gateway key.
+                let fwd = r.forwarded_headers().unwrap();
+                let minted = header(&fwd, "authorization").unwrap();
+                f.gw.verify(minted.strip_prefix("Bearer ").unwrap(), NOW);
             }
             let lines = audits(&f.host);
             assert_eq!(lines.len(), 1, "{profile:?} {}", case.name);
@@ -535,7 +540,7 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     let mut grant_only = orders_rule();
     grant_only["name"] = json!("grant-only");
     grant_only["match"] = json!({"path_prefix": "/grant"});
-    grant_only["require"] = json!({});
+    grant_only["require"] = json!({"issuers": ["https://idp.test"]});
     let doc = policy(&gw, &[&idp, &partner], json!([strict, grant_only]));
     let f = fixture(Host::envoy(), Some(doc));
     let attacker = Issuer::ed25519("https://attacker.example", "attacker-key-1", 66);
@@ -587,4 +592,95 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
         missing.is_empty(),
         "never produced through the wasm: {missing:?}"
     );
+}
+
+/// Every signing algorithm, signed inside the wasm (RS256 blinded with the host's
+/// randomness): the minted token is strict JSON with one `sub` although the rule lists
+/// `sub` in `preserve_claims`, and verifies with the gateway key.
+#[test]
+fn every_signing_algorithm_mints_strict_tokens_in_the_wasm() {
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    for alg in ["EdDSA", "ES256", "RS256", "HS256"] {
+        let gw = Gateway::with_alg(alg, &format!("gw-{alg}"));
+        let mut doc = policy(&gw, &[&idp], json!([orders_rule()]));
+        doc["allow_hs256_signing"] = json!(alg == "HS256");
+        doc["rules"][0]["mint"]["preserve_claims"] = json!(["sub", "tenant"]);
+        for host in [Host::envoy(), Host::kong()] {
+            let profile = host.profile();
+            let f = fixture(host, Some(doc.clone()));
+            let t = format!("Bearer {}", idp.sign(&idp.claims(NOW, "orders:read")));
+            let r = get(&f.vm, "/orders", &[&t]);
+            let fwd = r
+                .forwarded_headers()
+                .unwrap_or_else(|| panic!("{alg} {profile:?}: {:?}", r.local_response()));
+            let minted = header(&fwd, "authorization").unwrap();
+            let (h, c) = gw.verify(minted.strip_prefix("Bearer ").unwrap(), NOW);
+            assert_eq!(h["alg"], alg);
+            assert_eq!(c["sub"], "alice", "{alg} {profile:?}");
+            assert_eq!(c["tenant"], "acme", "{alg} {profile:?}");
+            assert_eq!(audits(&f.host)[0]["minted_kid"], gw.kid.as_str());
+        }
+    }
+}
+
+/// Real providers' key sets and tokens through the wasm: the policy loads with a warn-level
+/// line naming each skipped key, and user and machine tokens are read through each issuer's
+/// claim mapping.
+#[test]
+fn provider_key_sets_and_tokens_through_the_wasm() {
+    use token_exchange_tests::providers;
+    let gw = Gateway::new();
+    let all = providers::all();
+    let doc = providers::policy(&gw, &all);
+    for host in [Host::envoy(), Host::kong()] {
+        let profile = host.profile();
+        host.set_unix_time(NOW);
+        let vm = host
+            .load(&wasm(), doc.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{profile:?} refused the providers' policy: {e}"));
+        let warnings: Vec<String> = host
+            .logs()
+            .into_iter()
+            .filter(|l| l.level == LogLevel::Warn)
+            .map(|l| l.message)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{profile:?}: {warnings:?}");
+        assert!(
+            warnings[0].contains("trusted_issuers[0].jwks.keys[0]")
+                && warnings[0].contains("Zc1jd1uBbSwIN8vBf0HDVPbjPzPA4tKd7vVFf9DCRAc")
+                && warnings[0].contains("use \"enc\""),
+            "{profile:?}: {}",
+            warnings[0]
+        );
+        host.clear_logs();
+        for prov in &all {
+            for (kind, claims, caller) in [
+                ("user", prov.user_claims(NOW), prov.user),
+                ("machine", prov.machine_claims(NOW), prov.machine),
+            ] {
+                let what = format!("{profile:?} {} {kind}", prov.name);
+                host.clear_logs();
+                let t = format!("Bearer {}", prov.sign(&claims));
+                let r = get(&vm, &format!("/{}/orders", prov.name), &[&t]);
+                let line = audits(&host).remove(0);
+                assert_eq!(line["caller"], caller.client, "{what}");
+                assert_eq!(line["token_verified"], true, "{what}");
+                match caller.scope {
+                    Some(scope) => {
+                        let fwd = r
+                            .forwarded_headers()
+                            .unwrap_or_else(|| panic!("{what}: {line}"));
+                        let minted = header(&fwd, "authorization").unwrap();
+                        let (_, c) = gw.verify(minted.strip_prefix("Bearer ").unwrap(), NOW);
+                        assert_eq!(c["client_id"], caller.client, "{what}");
+                        assert_eq!(c["scope"], scope, "{what}");
+                    }
+                    None => {
+                        assert_eq!(r.status(), Some(403), "{what}");
+                        assert_eq!(line["reason"], "no_grantable_scope", "{what}");
+                    }
+                }
+            }
+        }
+    }
 }

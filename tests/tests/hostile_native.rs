@@ -58,7 +58,11 @@ fn decide(
 fn check(p: &Policy, case: &HostileCase, entropy: &mut Counter) -> Option<String> {
     let d = decide(p, &case.authorization, entropy);
     let (reason, status) = match &d.verdict {
-        Verdict::Forward { .. } => ("exchanged", 200),
+        Verdict::Forward { minted, .. } => {
+            // Every token the filter mints is strict JSON with well-typed claims.
+            token_exchange_tests::minted_token_parts(&minted.token);
+            ("exchanged", 200)
+        }
         Verdict::Pass => ("unmatched_pass", 200),
         Verdict::Deny(denial) => (denial.reason.code(), denial.status),
     };
@@ -287,7 +291,11 @@ fn write_fuzz_seeds() {
             policy(&gw, &[&issuer], json!([orders_rule()])),
         ),
         ("test policy three issuers", {
-            let mut d = policy(&gw, &[&issuer, &es, &rs], json!([orders_rule()]));
+            let rule = token_exchange_tests::accepting(
+                orders_rule(),
+                &[ISS, "https://es.example", "https://rs.example"],
+            );
+            let mut d = policy(&gw, &[&issuer, &es, &rs], json!([rule]));
             d["trusted_issuers"][1]["issuer"] = json!("https://es.example");
             d["trusted_issuers"][2]["issuer"] = json!("https://rs.example");
             d["unmatched"] = json!("pass");
@@ -325,6 +333,14 @@ fn write_fuzz_seeds() {
     jwks.push(("ed25519 with es256 alg", wrong_alg));
     for (name, jwk) in jwks {
         write(&root.join("jwks"), name, jwk.to_string().as_bytes());
+    }
+    // jwks, whole key sets: each provider's document as it publishes it.
+    for prov in token_exchange_tests::providers::all() {
+        write(
+            &root.join("jwks"),
+            &format!("key set {}", prov.name),
+            prov.jwks.to_string().as_bytes(),
+        );
     }
 }
 

@@ -348,74 +348,153 @@ pub fn envoy_config(
             "route": { "cluster": "upstream" }
         })
     };
+    let routes = json!([
+        route(ORDERS_ROUTE, "/orders"),
+        route(REPORTS_ROUTE, "/reports"),
+        route(OTHER_ROUTE, "/"),
+    ]);
+    let filters = json!([wasm_filter(wasm, policy, "token_exchange"), router_filter()]);
     json!({
-        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
+        "admin": admin(admin_port),
         "static_resources": {
-            "listeners": [{
-                "name": "gateway",
-                "address": { "socket_address": { "address": "127.0.0.1", "port_value": listener_port } },
-                "filter_chains": [{ "filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "gateway",
-                        "normalize_path": true,
-                        "merge_slashes": true,
-                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
-                        // Keep the test's x-request-id so each audit line can be tied to its request.
-                        "preserve_external_request_id": true,
-                        "route_config": {
-                            "name": "e2e",
-                            "virtual_hosts": [{
-                                "name": "e2e",
-                                "domains": ["*"],
-                                "routes": [
-                                    route(ORDERS_ROUTE, "/orders"),
-                                    route(REPORTS_ROUTE, "/reports"),
-                                    route(OTHER_ROUTE, "/"),
-                                ]
-                            }]
-                        },
-                        "http_filters": [
-                            {
-                                "name": "envoy.filters.http.wasm",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                    "config": {
-                                        "name": "token_exchange",
-                                        "root_id": "token_exchange",
-                                        "failure_policy": "FAIL_CLOSED",
-                                        "vm_config": {
-                                            "vm_id": "token_exchange",
-                                            "runtime": "envoy.wasm.runtime.v8",
-                                            "code": { "local": { "filename": wasm.display().to_string() } }
-                                        },
-                                        "configuration": {
-                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                            "value": policy.to_string()
-                                        }
-                                    }
-                                }
-                            },
-                            {
-                                "name": "envoy.filters.http.router",
-                                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-                            }
-                        ]
-                    }
-                }] }]
-            }],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "2s",
-                "load_assignment": {
-                    "cluster_name": "upstream",
-                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
-                        "socket_address": { "address": "127.0.0.1", "port_value": upstream_port }
-                    } } }] }]
+            "listeners": [listener("gateway", listener_port, routes, filters)],
+            "clusters": [cluster("upstream", upstream_port)]
+        }
+    })
+}
+
+/// The gateway's listeners and a verifier in front of the upstream, as JSON: each
+/// `(name, policy, port)` gets a listener running the filter with that policy (its own VM)
+/// that forwards everything to the verifier listener on `verifier_port`, which runs Envoy's
+/// own `envoy.filters.http.jwt_authn` with `jwks` inline (`local_jwks`) before the upstream:
+/// paths under `/billing` need a token for audience `billing-service`, every other path one
+/// for `orders-service`, both issued by `issuer`.
+pub fn verifier_chain_config(
+    wasm: &Path,
+    gateways: &[(String, Value, u16)],
+    verifier_port: u16,
+    issuer: &str,
+    jwks: &Value,
+    admin_port: u16,
+    upstream_port: u16,
+) -> Value {
+    let to = |cluster: &str| json!([{ "name": "all", "match": { "prefix": "/" }, "route": { "cluster": cluster } }]);
+    let mut listeners: Vec<Value> = gateways
+        .iter()
+        .map(|(name, policy, port)| {
+            let filters = json!([
+                wasm_filter(wasm, policy, &format!("token_exchange_{name}")),
+                router_filter()
+            ]);
+            listener(&format!("gateway_{name}"), *port, to("verifier"), filters)
+        })
+        .collect();
+    let provider = |audience: &str| {
+        json!({
+            "issuer": issuer,
+            "audiences": [audience],
+            "local_jwks": { "inline_string": jwks.to_string() },
+            // Keep the token for the recording upstream.
+            "forward": true
+        })
+    };
+    let jwt_authn = json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "orders-service": provider("orders-service"),
+                "billing-service": provider("billing-service")
+            },
+            "rules": [
+                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
+                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
+            ]
+        }
+    });
+    listeners.push(listener(
+        "verifier",
+        verifier_port,
+        to("upstream"),
+        json!([jwt_authn, router_filter()]),
+    ));
+    json!({
+        "admin": admin(admin_port),
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [cluster("upstream", upstream_port), cluster("verifier", verifier_port)]
+        }
+    })
+}
+
+fn admin(port: u16) -> Value {
+    json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } } })
+}
+
+fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value {
+    json!({
+        "name": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "normalize_path": true,
+                "merge_slashes": true,
+                "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                // Keep the test's x-request-id so each audit line can be tied to its request.
+                "preserve_external_request_id": true,
+                "route_config": {
+                    "name": name,
+                    "virtual_hosts": [{ "name": name, "domains": ["*"], "routes": routes }]
+                },
+                "http_filters": http_filters
+            }
+        }] }]
+    })
+}
+
+fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "token_exchange",
+                "root_id": "token_exchange",
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm.display().to_string() } }
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": policy.to_string()
                 }
-            }]
+            }
+        }
+    })
+}
+
+fn router_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    })
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": "127.0.0.1", "port_value": port }
+            } } }] }]
         }
     })
 }
@@ -438,8 +517,8 @@ pub struct StartFailure {
 }
 
 impl Envoy {
-    /// Starts Envoy (`--concurrency 2 --disable-hot-restart`, log to `dir/envoy.log`) and
-    /// waits until its admin interface says LIVE.
+    /// Starts Envoy with [`envoy_config`] (`--concurrency 2 --disable-hot-restart`, log to
+    /// `dir/envoy.log`) and waits until its admin interface says LIVE.
     pub fn start(
         bin: &Path,
         dir: &Path,
@@ -450,15 +529,32 @@ impl Envoy {
         let port = free_port();
         let admin_port = free_port();
         let config = envoy_config(wasm, policy, port, admin_port, upstream_port);
+        Envoy::start_config(bin, dir, &config, port, admin_port, 2)
+    }
+
+    /// Starts Envoy with a complete bootstrap whose first listener is on `port`, with
+    /// `concurrency` worker threads.
+    pub fn start_config(
+        bin: &Path,
+        dir: &Path,
+        config: &Value,
+        port: u16,
+        admin_port: u16,
+        concurrency: u32,
+    ) -> Result<Envoy, StartFailure> {
         let config_path = dir.join("envoy.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let log_path = dir.join("envoy.log");
         // Envoy's stderr, unbuffered (--log-path buffers lines).
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(bin)
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "2", "--disable-hot-restart"])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--disable-hot-restart",
+            ])
             .args(["--log-level", "info"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
