@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::audit::{bounded, AuditRecord, Outcome};
 use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
-use super::mint::{mint, Entropy, MintedToken};
+use super::entropy::Entropy;
+use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason};
 use super::syntax::is_http_token;
 use super::validate::{validate, TokenFacts, VerifiedToken};

@@ -5,9 +5,10 @@
 //! type, so neither can ever verify (RFC 8725 §2.1, §3.1).
 //!
 //! JWKs are imported with jwt-simple's strict importer (canonical base64url, exact sizes,
-//! points on the curve, RSA 2048..=4096 bits with e = 65537, private keys consistent with
-//! their public parts). Verification then runs on the same RustCrypto / ed25519-compact
-//! primitives jwt-simple uses, over the exact signing input of the token.
+//! points on the curve, RSA 2048..=4096 bits with e = 65537, no private members); which keys
+//! of a provider's set are imported at all is decided in `jwks`. Verification then runs on
+//! the same RustCrypto / ed25519-compact primitives jwt-simple uses, over the exact signing
+//! input of the token.
 
 use std::fmt;
 

@@ -8,11 +8,10 @@ use serde_json::{Map, Value};
 
 use super::claims::RESERVED_CLAIMS;
 use super::config::{ExchangeRule, Policy};
+use super::entropy::Entropy;
 use super::reason::DenyReason;
 use super::token::b64url_encode;
 use super::validate::VerifiedToken;
-
-pub use super::entropy::{Entropy, EntropyError};
 
 /// A minted token and what the audit records of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,11 +71,6 @@ impl ClaimSet {
             return Err(ClaimRefused(name.to_owned()));
         }
         self.set(name, value)
-    }
-
-    /// The claims as one JSON object.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.claims
     }
 
     /// The UTF-8 JSON payload.

@@ -117,6 +117,29 @@ fn schema_and_parser_agree_on_bad_documents() {
     let good = policy(&gw, &[&idp], json!([orders_rule()]));
     assert!(validator.is_valid(&good));
     assert!(errors(&good).is_empty());
+    // Both accept: two issuers with every rule naming its issuers, a claim mapping, a key
+    // set with a key that is skipped.
+    let partner = Issuer::ed25519("https://partner.test", "p1", 12);
+    let mut also_good = policy(
+        &gw,
+        &[&idp, &partner],
+        json!([accepting(orders_rule(), &["https://idp.test"])]),
+    );
+    also_good["trusted_issuers"][1]["claims"] =
+        json!({"caller": ["cid"], "scopes": ["scp", "roles"]});
+    also_good["trusted_issuers"][1]["jwks"]["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "kid": "enc", "n": "AQAB", "e": "AQAB"}));
+    assert!(
+        validator.is_valid(&also_good),
+        "{:?}",
+        validator
+            .iter_errors(&also_good)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(errors(&also_good).is_empty(), "{:?}", errors(&also_good));
     let mut bads = vec![];
     let mut b = good.clone();
     b["rules"][0]["mint"]["ttl_seconds"] = json!(0);
@@ -132,6 +155,18 @@ fn schema_and_parser_agree_on_bad_documents() {
     bads.push(b);
     let mut b = good.clone();
     b["rules"][0]["mint"]["add_claims"] = json!({"aud": "x"});
+    bads.push(b);
+    // Two trusted issuers and a rule that does not name the ones it accepts.
+    let partner = Issuer::ed25519("https://partner.test", "p1", 12);
+    bads.push(policy(&gw, &[&idp, &partner], json!([orders_rule()])));
+    let mut b = good.clone();
+    b["trusted_issuers"][0]["claims"] = json!({"caller": []});
+    bads.push(b);
+    let mut b = good.clone();
+    b["trusted_issuers"][0]["claims"] = json!({"scopes": ["roles"], "scope": ["x"]});
+    bads.push(b);
+    let mut b = good.clone();
+    b["trusted_issuers"][0]["claims"] = json!({"scopes": ["exp"]});
     bads.push(b);
     for b in bads {
         assert!(!validator.is_valid(&b), "schema accepted {b}");
