@@ -9,7 +9,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::claims::{ClaimMapping, FIXED_MEANING_CLAIMS, RESERVED_CLAIMS};
+use super::claims::{
+    ClaimMapping, DEFAULT_CALLER_CLAIMS, DEFAULT_SCOPE_CLAIMS, FIXED_MEANING_CLAIMS,
+    RESERVED_CLAIMS,
+};
 use super::json::parse_strict;
 use super::jwks::import_jwks;
 use super::keys::{Alg, IssuerKey};
@@ -660,14 +663,10 @@ fn read_claim_mapping(v: &Value, path: &str, errs: &mut Errors) -> Option<ClaimM
             }
         }
     };
-    let caller = list(
-        &mut o,
-        "caller",
-        super::claims::DEFAULT_CALLER_CLAIMS,
-        "sub",
-    );
-    // `sub` is the subject; as a scope claim it would grant the user name as a scope.
-    let scopes = list(&mut o, "scopes", super::claims::DEFAULT_SCOPE_CLAIMS, "");
+    // `sub` may name the caller (a service account's token); as a scope claim it would grant
+    // the subject's name as a scope.
+    let caller = list(&mut o, "caller", DEFAULT_CALLER_CLAIMS, "sub");
+    let scopes = list(&mut o, "scopes", DEFAULT_SCOPE_CLAIMS, "");
     o.finish(errs);
     let ((caller, caller_path), (scopes, scopes_path)) = (caller?, scopes?);
     let mut ok = true;

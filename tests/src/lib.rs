@@ -588,6 +588,24 @@ impl token_exchange_filter::core::Entropy for FailingEntropy {
     }
 }
 
+/// Every configuration error of a policy document as `path: message` (empty if it loads).
+pub fn config_errors(doc: &Value) -> Vec<String> {
+    match token_exchange_filter::core::Policy::from_json(doc.to_string().as_bytes()) {
+        Ok(_) => vec![],
+        Err(e) => {
+            e.0.iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect()
+        }
+    }
+}
+
+/// Whether `errs` (from [`config_errors`]) has an error at exactly `path` containing `needle`.
+pub fn has_error(errs: &[String], path: &str, needle: &str) -> bool {
+    errs.iter()
+        .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle))
+}
+
 /// Loads a policy document, panicking with every configuration error.
 pub fn load(policy: &Value) -> token_exchange_filter::core::Policy {
     token_exchange_filter::core::Policy::from_json(policy.to_string().as_bytes())

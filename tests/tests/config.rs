@@ -25,22 +25,6 @@ fn schema() -> jsonschema::Validator {
     jsonschema::validator_for(&schema).unwrap()
 }
 
-fn errors(doc: &Value) -> Vec<String> {
-    match Policy::from_json(doc.to_string().as_bytes()) {
-        Ok(_) => vec![],
-        Err(e) => {
-            e.0.iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect()
-        }
-    }
-}
-
-fn has(errs: &[String], path: &str, needle: &str) -> bool {
-    errs.iter()
-        .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle))
-}
-
 /// Every JSON policy shipped in the repository: the examples and the demo's.
 fn shipped_policies() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -116,7 +100,7 @@ fn schema_and_parser_agree_on_bad_documents() {
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let good = policy(&gw, &[&idp], json!([orders_rule()]));
     assert!(validator.is_valid(&good));
-    assert!(errors(&good).is_empty());
+    assert!(config_errors(&good).is_empty());
     // Both accept: two issuers with every rule naming its issuers, a claim mapping, a key
     // set with a key that is skipped.
     let partner = Issuer::ed25519("https://partner.test", "p1", 12);
@@ -139,7 +123,11 @@ fn schema_and_parser_agree_on_bad_documents() {
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
     );
-    assert!(errors(&also_good).is_empty(), "{:?}", errors(&also_good));
+    assert!(
+        config_errors(&also_good).is_empty(),
+        "{:?}",
+        config_errors(&also_good)
+    );
     let mut bads = vec![];
     let mut b = good.clone();
     b["rules"][0]["mint"]["ttl_seconds"] = json!(0);
@@ -170,7 +158,7 @@ fn schema_and_parser_agree_on_bad_documents() {
     bads.push(b);
     for b in bads {
         assert!(!validator.is_valid(&b), "schema accepted {b}");
-        assert!(!errors(&b).is_empty(), "parser accepted {b}");
+        assert!(!config_errors(&b).is_empty(), "parser accepted {b}");
     }
 }
 
@@ -191,7 +179,7 @@ fn every_error_is_reported_at_once_with_its_path() {
     doc["rules"][0]["require"]["issuers"] = json!(["https://unknown.test"]);
     doc["rules"][1]["match"]["methods"] = json!(["get"]);
     doc["strip_headers"] = json!(["Authorization"]);
-    let errs = errors(&doc);
+    let errs = config_errors(&doc);
     let expect = [
         ("clock_skew_seconds", "between 0 and 300"),
         ("unmatched", "\"deny\" or \"pass\""),
@@ -209,7 +197,7 @@ fn every_error_is_reported_at_once_with_its_path() {
     ];
     for (path, needle) in expect {
         assert!(
-            has(&errs, path, needle),
+            has_error(&errs, path, needle),
             "missing {path}: {needle} in {errs:#?}"
         );
     }
@@ -225,32 +213,48 @@ fn key_errors() {
 
     let mut d = base.clone();
     d["signing_keys"] = json!([{"kty": "oct", "kid": "h", "k": b64(&[7u8; 32])}]);
-    assert!(has(&errors(&d), "signing_keys[0]", "allow_hs256_signing"));
+    assert!(has_error(
+        &config_errors(&d),
+        "signing_keys[0]",
+        "allow_hs256_signing"
+    ));
     d["allow_hs256_signing"] = json!(true);
-    assert!(errors(&d).is_empty(), "{:?}", errors(&d));
+    assert!(config_errors(&d).is_empty(), "{:?}", config_errors(&d));
     d["signing_keys"] = json!([{"kty": "oct", "kid": "h", "k": b64(&[7u8; 16])}]);
-    assert!(has(&errors(&d), "signing_keys[0]", "at least 32 bytes"));
+    assert!(has_error(
+        &config_errors(&d),
+        "signing_keys[0]",
+        "at least 32 bytes"
+    ));
 
     let mut d = base.clone();
     let mut no_kid = gw.private_jwk();
     no_kid.as_object_mut().unwrap().remove("kid");
     d["signing_keys"] = json!([no_kid]);
-    assert!(has(&errors(&d), "signing_keys[0]", "kid"));
+    assert!(has_error(&config_errors(&d), "signing_keys[0]", "kid"));
 
     let mut d = base.clone();
     d["signing_keys"] = json!([gw.private_jwk(), gw.private_jwk()]);
-    assert!(has(&errors(&d), "signing_keys[1]", "duplicate kid"));
+    assert!(has_error(
+        &config_errors(&d),
+        "signing_keys[1]",
+        "duplicate kid"
+    ));
 
     // A public key where a private one is needed.
     let mut d = base.clone();
     d["signing_keys"] = json!([idp.public_jwk()]);
-    assert!(has(&errors(&d), "signing_keys[0]", "invalid key"));
+    assert!(has_error(
+        &config_errors(&d),
+        "signing_keys[0]",
+        "invalid key"
+    ));
 
     // A private key in an issuer's JWKS is refused (private members in a public key).
     let mut d = base.clone();
     d["trusted_issuers"][0]["jwks"]["keys"] = json!([gw.private_jwk()]);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].jwks.keys[0]",
         "invalid key"
     ));
@@ -258,8 +262,8 @@ fn key_errors() {
     // Symmetric issuer keys are skipped (never used to verify); alone, nothing is usable.
     let mut d = base.clone();
     d["trusted_issuers"][0]["jwks"]["keys"] = json!([{"kty": "oct", "k": b64(&[1u8; 32])}]);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].jwks.keys",
         "keys[0]: key type oct (a shared secret) is never used"
     ));
@@ -279,8 +283,8 @@ fn key_errors() {
     // A key whose type matches none of the pinned algorithms: skipped, so nothing is usable.
     let mut d = base.clone();
     d["trusted_issuers"][0]["algorithms"] = json!(["RS256"]);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].jwks.keys",
         "(EdDSA) are not pinned"
     ));
@@ -288,8 +292,8 @@ fn key_errors() {
     // The gateway trusting itself.
     let mut d = base.clone();
     d["trusted_issuers"][0]["issuer"] = json!(gw.iss);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].issuer",
         "gateway's own issuer"
     ));
@@ -299,8 +303,8 @@ fn key_errors() {
     let mut bad = idp.public_jwk();
     bad["x"] = json!(b64(&[0u8; 31]));
     d["trusted_issuers"][0]["jwks"]["keys"] = json!([bad]);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].jwks.keys[0]",
         "invalid key"
     ));
@@ -317,8 +321,8 @@ fn small_rsa_keys_are_refused() {
     d["trusted_issuers"][0]["jwks"]["keys"] = json!([{
         "kty": "RSA", "kid": "small", "n": b64(&sk.n().to_bytes_be()), "e": b64(&sk.e().to_bytes_be())
     }]);
-    assert!(has(
-        &errors(&d),
+    assert!(has_error(
+        &config_errors(&d),
         "trusted_issuers[0].jwks.keys[0]",
         "invalid key"
     ));

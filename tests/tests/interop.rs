@@ -10,28 +10,12 @@
 )] // test code
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::{Policy, Verdict};
+use token_exchange_filter::core::Verdict;
 use token_exchange_tests::providers;
 use token_exchange_tests::*;
 
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
-}
-
-fn errors(doc: &Value) -> Vec<String> {
-    match Policy::from_json(doc.to_string().as_bytes()) {
-        Ok(_) => vec![],
-        Err(e) => {
-            e.0.iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect()
-        }
-    }
-}
-
-fn has(errs: &[String], path: &str, needle: &str) -> bool {
-    errs.iter()
-        .any(|e| e.starts_with(&format!("{path}: ")) && e.contains(needle))
 }
 
 /// The minted token of an allowed decision, checked strictly and with the gateway's key.
@@ -186,13 +170,13 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
         .as_array_mut()
         .unwrap()
         .truncate(1);
-    let errs = errors(&doc);
+    let errs = config_errors(&doc);
     assert!(
-        has(&errs, "trusted_issuers[0].jwks.keys", "no key can verify"),
+        has_error(&errs, "trusted_issuers[0].jwks.keys", "no key can verify"),
         "{errs:?}"
     );
     assert!(
-        has(
+        has_error(
             &errs,
             "trusted_issuers[0].jwks.keys",
             "keys[0]: use \"enc\""
@@ -203,9 +187,9 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
     // Pinned PS256 only: the RS256 key is skipped too, so nothing is usable.
     let mut doc = providers::policy(&gw, std::slice::from_ref(&kc));
     doc["trusted_issuers"][0]["algorithms"] = json!(["PS256"]);
-    let errs = errors(&doc);
+    let errs = config_errors(&doc);
     assert!(
-        has(
+        has_error(
             &errs,
             "trusted_issuers[0].jwks.keys",
             "(RS256) are not pinned"
@@ -218,7 +202,7 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
     let broken = |edit: &dyn Fn(&mut Value)| {
         let mut doc = base.clone();
         edit(&mut doc["trusted_issuers"][0]["jwks"]["keys"][1]);
-        errors(&doc)
+        config_errors(&doc)
     };
     // Private members, a short modulus, bad base64: errors on the usable key, by path.
     for (what, errs) in [
@@ -236,7 +220,7 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
         ("use a number", broken(&|k| k["use"] = json!(1))),
     ] {
         assert!(
-            has(&errs, "trusted_issuers[0].jwks.keys[1]", ""),
+            has_error(&errs, "trusted_issuers[0].jwks.keys[1]", ""),
             "{what}: {errs:?}"
         );
     }
@@ -248,8 +232,8 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
     jwk["y"] = json!(b64(&y));
     let mut doc = policy(&gw, &[&es], json!([orders_rule()]));
     doc["trusted_issuers"][0]["jwks"]["keys"] = json!([jwk]);
-    assert!(has(
-        &errors(&doc),
+    assert!(has_error(
+        &config_errors(&doc),
         "trusted_issuers[0].jwks.keys[0]",
         "invalid key"
     ));
@@ -259,8 +243,8 @@ fn a_key_set_with_nothing_usable_or_a_broken_usable_key_is_refused() {
         .as_array_mut()
         .unwrap()
         .push(sig.clone());
-    assert!(has(
-        &errors(&doc),
+    assert!(has_error(
+        &config_errors(&doc),
         "trusted_issuers[0].jwks.keys[2]",
         "duplicate kid"
     ));
@@ -434,60 +418,60 @@ fn claim_mapping_configuration_errors() {
     let with_claims = |claims: Value| {
         let mut d = base.clone();
         d["trusted_issuers"][0]["claims"] = claims;
-        errors(&d)
+        config_errors(&d)
     };
     let at = "trusted_issuers[0].claims";
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": []})),
         &format!("{at}.caller"),
         "must not be empty"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"scopes": [""]})),
         &format!("{at}.scopes[0]"),
         "must not be empty"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": ["cid", "cid"]})),
         &format!("{at}.caller[1]"),
         "duplicate"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": ["scp"]})),
         &format!("{at}.caller[0]"),
         "both a caller claim and a scope claim"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"scopes": ["azp"]})),
         &format!("{at}.scopes[0]"),
         "both"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": ["x"], "scopes": ["x"]})),
         &format!("{at}.caller[0]"),
         "both"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"scopes": ["aud"]})),
         &format!("{at}.scopes[0]"),
         "registered claim"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"scopes": ["sub"]})),
         &format!("{at}.scopes[0]"),
         "registered claim"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": ["exp"]})),
         &format!("{at}.caller[0]"),
         "registered claim"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"callers": ["cid"]})),
         &format!("{at}.callers"),
         "unknown field"
     ));
-    assert!(has(
+    assert!(has_error(
         &with_claims(json!({"caller": "cid"})),
         &format!("{at}.caller"),
         "array of strings"
@@ -498,9 +482,9 @@ fn claim_mapping_configuration_errors() {
     d["trusted_issuers"][0]["claims"] = json!({"caller": ["cid"], "scopes": ["roles"]});
     d["rules"][0]["mint"]["preserve_claims"] = json!(["roles", "tenant"]);
     d["rules"][0]["mint"]["add_claims"] = json!({"cid": "x"});
-    let errs = errors(&d);
+    let errs = config_errors(&d);
     assert!(
-        has(
+        has_error(
             &errs,
             "rules[0].mint.preserve_claims[0]",
             "scopes (narrowed into scope) of trusted issuer"
@@ -508,7 +492,7 @@ fn claim_mapping_configuration_errors() {
         "{errs:?}"
     );
     assert!(
-        has(
+        has_error(
             &errs,
             "rules[0].mint.add_claims.cid",
             "caller (minted as client_id)"
@@ -531,10 +515,10 @@ fn with_several_issuers_every_rule_names_its_issuers() {
         &[&internal, &partner],
         json!([open, accepting(orders_rule(), &["https://idp.test"])]),
     );
-    let errs = errors(&doc);
+    let errs = config_errors(&doc);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        has(
+        has_error(
             &errs,
             "rules[0].require.issuers",
             "rule \"open-rule\": required when more than one issuer is trusted (2)"
@@ -544,9 +528,9 @@ fn with_several_issuers_every_rule_names_its_issuers() {
     // No require at all: the same error, at the same path.
     let mut bare = orders_rule();
     bare.as_object_mut().unwrap().remove("require");
-    let errs = errors(&policy(&gw, &[&internal, &partner], json!([bare])));
+    let errs = config_errors(&policy(&gw, &[&internal, &partner], json!([bare])));
     assert!(
-        has(
+        has_error(
             &errs,
             "rules[0].require.issuers",
             "required when more than one issuer"
@@ -556,9 +540,13 @@ fn with_several_issuers_every_rule_names_its_issuers() {
     // Counted on the document: a broken second issuer still needs the binding named.
     let mut doc = policy(&gw, &[&internal, &partner], json!([orders_rule()]));
     doc["trusted_issuers"][1]["algorithms"] = json!(["none"]);
-    assert!(has(&errors(&doc), "rules[0].require.issuers", "required"));
+    assert!(has_error(
+        &config_errors(&doc),
+        "rules[0].require.issuers",
+        "required"
+    ));
     // One trusted issuer: implied, as before.
-    assert!(errors(&policy(&gw, &[&internal], json!([orders_rule()]))).is_empty());
+    assert!(config_errors(&policy(&gw, &[&internal], json!([orders_rule()]))).is_empty());
     // Named: the partner's tokens stay off the internal rule.
     let p = load(&policy(
         &gw,
