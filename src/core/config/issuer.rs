@@ -1,0 +1,167 @@
+//! Reading `trusted_issuers`: the issuer allow list, pinned algorithms, keys, audiences and
+//! claim mappings.
+
+use serde_json::Value;
+
+use super::reader::{any, join, non_empty, string, string_list, Errors, Obj};
+use super::TrustedIssuer;
+use crate::core::claims::{
+    ClaimMapping, DEFAULT_CALLER_CLAIMS, DEFAULT_SCOPE_CLAIMS, FIXED_MEANING_CLAIMS,
+};
+use crate::core::jwks::import_jwks;
+use crate::core::keys::{Alg, IssuerKey};
+
+pub(super) fn read_trusted_issuers(
+    v: Option<&Value>,
+    path: &str,
+    gateway_issuer: Option<&str>,
+    errs: &mut Errors,
+) -> Option<Vec<TrustedIssuer>> {
+    let items = match v? {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => {
+            errs.push(path, "must be a non-empty array");
+            return None;
+        }
+    };
+    let mut out: Vec<TrustedIssuer> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match read_trusted_issuer(item, &p, gateway_issuer, errs) {
+            Some(t) if out.iter().any(|o| o.issuer == t.issuer) => {
+                errs.push(
+                    &join(&p, "issuer"),
+                    format!("duplicate issuer {:?}", t.issuer),
+                );
+                ok = false;
+            }
+            Some(t) => out.push(t),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+pub(super) fn read_trusted_issuer(
+    v: &Value,
+    path: &str,
+    gateway_issuer: Option<&str>,
+    errs: &mut Errors,
+) -> Option<TrustedIssuer> {
+    let mut o = Obj::new(v, path, errs)?;
+    let (v, p) = o.required("issuer", errs);
+    let issuer = string(v, &p, errs);
+    if issuer.is_some() && issuer.as_deref() == gateway_issuer {
+        errs.push(
+            &p,
+            "must not be the gateway's own issuer (its tokens are not accepted at the edge)",
+        );
+    }
+    let (v, p) = o.required("algorithms", errs);
+    let algorithms = non_empty(
+        string_list(v, &p, errs, |a| match Alg::from_verify_name(a) {
+            Some(_) => None,
+            None if a.eq_ignore_ascii_case("none") => Some("\"none\" is never accepted".into()),
+            None if a.starts_with("HS") => {
+                Some("HMAC algorithms are not accepted for issuers (shared secrets)".into())
+            }
+            None => Some(format!(
+                "unsupported algorithm {a:?} (one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+            )),
+        }),
+        &p,
+        errs,
+    )
+    .map(|l| l.iter().filter_map(|a| Alg::from_verify_name(a)).collect::<Vec<_>>());
+
+    let (v, p) = o.required("jwks", errs);
+    let keys = match (v, &algorithms) {
+        (Some(v), Some(algs)) => read_jwks(v, &p, algs, errs),
+        _ => None,
+    };
+    let (v, p) = o.required("audiences", errs);
+    let audiences = non_empty(string_list(v, &p, errs, any), &p, errs);
+    let (v, p) = o.get("claims");
+    let claims = match v {
+        None => Some(ClaimMapping::default()),
+        Some(v) => read_claim_mapping(v, &p, errs),
+    };
+    o.finish(errs);
+    Some(TrustedIssuer {
+        issuer: issuer?,
+        algorithms: algorithms?,
+        keys: keys?,
+        audiences: audiences?,
+        claims: claims?,
+    })
+}
+
+/// A provider's JWK Set: usable keys, skipped ones as warnings (see `jwks`).
+pub(super) fn read_jwks(
+    v: &Value,
+    path: &str,
+    algs: &[Alg],
+    errs: &mut Errors,
+) -> Option<Vec<IssuerKey>> {
+    match import_jwks(v, algs) {
+        Ok(set) => {
+            for skipped in &set.skipped {
+                errs.warn(
+                    &format!("{path}.keys[{}]", skipped.index),
+                    skipped.to_string(),
+                );
+            }
+            Some(set.keys)
+        }
+        Err(problems) => {
+            for e in problems {
+                errs.push(&join(path, &e.path), e.message);
+            }
+            None
+        }
+    }
+}
+
+/// `claims: {"caller": [...], "scopes": [...]}`: claim names, read in order.
+pub(super) fn read_claim_mapping(v: &Value, path: &str, errs: &mut Errors) -> Option<ClaimMapping> {
+    let mut o = Obj::new(v, path, errs)?;
+    let fixed = |allowed: &'static str| {
+        move |c: &str| {
+            (FIXED_MEANING_CLAIMS.contains(&c) && c != allowed)
+                .then(|| format!("{c:?} is a registered claim with its own meaning"))
+        }
+    };
+    let mut list = |o: &mut Obj, key: &'static str, default: &[&str], allowed: &'static str| {
+        let (v, p) = o.get(key);
+        match v {
+            None => Some((default.iter().map(|c| (*c).to_owned()).collect(), None)),
+            v => {
+                non_empty(string_list(v, &p, errs, fixed(allowed)), &p, errs).map(|l| (l, Some(p)))
+            }
+        }
+    };
+    // `sub` may name the caller (a service account's token); as a scope claim it would grant
+    // the subject's name as a scope.
+    let caller = list(&mut o, "caller", DEFAULT_CALLER_CLAIMS, "sub");
+    let scopes = list(&mut o, "scopes", DEFAULT_SCOPE_CLAIMS, "");
+    o.finish(errs);
+    let ((caller, caller_path), (scopes, scopes_path)) = (caller?, scopes?);
+    let mut ok = true;
+    for (i, c) in caller.iter().enumerate() {
+        if let Some(j) = scopes.iter().position(|s| s == c) {
+            // Report it in a list the operator wrote.
+            let at = match (&caller_path, &scopes_path) {
+                (Some(p), _) => format!("{p}[{i}]"),
+                (None, Some(p)) => format!("{p}[{j}]"),
+                (None, None) => join(path, "caller"),
+            };
+            errs.push(
+                &at,
+                format!("{c:?} cannot be both a caller claim and a scope claim"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| ClaimMapping::new(caller, scopes))
+}

@@ -1,0 +1,375 @@
+//! The policy: parsed from JSON bytes, validated whole, and only then used.
+//!
+//! Every error is collected with its JSON path (`rules[2].mint.ttl_seconds: ...`) so an
+//! operator sees all mistakes at once; unknown fields are errors, because a typo in a
+//! security policy must not pass silently. A `Policy` value can only exist once the whole
+//! document is valid: there is no half-applied configuration.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::claims::ClaimMapping;
+use super::json::parse_strict;
+use super::keys::{Alg, IssuerKey};
+use super::signing::SigningKey;
+use super::syntax::is_http_token;
+use super::token::Limits;
+
+mod issuer;
+mod reader;
+mod rule;
+
+use issuer::read_trusted_issuers;
+use reader::{boolean, integer, string, string_list, Errors, Obj};
+use rule::{read_rules, RuleContext};
+
+/// One configuration mistake, with the JSON path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path, e.g. `rules[0].mint.audience`; empty for the document itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// All mistakes found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            if e.path.is_empty() {
+                write!(f, "\n  {}", e.message)?;
+            } else {
+                write!(f, "\n  {}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something in a valid configuration the operator should know about (the root logs each at
+/// warn level when the policy loads), e.g. a key of a provider's key set that is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// JSON path, e.g. `trusted_issuers[0].jwks.keys[1]`.
+    pub path: String,
+    /// What was noticed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// What happens to a request no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Refuse it (the default).
+    Deny,
+    /// Forward it untouched (audited as `pass`).
+    Pass,
+}
+
+/// An issuer on the allow list.
+#[derive(Debug)]
+pub struct TrustedIssuer {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Pinned algorithms.
+    pub algorithms: Vec<Alg>,
+    /// Verification keys.
+    pub keys: Vec<IssuerKey>,
+    /// Accepted `aud` values (one must be present in the token).
+    pub audiences: Vec<String>,
+    /// Where its tokens carry the caller and the scopes.
+    pub claims: ClaimMapping,
+}
+
+/// Which requests a rule applies to; every present condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Segment-aware path prefix (`/orders` matches `/orders` and `/orders/1`, not `/ordersX`).
+    pub path_prefix: Option<String>,
+    /// Exact path (query string excluded).
+    pub path: Option<String>,
+    /// Allowed methods (upper case); empty means any.
+    pub methods: Vec<String>,
+    /// Host (lower case), compared without the port unless it names one.
+    pub host: Option<String>,
+    /// The gateway's route name (Envoy `xds.route_name`).
+    pub route: Option<String>,
+}
+
+/// What a valid token must also carry for this rule.
+#[derive(Debug, Clone, Default)]
+pub struct Requirements {
+    /// All of these scopes.
+    pub scopes: Vec<String>,
+    /// One of these `acr` values (if non-empty).
+    pub acr: Vec<String>,
+    /// All of these `amr` values.
+    pub amr: Vec<String>,
+    /// The caller (read through the issuer's claim mapping) is one of these (if non-empty).
+    pub callers: Vec<String>,
+    /// The issuer is one of these (if non-empty; with several trusted issuers, always).
+    pub issuers: Vec<String>,
+}
+
+/// How the downstream token is minted.
+#[derive(Debug, Clone)]
+pub struct MintSpec {
+    /// The one target audience.
+    pub audience: String,
+    /// The most this rule grants; the minted scope is this ∩ the token's.
+    pub scopes: Vec<String>,
+    /// Upper bound on the minted lifetime.
+    pub ttl_seconds: u64,
+    /// Claims copied from the original when present (`sub`, always kept, is not listed).
+    pub preserve_claims: Vec<String>,
+    /// Claims added with fixed values.
+    pub add_claims: Map<String, Value>,
+}
+
+/// One exchange rule.
+#[derive(Debug, Clone)]
+pub struct ExchangeRule {
+    /// Unique name, used in audit records.
+    pub name: String,
+    /// Which requests it applies to.
+    pub matcher: RouteMatch,
+    /// What the token must carry.
+    pub require: Requirements,
+    /// What is minted.
+    pub mint: MintSpec,
+}
+
+/// A complete, validated policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// The gateway's `iss` for minted tokens.
+    pub issuer: String,
+    /// Signing keys; the first signs.
+    pub signing_keys: Vec<SigningKey>,
+    /// The issuer allow list.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Tolerance for `exp`, `nbf`, `iat`.
+    pub clock_skew_seconds: u64,
+    /// Rules, first match wins.
+    pub rules: Vec<ExchangeRule>,
+    /// What to do when no rule matches.
+    pub unmatched: Unmatched,
+    /// Token limits.
+    pub limits: Limits,
+    /// Request headers removed before forwarding (lower case).
+    pub strip_headers: Vec<String>,
+    /// `realm` in `WWW-Authenticate`.
+    pub realm: String,
+    /// What the operator should know about this (valid) policy.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Policy {
+    /// Parses and validates a configuration document.
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigErrors> {
+        let doc = parse_strict(bytes, 64).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut errs = Errors::default();
+        let policy = read_policy(&doc, &mut errs);
+        match policy {
+            Some(mut p) if errs.errors.is_empty() => {
+                p.warnings = errs.warnings;
+                Ok(p)
+            }
+            _ => {
+                if errs.errors.is_empty() {
+                    errs.push("", "invalid configuration");
+                }
+                Err(ConfigErrors(errs.errors))
+            }
+        }
+    }
+
+    /// The key minted tokens are signed with.
+    pub fn active_signing_key(&self) -> Option<&SigningKey> {
+        self.signing_keys.first()
+    }
+
+    /// The trusted issuer with this exact `iss`.
+    pub fn trusted_issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
+        self.trusted_issuers.iter().find(|t| t.issuer == iss)
+    }
+
+    /// The gateway's public keys as a JWKS document (HS256 keys are never published).
+    pub fn public_jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .signing_keys
+            .iter()
+            .filter_map(SigningKey::public_jwk)
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
+    let mut o = Obj::new(doc, "", errs)?;
+    let _ = o.get("$schema");
+
+    let (v, p) = o.required("issuer", errs);
+    let issuer = string(v, &p, errs);
+
+    let (v, p) = o.get("allow_hs256_signing");
+    let allow_hs256 = boolean(v, &p, errs).unwrap_or(false);
+
+    let (v, p) = o.required("signing_keys", errs);
+    let signing_keys = read_signing_keys(v, &p, allow_hs256, errs);
+
+    let (v, p) = o.required("trusted_issuers", errs);
+    let trusted_issuers = read_trusted_issuers(v, &p, issuer.as_deref(), errs);
+
+    let (v, p) = o.get("clock_skew_seconds");
+    let clock_skew_seconds = match v {
+        None => Some(30),
+        v => integer(v, &p, 0, 300, errs),
+    };
+
+    let (v, p) = o.get("unmatched");
+    let unmatched = match v {
+        None => Some(Unmatched::Deny),
+        Some(Value::String(s)) if s == "deny" => Some(Unmatched::Deny),
+        Some(Value::String(s)) if s == "pass" => Some(Unmatched::Pass),
+        Some(_) => {
+            errs.push(&p, "must be \"deny\" or \"pass\"");
+            None
+        }
+    };
+
+    let defaults = Limits::default();
+    let (v, p) = o.get("max_token_bytes");
+    let max_token_bytes = match v {
+        None => Some(defaults.max_token_bytes as u64),
+        v => integer(v, &p, 256, 65536, errs),
+    };
+    let (v, p) = o.get("limits");
+    let limits = match v {
+        None => Some(defaults),
+        Some(v) => read_limits(v, &p, errs),
+    };
+
+    let (v, p) = o.get("strip_headers");
+    let strip_headers = match v {
+        None => Some(Vec::new()),
+        v => string_list(v, &p, errs, |h| {
+            let lower = h.to_ascii_lowercase();
+            if lower == "authorization" || lower.starts_with(':') {
+                Some("cannot strip Authorization or pseudo-headers".into())
+            } else if !is_http_token(h) {
+                Some("is not a valid header name".into())
+            } else {
+                None
+            }
+        })
+        .map(|l| l.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
+    };
+
+    let (v, p) = o.get("realm");
+    let realm = match v {
+        None => Some("token-exchange".to_owned()),
+        v => string(v, &p, errs).and_then(|r| {
+            if r.bytes()
+                .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+            {
+                Some(r)
+            } else {
+                errs.push(&p, "must be printable ASCII without '\"' or '\\'");
+                None
+            }
+        }),
+    };
+
+    let (v, p) = o.required("rules", errs);
+    let ctx = RuleContext::new(doc.get("trusted_issuers"), trusted_issuers.as_deref());
+    let rules = read_rules(v, &p, &ctx, errs);
+
+    o.finish(errs);
+
+    let mut limits = limits?;
+    limits.max_token_bytes = usize::try_from(max_token_bytes?).ok()?;
+    Some(Policy {
+        issuer: issuer?,
+        signing_keys: signing_keys?,
+        trusted_issuers: trusted_issuers?,
+        clock_skew_seconds: clock_skew_seconds?,
+        rules: rules?,
+        unmatched: unmatched?,
+        limits,
+        strip_headers: strip_headers?,
+        realm: realm?,
+        warnings: Vec::new(),
+    })
+}
+
+fn read_limits(v: &Value, path: &str, errs: &mut Errors) -> Option<Limits> {
+    let mut o = Obj::new(v, path, errs)?;
+    let d = Limits::default();
+    let mut field = |o: &mut Obj, key: &'static str, default: usize, min: u64, max: u64| {
+        let (v, p) = o.get(key);
+        match v {
+            None => Some(default),
+            v => integer(v, &p, min, max, errs).and_then(|n| usize::try_from(n).ok()),
+        }
+    };
+    let max_header_bytes = field(&mut o, "max_header_bytes", d.max_header_bytes, 64, 16384);
+    let max_json_depth = field(&mut o, "max_json_depth", d.max_json_depth, 1, 64);
+    let max_claims = field(&mut o, "max_claims", d.max_claims, 1, 1000);
+    let max_scopes = field(&mut o, "max_scopes", d.max_scopes, 1, 1000);
+    o.finish(errs);
+    Some(Limits {
+        max_token_bytes: d.max_token_bytes,
+        max_header_bytes: max_header_bytes?,
+        max_json_depth: max_json_depth?,
+        max_claims: max_claims?,
+        max_scopes: max_scopes?,
+    })
+}
+
+fn read_signing_keys(
+    v: Option<&Value>,
+    path: &str,
+    allow_hs256: bool,
+    errs: &mut Errors,
+) -> Option<Vec<SigningKey>> {
+    let items = match v? {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => {
+            errs.push(path, "must be a non-empty array of private JWKs");
+            return None;
+        }
+    };
+    let mut keys: Vec<SigningKey> = Vec::new();
+    let mut ok = true;
+    for (i, jwk) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match SigningKey::from_jwk(jwk, allow_hs256) {
+            Ok(k) if keys.iter().any(|o| o.kid() == k.kid()) => {
+                errs.push(&p, format!("duplicate kid {:?}", k.kid()));
+                ok = false;
+            }
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                errs.push(&p, e.0);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(keys)
+}

@@ -1,0 +1,287 @@
+//! Reading `rules`: match, requirements and what is minted, checked against the trusted
+//! issuers.
+
+use serde_json::{Map, Value};
+
+use super::reader::{any, integer, join, non_empty, scope_check, string, string_list, Errors, Obj};
+use super::{ExchangeRule, MintSpec, Requirements, RouteMatch, TrustedIssuer};
+use crate::core::claims::RESERVED_CLAIMS;
+
+/// What rules are checked against: the trusted issuers (names, how many were configured, and
+/// the claims their mappings read).
+pub(super) struct RuleContext {
+    /// Names of the trusted issuers that parsed.
+    issuers: Vec<String>,
+    /// How many trusted issuers the document lists (parsed or not).
+    configured: usize,
+    /// (claim, issuer, what it carries) for every claim an issuer's mapping reads.
+    mapped: Vec<(String, String, &'static str)>,
+}
+
+impl RuleContext {
+    pub(super) fn new(raw: Option<&Value>, parsed: Option<&[TrustedIssuer]>) -> RuleContext {
+        let parsed = parsed.unwrap_or_default();
+        let mut mapped = Vec::new();
+        for t in parsed {
+            for c in t.claims.caller_claims() {
+                mapped.push((c.clone(), t.issuer.clone(), "caller (minted as client_id)"));
+            }
+            for c in t.claims.scope_claims() {
+                mapped.push((c.clone(), t.issuer.clone(), "scopes (narrowed into scope)"));
+            }
+        }
+        RuleContext {
+            issuers: parsed.iter().map(|t| t.issuer.clone()).collect(),
+            configured: raw.and_then(Value::as_array).map_or(parsed.len(), Vec::len),
+            mapped,
+        }
+    }
+
+    /// Why `claim` may not be copied or added by a rule, if it may not.
+    fn claim_refusal(&self, claim: &str) -> Option<String> {
+        if RESERVED_CLAIMS.contains(&claim) {
+            return Some(format!(
+                "{claim:?} is set by the gateway and cannot be copied or added"
+            ));
+        }
+        self.mapped
+            .iter()
+            .find(|(c, _, _)| c == claim)
+            .map(|(_, issuer, what)| {
+                format!(
+                    "{claim:?} carries the {what} of trusted issuer {issuer:?}: it cannot be copied or added"
+                )
+            })
+    }
+}
+
+pub(super) fn read_rules(
+    v: Option<&Value>,
+    path: &str,
+    ctx: &RuleContext,
+    errs: &mut Errors,
+) -> Option<Vec<ExchangeRule>> {
+    let items = match v? {
+        Value::Array(a) if !a.is_empty() => a,
+        _ => {
+            errs.push(path, "must be a non-empty array");
+            return None;
+        }
+    };
+    let mut out: Vec<ExchangeRule> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        match read_rule(item, &p, ctx, errs) {
+            Some(r) if out.iter().any(|o| o.name == r.name) => {
+                errs.push(
+                    &join(&p, "name"),
+                    format!("duplicate rule name {:?}", r.name),
+                );
+                ok = false;
+            }
+            Some(r) => out.push(r),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+pub(super) fn read_rule(
+    v: &Value,
+    path: &str,
+    ctx: &RuleContext,
+    errs: &mut Errors,
+) -> Option<ExchangeRule> {
+    let mut o = Obj::new(v, path, errs)?;
+    let (v, p) = o.required("name", errs);
+    let name = string(v, &p, errs);
+    let (v, p) = o.required("match", errs);
+    let matcher = v.and_then(|v| read_match(v, &p, errs));
+    let (v, p) = o.get("require");
+    let require = match v {
+        None => Some(Requirements::default()),
+        Some(v) => read_require(v, &p, &ctx.issuers, errs),
+    };
+    // With a partner beside the internal issuer, a rule that does not say which issuers it
+    // accepts would accept them all: the binding must be explicit.
+    let names_issuers = v
+        .and_then(|r| r.get("issuers"))
+        .is_some_and(|i| !i.is_null());
+    if ctx.configured > 1 && !names_issuers {
+        let rule = name
+            .as_deref()
+            .map_or(String::new(), |n| format!("rule {n:?}: "));
+        errs.push(
+            &format!("{}.issuers", join(path, "require")),
+            format!(
+                "{rule}required when more than one issuer is trusted ({}): name the issuers this rule accepts",
+                ctx.configured
+            ),
+        );
+    }
+    let (v, p) = o.required("mint", errs);
+    let mint = v.and_then(|v| read_mint(v, &p, ctx, errs));
+    o.finish(errs);
+    Some(ExchangeRule {
+        name: name?,
+        matcher: matcher?,
+        require: require?,
+        mint: mint?,
+    })
+}
+
+pub(super) fn read_match(v: &Value, path: &str, errs: &mut Errors) -> Option<RouteMatch> {
+    let mut o = Obj::new(v, path, errs)?;
+    let mut ok = true;
+    let path_check = |s: &str| -> Option<String> {
+        if !s.starts_with('/') {
+            Some("must start with '/'".into())
+        } else if s.contains('?') || s.contains('#') {
+            Some("must not contain a query or fragment".into())
+        } else {
+            None
+        }
+    };
+    let mut path_field = |o: &mut Obj, key: &'static str, errs: &mut Errors| {
+        let (v, p) = o.get(key);
+        let s = string(v, &p, errs);
+        if let Some(msg) = s.as_deref().and_then(path_check) {
+            errs.push(&p, msg);
+            ok = false;
+            return None;
+        }
+        if v.is_some() && s.is_none() {
+            ok = false;
+        }
+        s
+    };
+    let path_prefix = path_field(&mut o, "path_prefix", errs);
+    let exact = path_field(&mut o, "path", errs);
+    let (v, p) = o.get("methods");
+    let methods = match v {
+        None => Some(Vec::new()),
+        v => non_empty(
+            string_list(v, &p, errs, |m| {
+                (!m.bytes().all(|b| b.is_ascii_uppercase()))
+                    .then(|| "must be an upper-case HTTP method".to_owned())
+            }),
+            &p,
+            errs,
+        ),
+    };
+    let (v, p) = o.get("host");
+    let host = string(v, &p, errs).map(|h| h.to_ascii_lowercase());
+    if v.is_some() && host.is_none() {
+        ok = false;
+    }
+    let (v, p) = o.get("route");
+    let route = string(v, &p, errs);
+    if v.is_some() && route.is_none() {
+        ok = false;
+    }
+    o.finish(errs);
+    ok.then_some(())?;
+    Some(RouteMatch {
+        path_prefix,
+        path: exact,
+        methods: methods?,
+        host,
+        route,
+    })
+}
+
+pub(super) fn read_require(
+    v: &Value,
+    path: &str,
+    issuers: &[String],
+    errs: &mut Errors,
+) -> Option<Requirements> {
+    let mut o = Obj::new(v, path, errs)?;
+    let mut list = |o: &mut Obj, key: &'static str, check: &dyn Fn(&str) -> Option<String>| {
+        let (v, p) = o.get(key);
+        match v {
+            None => Some(Vec::new()),
+            v => non_empty(string_list(v, &p, errs, check), &p, errs),
+        }
+    };
+    let scopes = list(&mut o, "scopes", &scope_check);
+    let acr = list(&mut o, "acr", &any);
+    let amr = list(&mut o, "amr", &any);
+    let callers = list(&mut o, "callers", &any);
+    let issuer_check = |s: &str| {
+        (!issuers.iter().any(|i| i == s)).then(|| format!("{s:?} is not in trusted_issuers"))
+    };
+    let issuers = list(&mut o, "issuers", &issuer_check);
+    o.finish(errs);
+    Some(Requirements {
+        scopes: scopes?,
+        acr: acr?,
+        amr: amr?,
+        callers: callers?,
+        issuers: issuers?,
+    })
+}
+
+pub(super) fn read_mint(
+    v: &Value,
+    path: &str,
+    ctx: &RuleContext,
+    errs: &mut Errors,
+) -> Option<MintSpec> {
+    let mut o = Obj::new(v, path, errs)?;
+    let (v, p) = o.required("audience", errs);
+    let audience = string(v, &p, errs);
+    let (v, p) = o.required("scopes", errs);
+    let scopes = non_empty(string_list(v, &p, errs, scope_check), &p, errs);
+    let (v, p) = o.get("ttl_seconds");
+    let ttl_seconds = match v {
+        None => Some(300),
+        v => integer(v, &p, 1, 86400, errs),
+    };
+    let (v, p) = o.get("preserve_claims");
+    // `sub` is always kept: listing it is accepted and changes nothing.
+    let preserve_claims = match v {
+        None => Some(Vec::new()),
+        v => string_list(v, &p, errs, |c| {
+            if c == "sub" {
+                None
+            } else {
+                ctx.claim_refusal(c)
+            }
+        })
+        .map(|l| l.into_iter().filter(|c| c != "sub").collect()),
+    };
+    // Checked against the raw list so a conflict is reported even when another entry is bad.
+    let preserve_raw = v.and_then(Value::as_array);
+    let (v, p) = o.get("add_claims");
+    let add_claims = match v {
+        None => Some(Map::new()),
+        Some(Value::Object(m)) => {
+            let mut ok = true;
+            for k in m.keys() {
+                let kp = join(&p, k);
+                if let Some(msg) = ctx.claim_refusal(k) {
+                    errs.push(&kp, msg);
+                    ok = false;
+                } else if preserve_raw.is_some_and(|pc| pc.iter().any(|c| c.as_str() == Some(k))) {
+                    errs.push(&kp, "is also in preserve_claims: choose one");
+                    ok = false;
+                }
+            }
+            ok.then(|| m.clone())
+        }
+        Some(_) => {
+            errs.push(&p, "must be an object");
+            None
+        }
+    };
+    o.finish(errs);
+    Some(MintSpec {
+        audience: audience?,
+        scopes: scopes?,
+        ttl_seconds: ttl_seconds?,
+        preserve_claims: preserve_claims?,
+        add_claims: add_claims?,
+    })
+}
