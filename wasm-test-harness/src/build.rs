@@ -9,9 +9,15 @@ use crate::types::{Error, ErrorKind};
 /// Environment variable naming a prebuilt wasm to use instead of building.
 pub const WASM_PATH_ENV: &str = "TOKEN_EXCHANGE_FILTER_WASM";
 
-/// The workspace root (parent of this crate).
+/// The workspace root: the parent of the running test's crate (cargo sets
+/// `CARGO_MANIFEST_DIR` for test processes; every workspace crate sits directly under the
+/// root), else the parent of this crate as compiled. The runtime value comes first so that a
+/// harness library compiled in another checkout (a copied `target/`) still builds and loads
+/// this checkout's filter.
 pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
