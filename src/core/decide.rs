@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::audit::{bounded, AuditRecord, Outcome};
 use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
+use super::grpc;
 use super::mint::{mint, Entropy, MintedToken};
 use super::reason::{BearerError, DenyReason};
 use super::validate::{validate, TokenFacts, VerifiedToken};
@@ -40,6 +41,10 @@ pub struct Denial {
     pub body: String,
     /// Why.
     pub reason: DenyReason,
+    /// The gRPC status for gRPC requests (`UNAUTHENTICATED` for 401, `PERMISSION_DENIED` for 403).
+    pub grpc_status: u32,
+    /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
+    pub grpc_message: String,
 }
 
 /// What to do with the request.
@@ -236,11 +241,17 @@ impl Policy {
             "error_description": reason.description(),
         })
         .to_string();
+        let grpc_message = match error.code() {
+            Some(code) => format!("{code}: {}", reason.description()),
+            None => reason.description().to_owned(),
+        };
         Denial {
             status: reason.status(),
             www_authenticate,
             body,
             reason,
+            grpc_status: grpc::status_for_http(reason.status()),
+            grpc_message: grpc::percent_encode_message(&grpc_message),
         }
     }
 }

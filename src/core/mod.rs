@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod config;
 pub mod decide;
+pub mod grpc;
 pub mod json;
 pub mod keys;
 pub mod mint;
