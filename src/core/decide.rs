@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::audit::{bounded, AuditRecord, Outcome};
 use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
 use super::entropy::Entropy;
+use super::grpc;
 use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason};
 use super::syntax::is_http_token;
@@ -42,6 +43,10 @@ pub struct Denial {
     pub body: String,
     /// Why.
     pub reason: DenyReason,
+    /// The gRPC status for gRPC requests (`UNAUTHENTICATED` for 401, `PERMISSION_DENIED` for 403).
+    pub grpc_status: u32,
+    /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
+    pub grpc_message: String,
 }
 
 /// What to do with the request.
@@ -238,11 +243,17 @@ impl Policy {
             "error_description": reason.description(),
         })
         .to_string();
+        let grpc_message = match error.code() {
+            Some(code) => format!("{code}: {}", reason.description()),
+            None => reason.description().to_owned(),
+        };
         Denial {
             status: reason.status(),
             www_authenticate,
             body,
             reason,
+            grpc_status: grpc::status_for_http(reason.status()),
+            grpc_message: grpc::percent_encode_message(&grpc_message),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod entropy;
+pub mod grpc;
 pub mod json;
 pub mod jwks;
 pub mod keys;

@@ -80,6 +80,13 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_metric_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
 
 /// Takes ownership of a host-returned buffer. The host obtained it from the guest's
@@ -227,14 +234,20 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostStatus> {
     }
 }
 
-/// Sends a local response; the request goes no further.
+/// Sends a local response; the request goes no further. `grpc_status` is for gRPC requests
+/// (Envoy turns the response into a gRPC trailers-only one with it; Kong and APISIX ignore it).
 pub fn send_local_response(
     status: u16,
     headers: &[(&str, &str)],
     body: &[u8],
+    grpc_status: Option<u32>,
 ) -> Result<(), HostStatus> {
     let headers = encode_pairs(headers);
     let details = b"token_exchange_denied";
+    // -1: no gRPC status (the SDKs' convention; Envoy then sends no grpc-status of its own).
+    let grpc_status = grpc_status
+        .and_then(|s| i32::try_from(s).ok())
+        .unwrap_or(-1);
     // SAFETY: pointers and lengths of live buffers.
     let s = unsafe {
         proxy_send_local_response(
@@ -245,12 +258,39 @@ pub fn send_local_response(
             body.len(),
             headers.as_ptr(),
             headers.len(),
-            -1,
+            grpc_status,
         )
     };
     if s == OK {
         Ok(())
     } else {
         Err(HostStatus(s))
+    }
+}
+
+/// `proxy_define_metric` type of a counter.
+const METRIC_COUNTER: u32 = 0;
+
+/// Defines (or finds again: hosts return the same counter for the same name) a counter.
+pub fn define_counter(name: &str) -> Result<u32, HostStatus> {
+    let mut id: u32 = 0;
+    // SAFETY: pointer and length of a live &str; valid out-pointer.
+    let status = unsafe { proxy_define_metric(METRIC_COUNTER, name.as_ptr(), name.len(), &mut id) };
+    if status == OK {
+        Ok(id)
+    } else {
+        Err(HostStatus(status))
+    }
+}
+
+/// Adds `delta` to a counter. Counters only, positive deltas only: Kong traps on
+/// `increment_metric` for a gauge and wraps a counter below zero.
+pub fn increment_counter(id: u32, delta: u32) -> Result<(), HostStatus> {
+    // SAFETY: plain values.
+    let status = unsafe { proxy_increment_metric(id, i64::from(delta)) };
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostStatus(status))
     }
 }

@@ -8,7 +8,10 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi::{self, Level, Map};
-use crate::core::{Decision, Entropy, EntropyError, HttpRequest, Policy, Verdict};
+use super::metrics::{self, Counter};
+use crate::core::{
+    grpc, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy, Verdict,
+};
 
 /// One HTTP stream.
 pub struct ExchangeFilter {
@@ -25,30 +28,38 @@ impl Context for ExchangeFilter {}
 
 impl HttpContext for ExchangeFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let headers = RequestHeaders::read();
+        if headers.is_err() {
+            metrics::increment(Counter::HostCallFailed);
+        }
+        let grpc = headers.as_ref().is_ok_and(|h| h.grpc);
         let Some(policy) = self.policy.clone() else {
             // No valid policy was ever loaded: refuse everything.
             abi::log(
                 Level::Error,
                 "token-exchange-filter: no policy loaded; denying",
             );
-            let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
+            metrics::increment(Counter::DecisionDeny);
+            metrics::increment_deny(DenyReason::InternalError);
+            send(&no_policy_denial(), grpc);
             return Action::Pause;
         };
-        let mut decision = match RequestHeaders::read() {
-            Ok(h) => {
-                let request = h.request();
-                policy.decide(&request, now(), &mut HostEntropy)
-            }
+        let mut decision = match &headers {
+            Ok(h) => policy.decide(&h.request(), now(), &mut HostEntropy),
             Err(_) => policy.internal_failure(&HttpRequest::default(), now()),
         };
-        let action = apply(&policy, &mut decision);
+        if matches!(decision.verdict, Verdict::Forward { .. }) {
+            metrics::increment(Counter::TokensMinted);
+        }
+        let action = apply(&policy, &mut decision, grpc);
         abi::log(Level::Info, &decision.audit.to_json_line());
+        metrics::count_decision(&decision);
         action
     }
 }
 
 /// Carries out the verdict. Any host failure turns the decision into a 500 deny.
-fn apply(policy: &Policy, decision: &mut Decision) -> Action {
+fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> Action {
     let forwarded = match &decision.verdict {
         Verdict::Forward { authorization, .. } => {
             abi::replace_header(Map::RequestHeaders, "authorization", authorization)
@@ -58,27 +69,58 @@ fn apply(policy: &Policy, decision: &mut Decision) -> Action {
         Verdict::Deny(_) => Ok(()),
     };
     if forwarded.is_err() {
+        metrics::increment(Counter::HostCallFailed);
         decision.fail_internal(policy);
     }
     match &decision.verdict {
         Verdict::Deny(denial) => {
-            let mut headers = vec![
-                ("content-type", "application/json"),
-                ("cache-control", "no-store"),
-            ];
-            if let Some(challenge) = &denial.www_authenticate {
-                headers.push(("www-authenticate", challenge.as_str()));
-            }
-            if abi::send_local_response(denial.status, &headers, denial.body.as_bytes()).is_err() {
-                abi::log(
-                    Level::Error,
-                    "token-exchange-filter: local response failed; request held",
-                );
-            }
+            send(denial, grpc);
             // Never continue a denied request, even if the response could not be sent.
             Action::Pause
         }
         _ => Action::Continue,
+    }
+}
+
+/// Sends a denial: JSON with an RFC 6750 challenge, or for a gRPC request a gRPC status the
+/// client can read. For gRPC the status goes both as the host's `grpc_status` argument (Envoy
+/// then answers `:status 200` with it, trailers-only) and as headers, for hosts that ignore
+/// the argument (Kong, APISIX send the HTTP status with them, which gRPC clients map to the
+/// same code for 401 and 403).
+fn send(denial: &Denial, grpc: bool) {
+    let grpc_status = denial.grpc_status.to_string();
+    let mut headers = vec![("cache-control", "no-store")];
+    if let Some(challenge) = &denial.www_authenticate {
+        headers.push(("www-authenticate", challenge.as_str()));
+    }
+    let sent = if grpc {
+        headers.push(("content-type", "application/grpc"));
+        headers.push(("grpc-status", grpc_status.as_str()));
+        headers.push(("grpc-message", denial.grpc_message.as_str()));
+        abi::send_local_response(denial.status, &headers, b"", Some(denial.grpc_status))
+    } else {
+        headers.push(("content-type", "application/json"));
+        abi::send_local_response(denial.status, &headers, denial.body.as_bytes(), None)
+    };
+    if sent.is_err() {
+        metrics::increment(Counter::HostCallFailed);
+        abi::log(
+            Level::Error,
+            "token-exchange-filter: local response failed; request held",
+        );
+    }
+}
+
+/// The 500 sent while no policy is loaded (there is no policy to build it).
+fn no_policy_denial() -> Denial {
+    let reason = DenyReason::InternalError;
+    Denial {
+        status: 500,
+        www_authenticate: None,
+        body: r#"{"error":"server_error","error_description":"internal error"}"#.to_owned(),
+        reason,
+        grpc_status: grpc::INTERNAL,
+        grpc_message: reason.description().to_owned(),
     }
 }
 
@@ -115,6 +157,8 @@ struct RequestHeaders {
     route_name: Option<String>,
     authorization: Vec<String>,
     request_id: Option<String>,
+    /// `content-type` says gRPC: denials are then sent as gRPC statuses.
+    grpc: bool,
 }
 
 impl RequestHeaders {
@@ -125,6 +169,7 @@ impl RequestHeaders {
         let mut host = None;
         let mut authority = None;
         let mut request_id = None;
+        let mut grpc = false;
         let mut authorization = Vec::new();
         for (name, value) in pairs {
             // Header names are case-insensitive; hosts differ in the casing they report.
@@ -137,6 +182,7 @@ impl RequestHeaders {
                 ":authority" => authority = Some(value),
                 "host" => host = Some(value),
                 "x-request-id" => request_id = Some(value),
+                "content-type" => grpc = grpc::is_grpc_content_type(&value),
                 _ => {}
             }
         }
@@ -154,6 +200,7 @@ impl RequestHeaders {
             route_name: string_property(&["xds", "route_name"]),
             authorization,
             request_id,
+            grpc,
         })
     }
 

@@ -1,8 +1,10 @@
-//! The Proxy-Wasm glue: configuration in `root`, the request path in `http`, host calls that
-//! cannot panic in `abi`. Only built for wasm32: the policy core is what native tests cover.
+//! The Proxy-Wasm glue: configuration in `root`, the request path in `http`, counters in
+//! `metrics`, host calls that cannot panic in `abi`. Only built for wasm32: the policy core
+//! is what native tests cover.
 
 mod abi;
 mod http;
+mod metrics;
 mod root;
 
 proxy_wasm::main! {{

@@ -7,6 +7,7 @@ use proxy_wasm::types::ContextType;
 
 use super::abi::{self, Buffer, Level};
 use super::http::ExchangeFilter;
+use super::metrics::{self, Counter};
 use crate::core::Policy;
 
 /// Holds the policy in force. A refused update leaves the previous policy in place.
@@ -20,6 +21,9 @@ impl Context for ExchangeRoot {}
 impl RootContext for ExchangeRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Never read properties here: some hosts trap on request-scoped reads at configure time.
+        // Metrics are defined here rather than in on_vm_start: after a trap, Kong starts a new
+        // instance with on_configure only.
+        metrics::define_fixed();
         let bytes = match abi::buffer(Buffer::PluginConfiguration) {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -27,6 +31,7 @@ impl RootContext for ExchangeRoot {
                     Level::Error,
                     "token-exchange-filter: configuration refused: no plugin configuration given",
                 );
+                metrics::increment(Counter::ConfigRejected);
                 return false;
             }
             Err(s) => {
@@ -34,6 +39,8 @@ impl RootContext for ExchangeRoot {
                     Level::Error,
                     &format!("token-exchange-filter: configuration refused: cannot read plugin configuration (host status {})", s.0),
                 );
+                metrics::increment(Counter::HostCallFailed);
+                metrics::increment(Counter::ConfigRejected);
                 return false;
             }
         };
@@ -55,6 +62,14 @@ impl RootContext for ExchangeRoot {
                         &format!("token-exchange-filter: configuration warning: {warning}"),
                     );
                 }
+                let merged = metrics::define_rules(policy.rules.iter().map(|r| r.name.as_str()));
+                for rule in merged {
+                    abi::log(
+                        Level::Warn,
+                        &format!("token-exchange-filter: rule {rule:?} shares its metric name with an earlier rule (names keep only letters, digits, '-' and '_'): their counts merge"),
+                    );
+                }
+                metrics::increment(Counter::ConfigLoaded);
                 self.policy = Some(Rc::new(policy));
                 true
             }
@@ -68,6 +83,7 @@ impl RootContext for ExchangeRoot {
                     Level::Error,
                     &format!("token-exchange-filter: configuration refused{kept}: {errors}"),
                 );
+                metrics::increment(Counter::ConfigRejected);
                 false
             }
         }

@@ -26,6 +26,16 @@ use token_exchange_tests::{accepting, load, orders_rule, policy, unb64, Gateway,
 
 use envoy::{free_port, http, unix_now, Envoy, Recorded, Response, Upstream};
 
+/// gRPC calls of an `orders.v1.Orders` service (POST `/orders.v1.Orders/<method>`).
+fn grpc_rule() -> Value {
+    json!({
+        "name": "orders-grpc",
+        "match": { "path_prefix": "/orders.v1.Orders", "methods": ["POST"] },
+        "require": { "scopes": ["orders:read"] },
+        "mint": { "audience": "orders-service", "scopes": ["orders:read"], "ttl_seconds": 60 }
+    })
+}
+
 /// The second rule: bound to Envoy's route name only (no path condition).
 fn reports_rule() -> Value {
     json!({
@@ -111,6 +121,12 @@ impl Ctx {
             before,
             after,
         }
+    }
+
+    /// A fresh `x-request-id` for a request sent outside [`Ctx::send`].
+    fn next_request_id(&self) -> String {
+        self.n.set(self.n.get() + 1);
+        format!("e2e-{}-{}", std::process::id(), self.n.get())
     }
 
     fn bearer(&self, method: &str, path: &str, token: &str) -> Exchange {
@@ -536,6 +552,194 @@ fn hostile_corpus_through_envoy(ctx: &Ctx) {
     assert!(sent > 50, "only {sent} corpus cases went through Envoy");
 }
 
+/// A gRPC method of the service [`grpc_rule`] covers (Envoy routes it on its `/orders` prefix).
+const GRPC_PATH: &str = "/orders.v1.Orders/Get";
+
+/// gRPC clients (HTTP/2, `content-type: application/grpc`) denied by the filter get a
+/// gRPC status they can read: Envoy answers trailers-only, `:status 200`, `grpc-status`.
+fn grpc_denials_over_http2(ctx: &Ctx) {
+    let seen = ctx.upstream.count();
+    let rid = ctx.next_request_id();
+    let r = envoy::grpc_post(ctx.envoy.port, GRPC_PATH, &[("x-request-id", &rid)]);
+    assert_eq!(r.status, 200, "gRPC trailers-only response: {r:?}");
+    assert_eq!(
+        r.header("grpc-status"),
+        Some("16"),
+        "UNAUTHENTICATED: {r:?}"
+    );
+    assert_eq!(r.header("grpc-message"), Some("a bearer token is required"));
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"token-exchange\"")
+    );
+    assert!(r.body.is_empty(), "{r:?}");
+    let audit = ctx.envoy.audit_for(&rid, true);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["reason"], "missing_token");
+
+    let lacking = ctx.es.sign(&ctx.claims(&ctx.es, "profile"));
+    let auth = format!("Bearer {lacking}");
+    ctx.originals.borrow_mut().push(lacking.clone());
+    let rid = ctx.next_request_id();
+    let r = envoy::grpc_post(
+        ctx.envoy.port,
+        GRPC_PATH,
+        &[("x-request-id", &rid), ("authorization", &auth)],
+    );
+    assert_eq!(
+        r.header("grpc-status"),
+        Some("7"),
+        "PERMISSION_DENIED: {r:?}"
+    );
+    assert_eq!(
+        r.header("grpc-message"),
+        Some("insufficient_scope: token lacks a required scope")
+    );
+    assert_eq!(
+        ctx.envoy.audit_for(&rid, true)[0]["reason"],
+        "insufficient_scope"
+    );
+    assert_eq!(
+        ctx.upstream.count(),
+        seen,
+        "a denied gRPC call reached the upstream"
+    );
+
+    // An allowed gRPC call is exchanged like any other request.
+    let good = ctx.es.sign(&ctx.claims(&ctx.es, "orders:read"));
+    ctx.originals.borrow_mut().push(good.clone());
+    let rid = ctx.next_request_id();
+    envoy::grpc_post(
+        ctx.envoy.port,
+        GRPC_PATH,
+        &[
+            ("x-request-id", &rid),
+            ("authorization", &format!("Bearer {good}")),
+        ],
+    );
+    let records = ctx.upstream.records();
+    assert_eq!(records.len(), seen + 1);
+    let auth = records[seen].header_all("authorization");
+    assert_eq!(auth.len(), 1);
+    assert!(!auth[0].contains(&good));
+    ctx.gw
+        .verify(auth[0].strip_prefix("Bearer ").unwrap(), unix_now());
+    assert_eq!(ctx.envoy.audit_for(&rid, true)[0]["decision"], "allow");
+}
+
+/// The counters in Envoy's admin `/stats` (`wasmcustom.<name>`) and, with the tag
+/// extractors of production.yaml, `/stats/prometheus` (labels): exact changes after a
+/// known sequence of requests.
+fn metrics_in_admin_stats(ctx: &Ctx) {
+    let before = ctx.envoy.custom_counters();
+    for r in token_exchange_filter::core::DenyReason::ALL {
+        let name = format!("token_exchange.deny.{}", r.code());
+        assert!(before.contains_key(&name), "{name} not defined: {before:?}");
+    }
+    let good = ctx.es.sign(&ctx.claims(&ctx.es, "orders:read"));
+    let lacking = ctx.es.sign(&ctx.claims(&ctx.es, "profile"));
+    assert_eq!(ctx.bearer("GET", "/orders/5", &good).response.status, 200);
+    assert_eq!(ctx.send("GET", "/orders/5", &[]).response.status, 401);
+    assert_eq!(
+        ctx.bearer("GET", "/orders/5", &lacking).response.status,
+        403
+    );
+    assert_eq!(ctx.bearer("GET", "/elsewhere", &good).response.status, 403);
+    let after = ctx.envoy.custom_counters();
+    let mut want: std::collections::BTreeMap<&str, u64> = [
+        ("token_exchange.decision.allow", 1),
+        ("token_exchange.decision.deny", 3),
+        ("token_exchange.minted", 1),
+        ("token_exchange.deny.missing_token", 1),
+        ("token_exchange.deny.insufficient_scope", 1),
+        ("token_exchange.deny.no_matching_rule", 1),
+        ("token_exchange.rule.orders-read.allow", 1),
+        ("token_exchange.rule.orders-read.deny", 2),
+    ]
+    .into_iter()
+    .collect();
+    for (name, value) in &after {
+        let delta = value - before.get(name).copied().unwrap_or(0);
+        assert_eq!(
+            delta,
+            want.remove(name.as_str()).unwrap_or(0),
+            "change of {name}"
+        );
+    }
+    assert!(want.is_empty(), "never shown in /stats: {want:?}");
+    // One load per root context Envoy configured (main thread and workers), as logged.
+    let loads = ctx
+        .envoy
+        .log()
+        .matches("token-exchange-filter: policy loaded")
+        .count();
+    assert_eq!(after["token_exchange.config.loaded"], loads as u64);
+    assert!(loads >= 3, "main thread and 2 workers: {loads}");
+
+    let prometheus = ctx.envoy.admin_get("/stats/prometheus");
+    let sample = |name: &str, labels: &[(&str, &str)]| -> u64 {
+        prometheus_sample(&prometheus, name, labels)
+            .unwrap_or_else(|| panic!("no {name}{labels:?} in /stats/prometheus:\n{prometheus}"))
+    };
+    let outcome = "token_exchange_outcome";
+    assert_eq!(
+        sample("token_exchange_decision", &[(outcome, "allow")]),
+        after["token_exchange.decision.allow"]
+    );
+    assert_eq!(
+        sample("token_exchange_decision", &[(outcome, "deny")]),
+        after["token_exchange.decision.deny"]
+    );
+    assert_eq!(
+        sample(
+            "token_exchange_deny",
+            &[("token_exchange_reason", "missing_token")]
+        ),
+        after["token_exchange.deny.missing_token"]
+    );
+    assert_eq!(
+        sample(
+            "token_exchange_rule",
+            &[("token_exchange_rule", "orders-read"), (outcome, "deny")]
+        ),
+        after["token_exchange.rule.orders-read.deny"]
+    );
+    assert_eq!(
+        sample("token_exchange_minted", &[]),
+        after["token_exchange.minted"]
+    );
+}
+
+/// The value of the Prometheus sample `name{labels}` (exactly these labels, any order).
+fn prometheus_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        if metric != name {
+            return None;
+        }
+        let mut got: Vec<(String, String)> = label_text
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                Some((k.to_owned(), v.trim_matches('"').to_owned()))
+            })
+            .collect();
+        let mut want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        got.sort();
+        want.sort();
+        (got == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
 fn originals_never_reached_upstream(ctx: &Ctx) {
     let records = ctx.upstream.records();
     assert!(!records.is_empty());
@@ -600,7 +804,8 @@ fn envoy_end_to_end() {
         &[&es, &ed, &rs],
         json!([
             accepting(orders_rule(), &all),
-            accepting(reports_rule(), &all)
+            accepting(reports_rule(), &all),
+            accepting(grpc_rule(), &all)
         ]),
     );
     pol["trusted_issuers"]
@@ -653,6 +858,8 @@ fn envoy_end_to_end() {
             two_authorization_headers_400,
         ),
         ("hostile_corpus_through_envoy", hostile_corpus_through_envoy),
+        ("grpc_denials_over_http2", grpc_denials_over_http2),
+        ("metrics_in_admin_stats", metrics_in_admin_stats),
         (
             "originals_never_reached_upstream",
             originals_never_reached_upstream,
@@ -977,5 +1184,174 @@ fn minted_tokens_pass_envoy_jwt_authn_and_pyjwt() {
     for (r, gw) in results.iter().zip(&gateways) {
         assert_eq!(r["ok"], true, "PyJWT refused the {} token: {r}", gw.alg());
         assert_eq!(r["typ"], "at+jwt");
+    }
+}
+
+/// envoy-example/production.yaml in the real Envoy: `--mode validate`, then requests through
+/// the gateway and the jwt_authn-protected service behind it.
+#[test]
+fn envoy_production_config_validates_and_serves() {
+    let Some(bin) = envoy::require_envoy() else {
+        return;
+    };
+    let wasm = envoy::build_wasm();
+    let read_json = |path: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(envoy::root().join(path)).unwrap()).unwrap()
+    };
+    let policy = read_json("envoy-example/demo-policy.json");
+    let jwks = json!({ "keys": [read_json("envoy-example/demo-keys/gateway-signing-key.public.jwk.json")] });
+    let upstream = Upstream::start();
+    let (port, service_port, admin_port) =
+        (envoy::free_port(), envoy::free_port(), envoy::free_port());
+    // A JSON string literal is a valid YAML double-quoted scalar.
+    let quoted = |v: &Value| serde_json::to_string(&v.to_string()).unwrap();
+    let yaml = envoy::render_production(&[
+        ("WASM_PATH", wasm.display().to_string()),
+        ("POLICY_JSON", quoted(&policy)),
+        ("GATEWAY_JWKS", quoted(&jwks)),
+        (
+            "GATEWAY_ISSUER",
+            policy["issuer"].as_str().unwrap().to_owned(),
+        ),
+        ("LISTENER_PORT", port.to_string()),
+        ("SERVICE_PORT", service_port.to_string()),
+        ("UPSTREAM_PORT", upstream.port.to_string()),
+        ("ADMIN_PORT", admin_port.to_string()),
+    ]);
+    let dir = envoy::scratch_dir("production");
+    let config = dir.join("production.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+
+    let validate = Command::new(&bin)
+        .args(["--mode", "validate", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    assert!(validate.status.success(), "envoy --mode validate:\n{out}");
+    assert!(out.contains("OK"), "{out}");
+
+    let envoy = Envoy::start_with_config(&bin, &dir, &config, port, admin_port)
+        .unwrap_or_else(|f| panic!("Envoy did not start ({:?}):\n{}", f.exit, f.log));
+    let mint = |args: &[&str]| -> String {
+        let out = Command::new(envoy::venv_python())
+            .arg(envoy::root().join("envoy-example/mint_demo_token.py"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let original = mint(&[]);
+    let bearer = format!("Bearer {original}");
+
+    // Through the gateway: exchanged, then accepted by the service's jwt_authn.
+    let r = http(
+        port,
+        "GET",
+        "/orders/42",
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log());
+    let records = upstream.records();
+    assert_eq!(records.len(), 1);
+    let auth = records[0].header_all("authorization");
+    assert_eq!(auth.len(), 1);
+    assert!(
+        !auth[0].contains(&original),
+        "the original token reached the service"
+    );
+    let minted = auth[0].strip_prefix("Bearer ").unwrap();
+    let claims: Value = serde_json::from_slice(&unb64(minted.split('.').nth(1).unwrap())).unwrap();
+    assert_eq!(claims["iss"], policy["issuer"]);
+    assert_eq!(claims["aud"], "orders-service");
+
+    // The service refuses what the gateway did not mint, and a missing token.
+    let direct = http(
+        service_port,
+        "GET",
+        "/orders/42",
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(direct.status, 401, "{direct:?}");
+    assert_eq!(
+        http(service_port, "GET", "/orders/42", &[], b"").status,
+        401
+    );
+
+    // Refusals at the gateway: HTTP, and gRPC over HTTP/2 on the same port.
+    let denied = http(port, "GET", "/orders/42", &[], b"");
+    assert_eq!(denied.status, 401);
+    assert_eq!(
+        denied.header("www-authenticate"),
+        Some("Bearer realm=\"demo-gateway\"")
+    );
+    let lacking = format!("Bearer {}", mint(&["--scope", "profile"]));
+    let g = envoy::grpc_post(port, "/orders/42", &[("authorization", &lacking)]);
+    assert_eq!(g.header("grpc-status"), Some("7"), "{g:?}");
+    assert_eq!(
+        http(port, "GET", "/other", &[("authorization", &bearer)], b"").status,
+        403
+    );
+    // Path normalisation and escaped slashes, before the filter.
+    let r = http(
+        port,
+        "GET",
+        "/public/../orders/1",
+        &[("authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.records().last().unwrap().path, "/orders/1");
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/orders%2F1",
+            &[("authorization", &bearer)],
+            b""
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        upstream.count(),
+        2,
+        "only the two allowed requests reached the service"
+    );
+
+    // The counters with their tags.
+    let c = envoy.custom_counters();
+    assert_eq!(c["token_exchange.decision.allow"], 2);
+    assert_eq!(c["token_exchange.decision.deny"], 3);
+    assert_eq!(c["token_exchange.rule.orders-read.allow"], 2);
+    let prometheus = envoy.admin_get("/stats/prometheus");
+    assert_eq!(
+        prometheus_sample(
+            &prometheus,
+            "token_exchange_deny",
+            &[("token_exchange_reason", "no_matching_rule")]
+        ),
+        Some(1),
+        "{prometheus}"
+    );
+    // The admin interface and both listeners are on 127.0.0.1 only.
+    let doc: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(
+        doc["admin"]["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    for l in doc["static_resources"]["listeners"].as_array().unwrap() {
+        assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.1");
     }
 }

@@ -304,8 +304,8 @@ fn get_property(d: &VmData, key: &str) -> Prop {
 // ---------------------------------------------------------------------------------------------
 // Registration.
 
-/// Registers `name` unless the profile lacks it; functions the profile implements as traps
-/// or as "Unimplemented" are wrapped by [`gate`] inside each function.
+/// Registers `name` unless the profile lacks it (a module importing it then fails to load,
+/// as on that host).
 fn def<Params, Args>(
     l: &mut Linker<VmData>,
     profile: Profile,
@@ -319,13 +319,14 @@ fn def<Params, Args>(
     Ok(())
 }
 
-/// `Some(status)` to return instead of running the function, or a trap, per the profile.
-fn gate(c: &Cx<'_>, name: &str) -> wasmtime::Result<Option<i32>> {
+/// `Some(status)` to return instead of running the function (an injected fault, or the
+/// profile's "Unimplemented"), or a trap where the profile traps.
+fn gate(c: &Cx<'_>, module: &str, name: &str) -> wasmtime::Result<Option<i32>> {
     if let Some(status) = c.data().host.faults.borrow().get(name) {
         return Ok(Some(*status));
     }
     let profile = c.data().host.profile;
-    match support(profile, ENV, name) {
+    match support(profile, module, name) {
         Support::Traps => bail!(
             "{name}: not yet implemented ({} host traps here; a real worker would die)",
             profile.name()
@@ -335,12 +336,24 @@ fn gate(c: &Cx<'_>, name: &str) -> wasmtime::Result<Option<i32>> {
     }
 }
 
-macro_rules! gated {
-    ($c:expr, $name:expr) => {
-        if let Some(status) = gate(&$c, $name)? {
-            return Ok(status);
-        }
+/// The one registration shape of every host function that returns a status: registered per
+/// the profile ([`def`]), then [`gate`]d before its body runs, so that `Host::inject_fault`
+/// and the profile's traps and "Unimplemented" answers cover every function alike.
+/// (`proc_exit` alone has no status to return and is registered with [`def`].)
+macro_rules! host_fn {
+    ($l:ident, $p:ident, $module:expr, $name:expr, |$c:ident $(, $arg:tt : $ty:ty)*| $body:block $(,)?) => {
+        def($l, $p, $module, $name, move |mut $c: Cx<'_> $(, $arg: $ty)*| -> Res {
+            if let Some(status) = gate(&$c, $module, $name)? {
+                return Ok(status);
+            }
+            $body
+        })
     };
+}
+
+/// Every host function name [`host_fn`] registers (for checking `inject_fault` names).
+pub(crate) fn is_host_function(name: &str) -> bool {
+    crate::imports::ABI_FUNCTIONS.contains(&name) || crate::imports::WASI_FUNCTIONS.contains(&name)
 }
 
 pub(crate) fn add_to_linker(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
@@ -348,14 +361,14 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Res
     add_wasi(l, p)
 }
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, unused_mut)]
 fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_log",
-        |mut c: Cx<'_>, level: i32, ptr: i32, len: i32| -> Res {
+        |c, level: i32, ptr: i32, len: i32| {
             let msg = read_string(&mut c, ptr, len)?;
             let Some(level) = LogLevel::from_raw(level) else {
                 return Ok(BAD_ARGUMENT);
@@ -365,48 +378,38 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
-        l,
-        p,
-        ENV,
-        "proxy_get_log_level",
-        |mut c: Cx<'_>, ret: i32| -> Res {
-            gated!(c, "proxy_get_log_level");
-            let level = c.data().host.log_level.get() as u32;
-            write_u32(&mut c, ret, level)?;
-            Ok(OK)
-        },
-    )?;
-    def(
+    host_fn!(l, p, ENV, "proxy_get_log_level", |c, ret: i32| {
+        let level = c.data().host.log_level.get() as u32;
+        write_u32(&mut c, ret, level)?;
+        Ok(OK)
+    },)?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_current_time_nanoseconds",
-        |mut c: Cx<'_>, ret: i32| -> Res {
-            gated!(c, "proxy_get_current_time_nanoseconds");
+        |c, ret: i32| {
             let now = c.data().host.now_ns.get();
             write_u64(&mut c, ret, now)?;
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_set_tick_period_milliseconds",
-        |mut c: Cx<'_>, ms: i32| -> Res {
-            gated!(c, "proxy_set_tick_period_milliseconds");
+        |c, ms: i32| {
             c.data_mut().tick_period_ms = ms as u32;
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_buffer_bytes",
-        |mut c: Cx<'_>, ty: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| -> Res {
-            gated!(c, "proxy_get_buffer_bytes");
+        |c, ty: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| {
             let d = c.data_mut();
             let data: Vec<u8> = match ty {
                 0 => match d.stream() {
@@ -437,12 +440,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_set_buffer_bytes",
-        |mut c: Cx<'_>, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> Res {
+        |c, ty: i32, start: i32, size: i32, ptr: i32, len: i32| {
             let bytes = read(&mut c, ptr, len)?;
             let d = c.data_mut();
             let Some(s) = d.stream() else {
@@ -459,13 +462,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_header_map_pairs",
-        |mut c: Cx<'_>, ty: i32, ret_ptr: i32, ret_size: i32| -> Res {
-            gated!(c, "proxy_get_header_map_pairs");
+        |c, ty: i32, ret_ptr: i32, ret_size: i32| {
             let Some(pairs) = map_mut(c.data_mut(), ty).map(|m| m.clone()) else {
                 return Ok(NOT_FOUND);
             };
@@ -473,13 +475,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_set_header_map_pairs",
-        |mut c: Cx<'_>, ty: i32, ptr: i32, len: i32| -> Res {
-            gated!(c, "proxy_set_header_map_pairs");
+        |c, ty: i32, ptr: i32, len: i32| {
             let bytes = read(&mut c, ptr, len)?;
             let Some(pairs) = deserialize_map(&bytes) else {
                 return Ok(SERIALIZATION_FAILURE);
@@ -495,12 +496,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_header_map_value",
-        |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| -> Res {
+        |c, ty: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let profile = c.data().host.profile;
             let d = c.data_mut();
@@ -534,13 +535,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_remove_header_map_value",
-        |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32| -> Res {
-            gated!(c, "proxy_remove_header_map_value");
+        |c, ty: i32, kp: i32, kl: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let Some(map) = map_mut(c.data_mut(), ty) else {
                 return Ok(NOT_FOUND);
@@ -549,13 +549,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_replace_header_map_value",
-        |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Res {
-            gated!(c, "proxy_replace_header_map_value");
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let value = read_string(&mut c, vp, vl)?;
             let key = normalize_key(c.data().host.profile, key);
@@ -579,12 +578,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_add_header_map_value",
-        |mut c: Cx<'_>, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Res {
+        |c, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let value = read_string(&mut c, vp, vl)?;
             let key = normalize_key(c.data().host.profile, key);
@@ -595,13 +594,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_property",
-        |mut c: Cx<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| -> Res {
-            gated!(c, "proxy_get_property");
+        |c, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| {
             let raw = read(&mut c, pp, pl)?;
             let key = property_key(&raw, c.data().host.profile);
             let d = c.data();
@@ -621,12 +619,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_set_property",
-        |mut c: Cx<'_>, pp: i32, pl: i32, vp: i32, vl: i32| -> Res {
+        |c, pp: i32, pl: i32, vp: i32, vl: i32| {
             let raw = read(&mut c, pp, pl)?;
             let value = read(&mut c, vp, vl)?;
             let key = property_key(&raw, c.data().host.profile);
@@ -642,13 +640,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_shared_data",
-        |mut c: Cx<'_>, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| -> Res {
-            gated!(c, "proxy_get_shared_data");
+        |c, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let entry = c.data().host.shared_data.borrow().get(&key).cloned();
             match entry {
@@ -661,13 +658,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_set_shared_data",
-        |mut c: Cx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> Res {
-            gated!(c, "proxy_set_shared_data");
+        |c, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| {
             let key = read_string(&mut c, kp, kl)?;
             let value = read(&mut c, vp, vl)?;
             let host = c.data().host.clone();
@@ -683,13 +679,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_register_shared_queue",
-        |mut c: Cx<'_>, np: i32, nl: i32, ret: i32| -> Res {
-            gated!(c, "proxy_register_shared_queue");
+        |c, np: i32, nl: i32, ret: i32| {
             let name = read_string(&mut c, np, nl)?;
             let host = c.data().host.clone();
             let id = {
@@ -706,13 +701,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_resolve_shared_queue",
-        |mut c: Cx<'_>, _vp: i32, _vl: i32, np: i32, nl: i32, ret: i32| -> Res {
-            gated!(c, "proxy_resolve_shared_queue");
+        |c, _vp: i32, _vl: i32, np: i32, nl: i32, ret: i32| {
             let name = read_string(&mut c, np, nl)?;
             let pos = c
                 .data()
@@ -730,13 +724,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_dequeue_shared_queue",
-        |mut c: Cx<'_>, id: i32, ret_ptr: i32, ret_size: i32| -> Res {
-            gated!(c, "proxy_dequeue_shared_queue");
+        |c, id: i32, ret_ptr: i32, ret_size: i32| {
             let host = c.data().host.clone();
             let item = {
                 let mut q = host.queues.borrow_mut();
@@ -755,13 +748,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_enqueue_shared_queue",
-        |mut c: Cx<'_>, id: i32, vp: i32, vl: i32| -> Res {
-            gated!(c, "proxy_enqueue_shared_queue");
+        |c, id: i32, vp: i32, vl: i32| {
             let v = read(&mut c, vp, vl)?;
             let host = c.data().host.clone();
             let mut q = host.queues.borrow_mut();
@@ -774,61 +766,38 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             }
         },
     )?;
-    def(
-        l,
-        p,
-        ENV,
-        "proxy_continue_stream",
-        |mut c: Cx<'_>, ty: i32| -> Res {
-            let Some(s) = c.data_mut().stream() else {
-                return Ok(NOT_FOUND);
-            };
-            match ty {
-                0 => s.continue_request = true,
-                1 => s.continue_response = true,
-                _ => return Ok(BAD_ARGUMENT),
-            }
-            Ok(OK)
-        },
-    )?;
-    def(
-        l,
-        p,
-        ENV,
-        "proxy_close_stream",
-        |mut c: Cx<'_>, _ty: i32| -> Res {
-            gated!(c, "proxy_close_stream");
-            let Some(s) = c.data_mut().stream() else {
-                return Ok(NOT_FOUND);
-            };
-            if s.local_response.is_none() {
-                s.local_response = Some(LocalResponse {
-                    status: 0,
-                    details: "stream closed by the filter (proxy_close_stream)".to_string(),
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                    grpc_status: -1,
-                });
-            }
-            Ok(OK)
-        },
-    )?;
-    def(
+    host_fn!(l, p, ENV, "proxy_continue_stream", |c, ty: i32| {
+        let Some(s) = c.data_mut().stream() else {
+            return Ok(NOT_FOUND);
+        };
+        match ty {
+            0 => s.continue_request = true,
+            1 => s.continue_response = true,
+            _ => return Ok(BAD_ARGUMENT),
+        }
+        Ok(OK)
+    },)?;
+    host_fn!(l, p, ENV, "proxy_close_stream", |c, _ty: i32| {
+        let Some(s) = c.data_mut().stream() else {
+            return Ok(NOT_FOUND);
+        };
+        if s.local_response.is_none() {
+            s.local_response = Some(LocalResponse {
+                status: 0,
+                details: "stream closed by the filter (proxy_close_stream)".to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                grpc_status: -1,
+            });
+        }
+        Ok(OK)
+    },)?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_send_local_response",
-        |mut c: Cx<'_>,
-         status: i32,
-         dp: i32,
-         dl: i32,
-         bp: i32,
-         bl: i32,
-         hp: i32,
-         hl: i32,
-         grpc: i32|
-         -> Res {
-            gated!(c, "proxy_send_local_response");
+        |c, status: i32, dp: i32, dl: i32, bp: i32, bl: i32, hp: i32, hl: i32, grpc: i32| {
             let details = read_string(&mut c, dp, dl)?;
             let body = read(&mut c, bp, bl)?;
             let hb = read(&mut c, hp, hl)?;
@@ -848,12 +817,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_http_call",
-        |mut c: Cx<'_>,
+        |c,
          up: i32,
          ul: i32,
          hp: i32,
@@ -863,8 +832,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
          tp: i32,
          tl: i32,
          timeout: i32,
-         ret: i32|
-         -> Res {
+         ret: i32| {
             let upstream = read_string(&mut c, up, ul)?;
             let hb = read(&mut c, hp, hl)?;
             let body = read(&mut c, bp, bl)?;
@@ -904,12 +872,12 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_grpc_call",
-        |c: Cx<'_>,
+        |c,
          _: i32,
          _: i32,
          _: i32,
@@ -921,98 +889,63 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
          _: i32,
          _: i32,
          _: i32,
-         _: i32|
-         -> Res {
-            gated!(c, "proxy_grpc_call");
-            Ok(BAD_ARGUMENT)
-        },
+         _: i32| { Ok(BAD_ARGUMENT) },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_grpc_stream",
-        |c: Cx<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32|
-         -> Res {
-            gated!(c, "proxy_grpc_stream");
+        |c, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
             Ok(BAD_ARGUMENT)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_grpc_send",
-        |c: Cx<'_>, _: i32, _: i32, _: i32, _: i32| -> Res {
-            gated!(c, "proxy_grpc_send");
-            Ok(NOT_FOUND)
-        },
+        |c, _: i32, _: i32, _: i32, _: i32| { Ok(NOT_FOUND) },
     )?;
-    def(l, p, ENV, "proxy_grpc_cancel", |c: Cx<'_>, _: i32| -> Res {
-        gated!(c, "proxy_grpc_cancel");
+    host_fn!(l, p, ENV, "proxy_grpc_cancel", |c, _: i32| {
         Ok(NOT_FOUND)
     })?;
-    def(l, p, ENV, "proxy_grpc_close", |c: Cx<'_>, _: i32| -> Res {
-        gated!(c, "proxy_grpc_close");
-        Ok(NOT_FOUND)
-    })?;
-    def(
+    host_fn!(l, p, ENV, "proxy_grpc_close", |c, _: i32| { Ok(NOT_FOUND) })?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_get_status",
-        |mut c: Cx<'_>, code: i32, mp: i32, ms: i32| -> Res {
-            gated!(c, "proxy_get_status");
+        |c, code: i32, mp: i32, ms: i32| {
             write_u32(&mut c, code, 0)?;
             return_bytes(&mut c, b"", mp, ms)?;
             Ok(OK)
         },
     )?;
-    def(
-        l,
-        p,
-        ENV,
-        "proxy_set_effective_context",
-        |mut c: Cx<'_>, ctx: i32| -> Res {
-            let ctx = ctx as u32;
-            let d = c.data_mut();
-            if ctx == ROOT_ID || d.streams.contains_key(&ctx) {
-                d.effective = ctx;
-                Ok(OK)
-            } else {
-                Ok(BAD_ARGUMENT)
-            }
-        },
-    )?;
-    def(
+    host_fn!(l, p, ENV, "proxy_set_effective_context", |c, ctx: i32| {
+        let ctx = ctx as u32;
+        let d = c.data_mut();
+        if ctx == ROOT_ID || d.streams.contains_key(&ctx) {
+            d.effective = ctx;
+            Ok(OK)
+        } else {
+            Ok(BAD_ARGUMENT)
+        }
+    },)?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_call_foreign_function",
-        |c: Cx<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> Res {
-            gated!(c, "proxy_call_foreign_function");
-            Ok(NOT_FOUND)
-        },
+        |c, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| { Ok(NOT_FOUND) },
     )?;
-    def(l, p, ENV, "proxy_done", |c: Cx<'_>| -> Res {
-        gated!(c, "proxy_done");
-        Ok(OK)
-    })?;
-    def(
+    host_fn!(l, p, ENV, "proxy_done", |c| { Ok(OK) })?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_define_metric",
-        |mut c: Cx<'_>, ty: i32, np: i32, nl: i32, ret: i32| -> Res {
+        |c, ty: i32, np: i32, nl: i32, ret: i32| {
             let name = read_string(&mut c, np, nl)?;
             let kind = match ty {
                 0 => MetricKind::Counter,
@@ -1039,61 +972,77 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(OK)
         },
     )?;
-    def(
-        l,
-        p,
-        ENV,
-        "proxy_get_metric",
-        |mut c: Cx<'_>, id: i32, ret: i32| -> Res {
-            let v = c
-                .data()
-                .host
-                .metrics
-                .borrow()
-                .get((id as usize).wrapping_sub(1))
-                .map(|m| m.value);
-            match v {
-                Some(v) => {
-                    write_u64(&mut c, ret, v)?;
-                    Ok(OK)
-                }
-                None => Ok(NOT_FOUND),
+    host_fn!(l, p, ENV, "proxy_get_metric", |c, id: i32, ret: i32| {
+        let profile = c.data().host.profile;
+        let v = c
+            .data()
+            .host
+            .metrics
+            .borrow()
+            .get((id as usize).wrapping_sub(1))
+            .map(|m| (m.kind, m.value));
+        match v {
+            Some((MetricKind::Histogram, _)) | None if profile == Profile::Kong => {
+                bail!("kong: get_metric on a histogram or an unknown id traps (observed)")
             }
-        },
-    )?;
-    def(
+            Some((MetricKind::Histogram, _)) | None => Ok(BAD_ARGUMENT),
+            Some((_, v)) => {
+                write_u64(&mut c, ret, v)?;
+                Ok(OK)
+            }
+        }
+    })?;
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_record_metric",
-        |c: Cx<'_>, id: i32, value: i64| -> Res {
-            let mut m = c.data().host.metrics.borrow_mut();
-            match m.get_mut((id as usize).wrapping_sub(1)) {
+        |c, id: i32, value: i64| {
+            let profile = c.data().host.profile;
+            let host = c.data().host.clone();
+            let mut metrics = host.metrics.borrow_mut();
+            match metrics.get_mut((id as usize).wrapping_sub(1)) {
+                Some(m) if m.kind == MetricKind::Counter && profile == Profile::Kong => {
+                    bail!("kong: record_metric on a counter traps (\"metric is a counter\", observed)")
+                }
+                // Envoy adds the value to a counter.
+                Some(m) if m.kind == MetricKind::Counter => {
+                    m.value = m.value.wrapping_add(value as u64);
+                    Ok(OK)
+                }
                 Some(m) => {
                     m.value = value as u64;
                     Ok(OK)
                 }
                 None => Ok(NOT_FOUND),
             }
-        },
+        }
     )?;
-    def(
+    host_fn!(
         l,
         p,
         ENV,
         "proxy_increment_metric",
-        |c: Cx<'_>, id: i32, off: i64| -> Res {
-            let mut m = c.data().host.metrics.borrow_mut();
-            match m.get_mut((id as usize).wrapping_sub(1)) {
+        |c, id: i32, off: i64| {
+            let profile = c.data().host.profile;
+            let host = c.data().host.clone();
+            let mut metrics = host.metrics.borrow_mut();
+            match metrics.get_mut((id as usize).wrapping_sub(1)) {
+                Some(m) if m.kind != MetricKind::Counter && profile == Profile::Kong => {
+                    bail!("kong: increment_metric on a gauge traps (\"metric not a counter\", observed)")
+                }
                 Some(m) if m.kind == MetricKind::Histogram => Ok(BAD_ARGUMENT),
-                Some(m) if m.kind == MetricKind::Counter && off < 0 => Ok(BAD_ARGUMENT),
+                // Envoy refuses a negative counter increment; Kong wraps the counter around.
+                Some(m) if m.kind == MetricKind::Counter && off < 0 && profile != Profile::Kong => {
+                    Ok(BAD_ARGUMENT)
+                }
                 Some(m) => {
                     m.value = (m.value as i64).wrapping_add(off) as u64;
                     Ok(OK)
                 }
                 None => Ok(NOT_FOUND),
             }
-        },
+        }
     )?;
     Ok(())
 }
@@ -1102,14 +1051,14 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
 // WASI preview1, deterministic: no environment, no arguments, no files; stdout/stderr
 // captured; clocks on the test clock; random bytes from a seeded generator.
 
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, unused_mut)]
 fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
-    def(
+    host_fn!(
         l,
         p,
         WASI,
         "fd_write",
-        |mut c: Cx<'_>, fd: i32, iovs: i32, n: i32, written: i32| -> Res {
+        |c, fd: i32, iovs: i32, n: i32, written: i32| {
             if fd != 1 && fd != 2 {
                 return Ok(ERRNO_BADF);
             }
@@ -1131,82 +1080,64 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(ERRNO_SUCCESS)
         },
     )?;
-    def(
+    host_fn!(
         l,
         p,
         WASI,
         "fd_read",
-        |mut c: Cx<'_>, _fd: i32, _iovs: i32, _n: i32, nread: i32| -> Res {
+        |c, _fd: i32, _iovs: i32, _n: i32, nread: i32| {
             write_u32(&mut c, nread, 0)?;
             Ok(ERRNO_SUCCESS)
         },
     )?;
-    def(l, p, WASI, "fd_close", |_c: Cx<'_>, _fd: i32| -> Res {
-        Ok(ERRNO_BADF)
-    })?;
-    def(
+    host_fn!(l, p, WASI, "fd_close", |c, _fd: i32| { Ok(ERRNO_BADF) })?;
+    host_fn!(
         l,
         p,
         WASI,
         "fd_seek",
-        |_c: Cx<'_>, _fd: i32, _off: i64, _whence: i32, _ret: i32| -> Res { Ok(ERRNO_BADF) },
+        |c, _fd: i32, _off: i64, _whence: i32, _ret: i32| { Ok(ERRNO_BADF) },
     )?;
-    def(
-        l,
-        p,
-        WASI,
-        "fd_fdstat_get",
-        |mut c: Cx<'_>, fd: i32, ret: i32| -> Res {
-            if !(0..=2).contains(&fd) {
-                return Ok(ERRNO_BADF);
-            }
-            // filetype character_device (2), no flags, no rights restrictions.
-            let mut stat = [0u8; 24];
-            if let Some(b) = stat.first_mut() {
-                *b = 2;
-            }
-            write(&mut c, ret, &stat)?;
-            Ok(ERRNO_SUCCESS)
-        },
-    )?;
-    def(
-        l,
-        p,
-        WASI,
-        "fd_prestat_get",
-        |_c: Cx<'_>, _fd: i32, _ret: i32| -> Res { Ok(ERRNO_BADF) },
-    )?;
-    def(
+    host_fn!(l, p, WASI, "fd_fdstat_get", |c, fd: i32, ret: i32| {
+        if !(0..=2).contains(&fd) {
+            return Ok(ERRNO_BADF);
+        }
+        // filetype character_device (2), no flags, no rights restrictions.
+        let mut stat = [0u8; 24];
+        if let Some(b) = stat.first_mut() {
+            *b = 2;
+        }
+        write(&mut c, ret, &stat)?;
+        Ok(ERRNO_SUCCESS)
+    },)?;
+    host_fn!(l, p, WASI, "fd_prestat_get", |c, _fd: i32, _ret: i32| {
+        Ok(ERRNO_BADF)
+    },)?;
+    host_fn!(
         l,
         p,
         WASI,
         "fd_prestat_dir_name",
-        |_c: Cx<'_>, _fd: i32, _p: i32, _l: i32| -> Res { Ok(ERRNO_BADF) },
+        |c, _fd: i32, _p: i32, _l: i32| { Ok(ERRNO_BADF) },
     )?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
-        def(
-            l,
-            p,
-            WASI,
-            name,
-            |mut c: Cx<'_>, count: i32, size: i32| -> Res {
-                write_u32(&mut c, count, 0)?;
-                write_u32(&mut c, size, 0)?;
-                Ok(ERRNO_SUCCESS)
-            },
-        )?;
+        host_fn!(l, p, WASI, name, |c, count: i32, size: i32| {
+            write_u32(&mut c, count, 0)?;
+            write_u32(&mut c, size, 0)?;
+            Ok(ERRNO_SUCCESS)
+        },)?;
     }
     for name in ["environ_get", "args_get"] {
-        def(l, p, WASI, name, |_c: Cx<'_>, _a: i32, _b: i32| -> Res {
+        host_fn!(l, p, WASI, name, |c, _a: i32, _b: i32| {
             Ok(ERRNO_SUCCESS)
         })?;
     }
-    def(
+    host_fn!(
         l,
         p,
         WASI,
         "clock_time_get",
-        |mut c: Cx<'_>, id: i32, _precision: i64, ret: i32| -> Res {
+        |c, id: i32, _precision: i64, ret: i32| {
             let host = c.data().host.clone();
             let t = match id {
                 0 => host.now_ns.get(),
@@ -1217,36 +1148,23 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             Ok(ERRNO_SUCCESS)
         },
     )?;
-    def(
-        l,
-        p,
-        WASI,
-        "clock_res_get",
-        |mut c: Cx<'_>, id: i32, ret: i32| -> Res {
-            if !(0..=3).contains(&id) {
-                return Ok(ERRNO_INVAL);
-            }
-            write_u64(&mut c, ret, 1)?;
-            Ok(ERRNO_SUCCESS)
-        },
-    )?;
-    def(
-        l,
-        p,
-        WASI,
-        "random_get",
-        |mut c: Cx<'_>, ptr: i32, len: i32| -> Res {
-            gated!(c, "random_get");
-            let host = c.data().host.clone();
-            let mut bytes = Vec::with_capacity(len as u32 as usize);
-            while bytes.len() < len as u32 as usize {
-                bytes.extend_from_slice(&host.next_random().to_le_bytes());
-            }
-            bytes.truncate(len as u32 as usize);
-            write(&mut c, ptr, &bytes)?;
-            Ok(ERRNO_SUCCESS)
-        },
-    )?;
+    host_fn!(l, p, WASI, "clock_res_get", |c, id: i32, ret: i32| {
+        if !(0..=3).contains(&id) {
+            return Ok(ERRNO_INVAL);
+        }
+        write_u64(&mut c, ret, 1)?;
+        Ok(ERRNO_SUCCESS)
+    },)?;
+    host_fn!(l, p, WASI, "random_get", |c, ptr: i32, len: i32| {
+        let host = c.data().host.clone();
+        let mut bytes = Vec::with_capacity(len as u32 as usize);
+        while bytes.len() < len as u32 as usize {
+            bytes.extend_from_slice(&host.next_random().to_le_bytes());
+        }
+        bytes.truncate(len as u32 as usize);
+        write(&mut c, ptr, &bytes)?;
+        Ok(ERRNO_SUCCESS)
+    },)?;
     def(
         l,
         p,
@@ -1254,15 +1172,13 @@ fn add_wasi(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         "proc_exit",
         |_c: Cx<'_>, code: i32| -> wasmtime::Result<()> { bail!("guest called proc_exit({code})") },
     )?;
-    def(l, p, WASI, "sched_yield", |_c: Cx<'_>| -> Res {
-        Ok(ERRNO_SUCCESS)
-    })?;
-    def(
+    host_fn!(l, p, WASI, "sched_yield", |c| { Ok(ERRNO_SUCCESS) })?;
+    host_fn!(
         l,
         p,
         WASI,
         "poll_oneoff",
-        |_c: Cx<'_>, _a: i32, _b: i32, _n: i32, _r: i32| -> Res { Ok(ERRNO_NOTSUP) },
+        |c, _a: i32, _b: i32, _n: i32, _r: i32| { Ok(ERRNO_NOTSUP) },
     )?;
     Ok(())
 }

@@ -441,12 +441,16 @@ impl Host {
             upstreams.iter().map(|s| s.to_string()).collect();
     }
 
-    /// HTTP calls dispatched and not yet answered, oldest first.
-    /// Makes host function `name` (e.g. `"proxy_replace_header_map_value"`, or the WASI
-    /// `"random_get"`) answer `status` instead of running, until [`Host::clear_faults`].
-    /// Supported for the functions a filter's request path relies on: header maps,
-    /// properties, buffers, the clock, local responses and `random_get`.
+    /// Makes host function `name` (any Proxy-Wasm ABI function, e.g.
+    /// `"proxy_replace_header_map_value"` or `"proxy_define_metric"`, or any WASI function but
+    /// `proc_exit`, e.g. `"random_get"`) answer `status` instead of running, until
+    /// [`Host::clear_faults`]. Panics on a name the harness does not provide, so a typo
+    /// cannot make a fault test pass vacuously.
     pub fn inject_fault(&self, name: &str, status: i32) {
+        assert!(
+            crate::abi::is_host_function(name) && name != "proc_exit",
+            "inject_fault: {name:?} is not a host function the harness can fail"
+        );
         self.inner
             .shared
             .faults
@@ -459,6 +463,7 @@ impl Host {
         self.inner.shared.faults.borrow_mut().clear();
     }
 
+    /// HTTP calls dispatched and not yet answered, oldest first.
     pub fn pending_http_calls(&self) -> Vec<HttpCall> {
         self.inner.shared.pending_calls.borrow().clone()
     }

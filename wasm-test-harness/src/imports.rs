@@ -129,6 +129,10 @@ const APISIX_UNIMPLEMENTED: &[&str] = &[
     "proxy_done",
     "proxy_call_foreign_function",
     "proxy_close_stream",
+    // Metrics: every one answers PROXY_RESULT_UNIMPLEMENTED in ngx_http_wasm_api.c.
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
 ];
 
 /// How `profile` supports the import `module`.`name`.

@@ -293,3 +293,99 @@ fn import_check_sorts_imports_by_profile() {
     let err = Host::apisix().load(&log_level, b"c").err().unwrap();
     assert_eq!(err.kind, ErrorKind::Load);
 }
+
+/// A guest that defines counter "c" and gauge "g" in `proxy_on_configure`, then applies the
+/// operation named by the first byte of its configuration and accepts the configuration only
+/// if the host answered Ok: `r` record 5 on the counter, `g` increment the gauge by 1, `n`
+/// increment the counter by -1, `i` increment the counter by 2.
+const METRICS_GUEST: &str = r#"(module
+  (import "env" "proxy_define_metric" (func $def (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $rec (param i32 i64) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $buf (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "cg")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (local $op i32) (local $status i32)
+    (drop (call $def (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 0)))
+    (drop (call $def (i32.const 1) (i32.const 101) (i32.const 1) (i32.const 4)))
+    (drop (call $buf (i32.const 7) (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 12)))
+    (local.set $op (i32.load8_u (i32.load (i32.const 8))))
+    (local.set $status (i32.const 99))
+    (if (i32.eq (local.get $op) (i32.const 114))
+      (then (local.set $status (call $rec (i32.load (i32.const 0)) (i64.const 5)))))
+    (if (i32.eq (local.get $op) (i32.const 103))
+      (then (local.set $status (call $inc (i32.load (i32.const 4)) (i64.const 1)))))
+    (if (i32.eq (local.get $op) (i32.const 110))
+      (then (local.set $status (call $inc (i32.load (i32.const 0)) (i64.const -1)))))
+    (if (i32.eq (local.get $op) (i32.const 105))
+      (then (local.set $status (call $inc (i32.load (i32.const 0)) (i64.const 2)))))
+    (i32.eqz (local.get $status)))
+)"#;
+
+#[test]
+fn metrics_follow_each_hosts_observed_behaviour() {
+    let guest = wat::parse_str(METRICS_GUEST).unwrap();
+    let run = |profile: Profile, op: &str| {
+        let host = Host::new(profile);
+        let result = host
+            .load(&guest, op.as_bytes())
+            .map(|_| ())
+            .map_err(|e| e.kind);
+        (result, host.metric("c"), host.metric("g"))
+    };
+    // Counters by increment work everywhere but APISIX (unimplemented there).
+    assert_eq!(run(Profile::Envoy, "i"), (Ok(()), Some(2), Some(0)));
+    assert_eq!(run(Profile::Kong, "i"), (Ok(()), Some(2), Some(0)));
+    assert_eq!(
+        run(Profile::Apisix, "i"),
+        (Err(ErrorKind::ConfigureRejected), None, None)
+    );
+    // record_metric on a counter: Envoy adds, Kong traps.
+    assert_eq!(run(Profile::Envoy, "r"), (Ok(()), Some(5), Some(0)));
+    assert_eq!(run(Profile::Kong, "r").0, Err(ErrorKind::Trap));
+    // increment_metric on a gauge: Envoy accepts, Kong traps.
+    assert_eq!(run(Profile::Envoy, "g"), (Ok(()), Some(0), Some(1)));
+    assert_eq!(run(Profile::Kong, "g").0, Err(ErrorKind::Trap));
+    // A negative counter increment: Envoy refuses it, Kong wraps the counter.
+    assert_eq!(
+        run(Profile::Envoy, "n").0,
+        Err(ErrorKind::ConfigureRejected)
+    );
+    assert_eq!(run(Profile::Kong, "n"), (Ok(()), Some(u64::MAX), Some(0)));
+}
+
+#[test]
+fn every_host_function_can_be_failed_and_typos_are_refused() {
+    let host = Host::envoy();
+    for name in imports::ABI_FUNCTIONS
+        .iter()
+        .chain(imports::WASI_FUNCTIONS.iter())
+        .filter(|n| **n != "proc_exit")
+    {
+        host.inject_fault(name, 10);
+    }
+    host.clear_faults();
+    let typo = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        host.inject_fault("proxy_replace_header_map_values", 10)
+    }));
+    assert!(typo.is_err(), "an unknown function name was accepted");
+
+    // A fault on a function no fault reached before the host_fn! registration (proxy_log).
+    let vm = host.load(&probe(), b"c").unwrap();
+    host.inject_fault("proxy_log", 2);
+    let r = vm.request(&[(":method", "GET"), (":path", "/")]);
+    host.clear_faults();
+    assert_eq!(r.status(), Some(200));
+    assert!(
+        !host.logs().iter().any(|l| l.message == "on_log"),
+        "proxy_log ran despite the fault"
+    );
+}

@@ -307,8 +307,24 @@ pub fn http(
         .iter()
         .find(|(n, _)| n == "content-length")
         .and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let mut raw = Vec::new();
     match length {
+        _ if chunked => loop {
+            // Envoy's admin streams /stats in chunks.
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).unwrap();
+            let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            chunk.truncate(size);
+            raw.extend_from_slice(&chunk);
+            if size == 0 {
+                break;
+            }
+        },
         Some(n) => {
             raw.resize(n, 0);
             reader.read_exact(&mut raw).unwrap();
@@ -356,6 +372,8 @@ pub fn envoy_config(
     let filters = json!([wasm_filter(wasm, policy, "token_exchange"), router_filter()]);
     json!({
         "admin": admin(admin_port),
+        // The tag extractors documented in envoy-example/production.yaml, taken from there.
+        "stats_config": production_stats_config(),
         "static_resources": {
             "listeners": [listener("gateway", listener_port, routes, filters)],
             "clusters": [cluster("upstream", upstream_port)]
@@ -544,12 +562,35 @@ impl Envoy {
     ) -> Result<Envoy, StartFailure> {
         let config_path = dir.join("envoy.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Envoy::spawn(bin, dir, &config_path, port, admin_port, concurrency)
+    }
+
+    /// Starts Envoy (`--concurrency 2`) with a configuration file whose listener and admin
+    /// ports are given.
+    pub fn start_with_config(
+        bin: &Path,
+        dir: &Path,
+        config_path: &Path,
+        port: u16,
+        admin_port: u16,
+    ) -> Result<Envoy, StartFailure> {
+        Envoy::spawn(bin, dir, config_path, port, admin_port, 2)
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        config_path: &Path,
+        port: u16,
+        admin_port: u16,
+        concurrency: u32,
+    ) -> Result<Envoy, StartFailure> {
         let log_path = dir.join("envoy.log");
         // Envoy's stderr, unbuffered (--log-path buffers lines).
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&config_path)
+            .arg(config_path)
             .args([
                 "--concurrency",
                 &concurrency.to_string(),
@@ -586,6 +627,25 @@ impl Envoy {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A GET on the admin interface: the body.
+    pub fn admin_get(&self, path: &str) -> String {
+        let r = http(self.admin_port, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "admin {path}: {r:?}");
+        r.body
+    }
+
+    /// Every `wasmcustom.` counter in `/stats`, by name (`wasmcustom.` stripped).
+    pub fn custom_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        self.admin_get("/stats?filter=%5Ewasmcustom%5C.")
+            .lines()
+            .filter_map(|l| l.strip_prefix("wasmcustom."))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     fn is_live(&self) -> bool {
@@ -655,4 +715,103 @@ pub fn parse_audit_lines(log: &str) -> Vec<Value> {
             serde_json::from_str(json).unwrap_or_else(|e| panic!("audit line {json:?}: {e}"))
         })
         .collect()
+}
+
+/// `stats_config` of envoy-example/production.yaml (rendered with placeholder values).
+pub fn production_stats_config() -> Value {
+    let yaml = render_production(&[]);
+    let doc: Value = serde_yaml::from_str(&yaml).unwrap();
+    doc["stats_config"].clone()
+}
+
+/// envoy-example/production.yaml with `{{NAME}}` placeholders replaced (the rest by
+/// harmless values), as Envoy would read it.
+pub fn render_production(values: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(root().join("envoy-example/production.yaml")).unwrap();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    for (name, value) in [
+        ("WASM_PATH", "/dev/null".to_owned()),
+        ("POLICY_JSON", "\"{}\"".to_owned()),
+        ("GATEWAY_JWKS", "\"{}\"".to_owned()),
+        ("GATEWAY_ISSUER", "https://gateway.invalid".to_owned()),
+        ("LISTENER_PORT", "1".to_owned()),
+        ("SERVICE_PORT", "2".to_owned()),
+        ("UPSTREAM_PORT", "3".to_owned()),
+        ("ADMIN_PORT", "4".to_owned()),
+    ] {
+        text = text.replace(&format!("{{{{{name}}}}}"), &value);
+    }
+    assert!(
+        !text.contains("{{"),
+        "unrendered placeholder in production.yaml"
+    );
+    text
+}
+
+/// A response read by curl over HTTP/2 (prior knowledge, h2c).
+#[derive(Debug)]
+pub struct H2Response {
+    pub status: u16,
+    /// Headers and trailers, names lower-case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl H2Response {
+    /// The first value of a header or trailer.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A POST over cleartext HTTP/2 with prior knowledge, with a gRPC client's headers
+/// (`content-type: application/grpc`, `te: trailers`), through curl
+/// (`--http2-prior-knowledge`; Debian's curl is built with nghttp2). No body: the HEADERS
+/// frame ends the stream, so that a denial answered before a body arrives does not race
+/// Envoy's reset of the unfinished request stream (which curl 7.88 reports as an error).
+pub fn grpc_post(port: u16, path: &str, headers: &[(&str, &str)]) -> H2Response {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "-D", "-", "-o", "-"])
+        .args(["--max-time", "15", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
+    for (n, v) in headers {
+        cmd.args(["-H", &format!("{n}: {v}")]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("curl (with HTTP/2) is needed for the gRPC tests: {e}"));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // -D - writes the header block (and, for a response with trailers, the trailers after
+    // the body); parse every "name: value" line, the first line being "HTTP/2 <status>".
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    assert!(status_line.starts_with("HTTP/2 "), "not HTTP/2: {text:?}");
+    let status = status_line[7..].trim().parse().unwrap();
+    let mut headers = Vec::new();
+    let mut body = Vec::new();
+    for line in lines {
+        match line.split_once(": ") {
+            Some((n, v)) if !n.is_empty() && !n.contains(' ') => {
+                headers.push((n.to_ascii_lowercase(), v.to_owned()));
+            }
+            _ => body.extend_from_slice(line.as_bytes()),
+        }
+    }
+    H2Response {
+        status,
+        headers,
+        body,
+    }
 }
