@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod crypto;
 pub mod decide;
 pub mod json;
 pub mod keys;
