@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Times the probe's candidates inside Envoy 1.40's V8 (and natively): builds the probe
-# (without and with p256's precomputed tables), starts Envoy with the probe as a singleton
-# Wasm service (one VM, main thread, --concurrency 1) once per module, alternating
-# PROCESSES times, and prints the median of the per-process medians per candidate.
+# Times the probe's candidates inside Envoy 1.40's V8 (and natively). Builds the probe three
+# ways: opt-level 3 everywhere ("o3"), the filter's release profile (opt-level "z" except the
+# crypto crates at 3: "mixed"), and "mixed" after `wasm-opt -Oz` ("mixed+wasm-opt"); all with
+# p256's precomputed tables, which jwt-simple turns on in the filter. Starts Envoy with the
+# probe as a singleton Wasm service (one VM, main thread, --concurrency 1) once per module,
+# alternating PROCESSES times, and prints the median of the per-process medians per candidate.
 #
 #   bash bench/v8-probe/run.sh [ROUNDS] [BATCH] [PROCESSES]     (default 21 200 2)
 set -euo pipefail
@@ -14,15 +16,23 @@ BATCH=${2:-200}
 PROCESSES=${3:-2}
 bash "$ROOT/scripts/setup.sh"
 export CARGO_TARGET_DIR=$PROBE/target
-cargo build --quiet --release --target wasm32-wasip1 --lib
-cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-plain.wasm
+MIXED=(--config 'profile.release.opt-level="z"')
+for p in crypto-bigint primefield primeorder elliptic-curve p256 p384 curve25519-dalek \
+         ed25519-dalek ed25519-compact sha2; do
+    MIXED+=(--config "profile.release.package.$p.opt-level=3")
+done
 cargo build --quiet --release --target wasm32-wasip1 --lib --features tables
-cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-tables.wasm
+cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-o3.wasm
+cargo build --quiet --release --target wasm32-wasip1 --lib --features tables "${MIXED[@]}"
+cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-mixed.wasm
+wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+    --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types \
+    target/probe-mixed.wasm -o target/probe-mixed-wasmopt.wasm
 cargo build --quiet --release --bin native-probe
 
 OUT=$PROBE/target/results.tsv
 : >"$OUT"
-run_envoy() { # wasm
+run_envoy() { # wasm label
     local dir log
     dir=$(mktemp -d)
     log=$dir/envoy.log
@@ -54,16 +64,17 @@ YAML
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     grep -q 'probe-done' "$log" || { tail -n 20 "$log" >&2; echo "probe: Envoy run failed" >&2; exit 1; }
-    grep -o 'probe-result.*' "$log" | cut -f2- >>"$OUT"
+    grep -o 'probe-result.*' "$log" | cut -f2- | sed "s/^v8/v8 $2/" >>"$OUT"
     rm -rf "$dir"
 }
 for p in $(seq "$PROCESSES"); do
     echo "==> Envoy process pair $p of $PROCESSES" >&2
-    run_envoy "$PROBE/target/probe-plain.wasm"
-    run_envoy "$PROBE/target/probe-tables.wasm"
+    run_envoy "$PROBE/target/probe-o3.wasm" o3
+    run_envoy "$PROBE/target/probe-mixed.wasm" mixed
+    run_envoy "$PROBE/target/probe-mixed-wasmopt.wasm" mixed+wasm-opt
 done
 ./target/release/native-probe "$ROUNDS" "$((BATCH / 2))" >>"$OUT"
-ls -l target/probe-plain.wasm target/probe-tables.wasm >&2
+ls -l target/probe-*.wasm >&2
 # Median of the per-process medians, per (runtime, candidate).
 awk -F'\t' '{ k = $1 "\t" $2; v[k] = v[k] " " $3; if (!(k in seen)) { seen[k] = 1; order[++n] = k } }
     END { for (i = 1; i <= n; i++) { k = order[i]; m = split(v[k], a, " ");
