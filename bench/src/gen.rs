@@ -58,9 +58,16 @@ pub fn bench_rule(name: &str, prefix: &str) -> Value {
 /// A token of `issuer`, valid from `now` for `valid_for` seconds, with its own `jti`.
 pub fn token(issuer: &Issuer, now: u64, valid_for: u64, jti: &str) -> String {
     let mut claims = issuer.claims(now, &format!("{SCOPE} profile"));
-    claims["exp"] = json!(now + valid_for);
-    claims["jti"] = json!(jti);
+    set(&mut claims, "exp", json!(now + valid_for));
+    set(&mut claims, "jti", json!(jti));
     issuer.sign(&claims)
+}
+
+/// Sets `key` on a JSON object (nothing on other values).
+pub fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
 }
 
 /// Fails unless the filter would exchange `token` on `path` at `now`.
@@ -145,7 +152,9 @@ pub fn scale_policy(rules: usize, issuers: usize) -> (Value, Vec<Issuer>, String
         .map(|i| {
             let mut r = bench_rule(&format!("svc-{i}"), &format!("/svc-{i}"));
             if let Some(iss) = list.get(i % issuers) {
-                r["require"]["issuers"] = json!([iss.iss]);
+                if let Some(require) = r.get_mut("require") {
+                    set(require, "issuers", json!([iss.iss]));
+                }
             }
             r
         })

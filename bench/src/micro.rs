@@ -13,7 +13,7 @@ use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::{HttpRequest, Policy, Verdict};
 use token_exchange_tests::{b64, policy, unb64, CountingEntropy, Gateway};
 
-use crate::gen::{bench_rule, issuers, scale_issuer, scale_policy, token, unix_now};
+use crate::gen::{bench_rule, issuers, scale_issuer, scale_policy, set, token, unix_now};
 use crate::Res;
 
 const RSA_2048: &str = include_str!("../../tests/fixtures/rsa/rsa-2048.TEST-ONLY.pem");
@@ -47,12 +47,16 @@ fn rsa_jwk(sk: &rsa::RsaPrivateKey, private: bool) -> Value {
     if private {
         let primes = sk.primes();
         let part = |v: Option<&rsa::BigUint>| v.map(|v| b64(&v.to_bytes_be()));
-        jwk["d"] = json!(b64(&sk.d().to_bytes_be()));
-        jwk["p"] = json!(part(primes.first()));
-        jwk["q"] = json!(part(primes.get(1)));
-        jwk["dp"] = json!(part(sk.dp()));
-        jwk["dq"] = json!(part(sk.dq()));
-        jwk["qi"] = json!(sk.crt_coefficient().map(|v| b64(&v.to_bytes_be())));
+        set(&mut jwk, "d", json!(b64(&sk.d().to_bytes_be())));
+        set(&mut jwk, "p", json!(part(primes.first())));
+        set(&mut jwk, "q", json!(part(primes.get(1))));
+        set(&mut jwk, "dp", json!(part(sk.dp())));
+        set(&mut jwk, "dq", json!(part(sk.dq())));
+        set(
+            &mut jwk,
+            "qi",
+            json!(sk.crt_coefficient().map(|v| b64(&v.to_bytes_be()))),
+        );
     }
     jwk
 }
@@ -172,7 +176,7 @@ fn cases() -> Res<Vec<Case>> {
     let sk2048 = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_2048).map_err(|e| e.to_string())?;
     for (label, key) in [("ES256", es_key), ("RS256", rsa_jwk(&sk2048, true))] {
         let mut d = doc.clone();
-        d["signing_keys"] = json!([key]);
+        set(&mut d, "signing_keys", json!([key]));
         let t = token(ed, now, 600, "micro-mint");
         out.push(decide_case(
             format!("decide: EdDSA token, {label} mint"),

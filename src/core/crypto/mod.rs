@@ -28,7 +28,7 @@ impl AsRef<[u8]> for HashOutput {
 
 impl HashAlg {
     /// The output length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             HashAlg::Sha256 => 32,
             HashAlg::Sha384 => 48,

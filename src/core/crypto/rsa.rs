@@ -131,7 +131,7 @@ impl RsaPublicKey {
         let digest = hash.digest(&[msg]);
         let prefix = digest_info_prefix(hash);
         // EM = 0x00 || 0x01 || PS (0xff, at least 8 bytes) || 0x00 || DigestInfo prefix || H
-        let t_len = prefix.len() + hash.len();
+        let t_len = prefix.len() + hash.output_len();
         let ps_len = match self.len.checked_sub(t_len + 3) {
             Some(l) if l >= 8 => l,
             _ => return false,
@@ -155,7 +155,7 @@ impl RsaPublicKey {
         let Some(em_k) = self.encoded_message(sig) else {
             return false;
         };
-        let h_len = hash.len();
+        let h_len = hash.output_len();
         let s_len = h_len;
         let em_bits = self.bits - 1;
         let Ok(em_len) = usize::try_from(em_bits.div_ceil(8)) else {
@@ -207,7 +207,7 @@ impl RsaPublicKey {
 
 /// XORs MGF1(seed) (RFC 8017 §B.2.1) into `out`.
 fn mgf1_xor(hash: HashAlg, seed: &[u8], out: &mut [u8]) {
-    for (counter, chunk) in (0u32..).zip(out.chunks_mut(hash.len())) {
+    for (counter, chunk) in (0u32..).zip(out.chunks_mut(hash.output_len())) {
         let mask = hash.digest(&[seed, &counter.to_be_bytes()]);
         for (o, m) in chunk.iter_mut().zip(mask.as_ref()) {
             *o ^= m;
