@@ -12,6 +12,8 @@
 #   options: --rounds N --duration S --tokens N --connections N
 #            --cases "passthrough filter-rs256-cold ..." (see --list) --no-micro --no-envoy
 #            --no-pin (do not pin Envoy and wrk to separate cores with taskset)
+#            --wasm FILE (benchmark this filter module instead of building one, e.g. an older
+#            build to compare with)
 # Files (configs, logs, tokens, results) go to .work/bench/; results.md holds the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,8 @@ for a in "${ALGS[@]}"; do
 done
 ALL_CASES+=(filter-scale-warm filter-scale-cold)
 CASES=("${ALL_CASES[@]}")
-usage() { sed -n '2,16p' "$0"; }
+WASM=""
+usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) ROUNDS=1; DURATION=5 ;;
@@ -49,6 +52,7 @@ while [[ $# -gt 0 ]]; do
         --no-micro) MICRO=0 ;;
         --no-envoy) ENVOY=0 ;;
         --no-pin) PIN=0 ;;
+        --wasm) WASM=$(realpath "${2:?}"); shift ;;
         --list) printf '%s\n' "${ALL_CASES[@]}"; exit 0 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -113,8 +117,10 @@ RESULTS=$STATE/results.md
 } >"$RESULTS"
 
 if [[ $ENVOY == 1 ]]; then
-    say "building the filter (scripts/build-wasm.sh)"
-    WASM=$(bash scripts/build-wasm.sh)
+    if [[ -z $WASM ]]; then
+        say "building the filter (scripts/build-wasm.sh)"
+        WASM=$(bash scripts/build-wasm.sh)
+    fi
     [[ -f $WASM ]] || die "no $WASM"
     echo "Filter: $(basename "$WASM"), $(stat -c %s "$WASM") bytes; Envoy $("$ROOT/.venv/bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*' | head -1); wrk -t1 -c$CONNECTIONS; $ROUNDS round(s) of ${DURATION}s per case, interleaved" >>"$RESULTS"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Times the probe's candidates inside Envoy 1.40's V8 (and natively). Builds the probe three
-# ways: opt-level 3 everywhere ("o3"), the filter's release profile (opt-level "z" except the
-# crypto crates at 3: "mixed"), and "mixed" after `wasm-opt -Oz` ("mixed+wasm-opt"); all with
+# Times the probe's candidates inside Envoy 1.40's V8 (and natively). Builds the probe five
+# ways: opt-level 3, "s" and "z" everywhere ("o3", "os", "oz"), the filter's release profile
+# (opt-level "z" except the crypto crates at 3: "mixed"), and "mixed" after `wasm-opt -Oz`
+# ("mixed+wasm-opt"); all with
 # p256's precomputed tables, which jwt-simple turns on in the filter. Starts Envoy with the
 # probe as a singleton Wasm service (one VM, main thread, --concurrency 1) once per module,
 # alternating PROCESSES times, and prints the median of the per-process medians per candidate.
@@ -23,6 +24,11 @@ for p in crypto-bigint primefield primeorder elliptic-curve p256 p384 curve25519
 done
 cargo build --quiet --release --target wasm32-wasip1 --lib --features tables
 cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-o3.wasm
+for o in s z; do
+    cargo build --quiet --release --target wasm32-wasip1 --lib --features tables \
+        --config "profile.release.opt-level=\"$o\""
+    cp target/wasm32-wasip1/release/v8_probe.wasm "target/probe-o$o.wasm"
+done
 cargo build --quiet --release --target wasm32-wasip1 --lib --features tables "${MIXED[@]}"
 cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-mixed.wasm
 wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
@@ -70,6 +76,8 @@ YAML
 for p in $(seq "$PROCESSES"); do
     echo "==> Envoy process pair $p of $PROCESSES" >&2
     run_envoy "$PROBE/target/probe-o3.wasm" o3
+    run_envoy "$PROBE/target/probe-os.wasm" os
+    run_envoy "$PROBE/target/probe-oz.wasm" oz
     run_envoy "$PROBE/target/probe-mixed.wasm" mixed
     run_envoy "$PROBE/target/probe-mixed-wasmopt.wasm" mixed+wasm-opt
 done
