@@ -14,7 +14,6 @@ STATE=$ROOT/.work/demo
 PORT=${DEMO_PORT:-10000}
 UPSTREAM_PORT=${DEMO_UPSTREAM_PORT:-10001}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-9901}
-WASM=$ROOT/target/wasm32-wasip1/release/token_exchange_filter.wasm
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -42,8 +41,8 @@ fi
 [[ $# -eq 0 ]] || die "usage: bash scripts/demo.sh [stop]"
 
 bash scripts/setup.sh
-say "building the filter (release, wasm32-wasip1)"
-cargo build --quiet --release --target wasm32-wasip1 -p token-exchange-filter
+say "building the filter (scripts/build-wasm.sh)"
+WASM=$(bash scripts/build-wasm.sh)
 [[ -f $WASM ]] || die "build produced no $WASM"
 
 stop

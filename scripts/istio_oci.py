@@ -30,7 +30,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "token_exchange_filter.wasm"
+DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "token_exchange_filter.opt.wasm"
 TEMPLATE = ROOT / "istio-example" / "wasmplugin.yaml"
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -113,7 +113,7 @@ def main():
     args = parser.parse_args()
     if not args.wasm.is_file():
         sys.exit(f"istio_oci.py: {args.wasm} not found: build the filter first "
-                 "(cargo build --release --target wasm32-wasip1 -p token-exchange-filter)")
+                 "(bash scripts/build-wasm.sh)")
     repo, sep, tag = args.image.rpartition(":")
     if not sep or "/" in tag or "@" in args.image:
         sys.exit("istio_oci.py: --image must be REGISTRY/REPO:TAG")

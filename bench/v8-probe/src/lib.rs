@@ -1,0 +1,235 @@
+//! Candidates for signature verification (and the signing the filter mints with), each an
+//! operation over fixed vectors, checked once (a valid signature passes, a tampered one
+//! fails) before it is timed. `v8` times them inside a Proxy-Wasm host; `bin/native.rs`
+//! natively.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[path = "../../../src/core/crypto/mod.rs"]
+#[allow(dead_code)]
+pub mod crypto;
+
+#[cfg(target_arch = "wasm32")]
+mod v8;
+
+use crypto::HashAlg;
+
+/// One timed operation.
+pub struct Case {
+    /// What is measured, and with which implementation.
+    pub name: &'static str,
+    /// Operations per timed batch.
+    pub batch: u32,
+    op: Box<dyn Fn() -> bool>,
+}
+
+impl Case {
+    /// Runs the operation once; true when it gave the expected answer.
+    pub fn run(&self) -> bool {
+        (self.op)()
+    }
+}
+
+/// A 651-byte signing input, the size of a typical IdP access token's header and payload.
+pub fn message() -> Vec<u8> {
+    let mut m = b"eyJhbGciOiJSUzI1NiIsImtpZCI6InByb2JlIiwidHlwIjoiSldUIn0.".to_vec();
+    while m.len() < 651 {
+        m.push(b'A' + (m.len() % 26) as u8);
+    }
+    m
+}
+
+const RSA_2048: &str = include_str!("../../../tests/fixtures/rsa/rsa-2048.TEST-ONLY.pem");
+const RSA_4096: &str = include_str!("../../../tests/fixtures/rsa/rsa-4096.TEST-ONLY.pem");
+
+/// A fixed-seed generator for the PSS salt (rand_core 0.6, as rsa 0.9 wants).
+struct FixedRng(u64);
+impl rsa::rand_core::RngCore for FixedRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for b in dest {
+            *b = (self.next_u64() >> 33) as u8;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl rsa::rand_core::CryptoRng for FixedRng {}
+
+fn tampered(sig: &[u8]) -> Vec<u8> {
+    let mut t = sig.to_vec();
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    t
+}
+
+fn checked(name: &'static str, batch: u32, f: impl Fn(&[u8]) -> bool + 'static, sig: Vec<u8>) -> Case {
+    assert!(f(&sig), "{name}: valid signature refused");
+    assert!(!f(&tampered(&sig)), "{name}: tampered signature accepted");
+    Case {
+        name,
+        batch,
+        op: Box::new(move || f(&sig)),
+    }
+}
+
+/// Every candidate, checked. `batch_rsa` operations per batch for RSA and ECDSA, twice that
+/// for Ed25519.
+pub fn cases(batch: u32) -> Vec<Case> {
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+    let msg: &'static [u8] = Box::leak(message().into_boxed_slice());
+    let mut out = Vec::new();
+
+    for (bits, pem, new_name, old_name) in [
+        (
+            2048,
+            RSA_2048,
+            "RS256-2048 crypto-bigint BoxedUint (new)",
+            "RS256-2048 rsa 0.9 (before)",
+        ),
+        (
+            4096,
+            RSA_4096,
+            "RS256-4096 crypto-bigint BoxedUint (new)",
+            "RS256-4096 rsa 0.9 (before)",
+        ),
+    ] {
+        let sk = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+        let pk = sk.to_public_key();
+        use rsa::traits::PublicKeyParts;
+        let (n, e) = (pk.n().to_bytes_be(), pk.e().to_bytes_be());
+        let sig = rsa::pkcs1v15::SigningKey::<sha2_010::Sha256>::new(sk.clone())
+            .sign(msg)
+            .to_vec();
+        let k = crypto::rsa::RsaPublicKey::new(&n, &e).unwrap();
+        out.push(checked(new_name, batch, move |s| k.verify_pkcs1v15(HashAlg::Sha256, msg, s), sig.clone()));
+        let old = pk.clone();
+        out.push(checked(
+            old_name,
+            batch,
+            move |s| {
+                use sha2_010::Digest;
+                let h = sha2_010::Sha256::digest(msg);
+                old.verify(rsa::Pkcs1v15Sign::new::<sha2_010::Sha256>(), &h, s).is_ok()
+            },
+            sig,
+        ));
+        if bits == 2048 {
+            let pss = rsa::pss::SigningKey::<sha2_010::Sha256>::new(sk)
+                .sign_with_rng(&mut FixedRng(7), msg)
+                .to_vec();
+            let k = crypto::rsa::RsaPublicKey::new(&n, &e).unwrap();
+            out.push(checked("PS256-2048 crypto-bigint BoxedUint (new)", batch, move |s| k.verify_pss(HashAlg::Sha256, msg, s), pss.clone()));
+            out.push(checked(
+                "PS256-2048 rsa 0.9 (before)",
+                batch,
+                move |s| {
+                    use sha2_010::Digest;
+                    let h = sha2_010::Sha256::digest(msg);
+                    pk.verify(rsa::Pss::new::<sha2_010::Sha256>(), &h, s).is_ok()
+                },
+                pss,
+            ));
+        }
+    }
+
+    {
+        use p256::ecdsa::signature::{Signer, Verifier};
+        let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let vk = *sk.verifying_key();
+        let sig: p256::ecdsa::Signature = sk.sign(msg);
+        out.push(checked(
+            "ES256 p256 0.14",
+            batch,
+            move |s| match p256::ecdsa::Signature::from_slice(s) {
+                Ok(sig) => vk.verify(msg, &sig).is_ok(),
+                Err(_) => false,
+            },
+            sig.to_bytes().to_vec(),
+        ));
+        out.push(Case {
+            name: if cfg!(feature = "tables") {
+                "sign ES256 p256 0.14 (precomputed tables)"
+            } else {
+                "sign ES256 p256 0.14 (no tables)"
+            },
+            batch,
+            op: Box::new(move || {
+                let s: p256::ecdsa::Signature = sk.sign(msg);
+                s.to_bytes()[0] != 0 || s.to_bytes()[1] != 0
+            }),
+        });
+    }
+    {
+        use p384::ecdsa::signature::{Signer, Verifier};
+        let sk = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
+        let vk = *sk.verifying_key();
+        let sig: p384::ecdsa::Signature = sk.sign(msg);
+        out.push(checked(
+            "ES384 p384 0.14",
+            batch,
+            move |s| match p384::ecdsa::Signature::from_slice(s) {
+                Ok(sig) => vk.verify(msg, &sig).is_ok(),
+                Err(_) => false,
+            },
+            sig.to_bytes().to_vec(),
+        ));
+    }
+    {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([5u8; 32]));
+        let sig = kp.sk.sign(msg, None).to_vec();
+        let pk = kp.pk;
+        out.push(checked(
+            "EdDSA ed25519-compact 2.6 (before)",
+            batch * 2,
+            move |s| match ed25519_compact::Signature::from_slice(s) {
+                Ok(sig) => pk.verify(msg, &sig).is_ok(),
+                Err(_) => false,
+            },
+            sig.clone(),
+        ));
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&kp.pk).unwrap();
+        out.push(checked(
+            "EdDSA ed25519-dalek 3 verify_strict",
+            batch * 2,
+            move |s| match ed25519_dalek::Signature::from_slice(s) {
+                Ok(sig) => vk.verify_strict(msg, &sig).is_ok(),
+                Err(_) => false,
+            },
+            sig,
+        ));
+        let sk = kp.sk;
+        out.push(Case {
+            name: "sign EdDSA ed25519-compact 2.6",
+            batch: batch * 2,
+            op: Box::new(move || sk.sign(msg, None)[0] != 0 || true),
+        });
+    }
+    out.push(Case {
+        name: "SHA-256 of 651 bytes (sha2 0.11)",
+        batch: batch * 10,
+        op: Box::new(move || HashAlg::Sha256.digest(&[msg]).as_ref()[0] != 0 || true),
+    });
+    out
+}
+
+/// The median of `v` (sorted in place).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# The benchmark: Envoy 1.40 (--concurrency 1) passthrough, Envoy's jwt_authn without and with
+# its JWT cache, and the filter (warm: 8 tokens repeated; cold: 20,000 distinct pre-minted
+# tokens), for RS256, ES256 and EdDSA issuers with EdDSA minting, plus the policy-scale case,
+# each driven by wrk -t1 -c32 against a small Rust upstream on 127.0.0.1, interleaved over
+# rounds; then the native micro-benchmark. Prints Markdown tables (median req/s, p50/p99
+# latency, ratios to passthrough and to jwt_authn) ready to paste; details: bench/README.md.
+#
+#   bash scripts/bench.sh                    3 rounds of 10 s per case (about 12 minutes)
+#   bash scripts/bench.sh --quick            1 round of 5 s per case
+#   bash scripts/bench.sh --smoke            CI: a few cases, 2 s each, few tokens (checks it runs)
+#   options: --rounds N --duration S --tokens N --connections N
+#            --cases "passthrough filter-rs256-cold ..." (see --list) --no-micro --no-envoy
+#            --no-pin (do not pin Envoy and wrk to separate cores with taskset)
+#            --wasm FILE (benchmark this filter module instead of building one, e.g. an older
+#            build to compare with)
+# Files (configs, logs, tokens, results) go to .work/bench/; results.md holds the tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+ROUNDS=3
+DURATION=10
+TOKENS=20000
+CONNECTIONS=32
+MICRO=1
+ENVOY=1
+PIN=1
+PROFILE=release
+MICRO_ARGS=()
+ALGS=(rs256 es256 eddsa)
+ALL_CASES=(passthrough)
+for a in "${ALGS[@]}"; do
+    ALL_CASES+=("authn-$a-warm" "authn-cache-$a-warm" "authn-$a-cold" "filter-$a-warm" "filter-$a-cold")
+done
+ALL_CASES+=(filter-scale-warm filter-scale-cold)
+CASES=("${ALL_CASES[@]}")
+WASM=""
+usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) ROUNDS=1; DURATION=5 ;;
+        --smoke)
+            ROUNDS=1; DURATION=2; TOKENS=300; PROFILE=dev; MICRO_ARGS=(--quick)
+            CASES=(passthrough authn-rs256-cold authn-cache-rs256-warm filter-rs256-warm
+                   filter-rs256-cold filter-es256-cold filter-eddsa-cold filter-scale-warm) ;;
+        --rounds) ROUNDS=${2:?}; shift ;;
+        --duration) DURATION=${2:?}; shift ;;
+        --tokens) TOKENS=${2:?}; shift ;;
+        --connections) CONNECTIONS=${2:?}; shift ;;
+        --cases) read -r -a CASES <<<"${2:?}"; shift ;;
+        --no-micro) MICRO=0 ;;
+        --no-envoy) ENVOY=0 ;;
+        --no-pin) PIN=0 ;;
+        --wasm) WASM=$(realpath "${2:?}"); shift ;;
+        --list) printf '%s\n' "${ALL_CASES[@]}"; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+    shift
+done
+for c in "${CASES[@]}"; do
+    [[ " ${ALL_CASES[*]} " == *" $c "* ]] || { echo "bench: unknown case $c (see --list)" >&2; exit 2; }
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $TOKENS =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench: --rounds, --duration and --tokens take positive integers" >&2; exit 2; }
+
+say() { printf '==> [bench] %s\n' "$*" >&2; }
+die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+
+STATE=$ROOT/.work/bench
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools and builds ---------------------------------------------------------------------
+if [[ $ENVOY == 1 ]] && ! command -v wrk >/dev/null; then
+    say "installing wrk (apt-get)"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null
+    command -v wrk >/dev/null || die "could not install wrk"
+fi
+bash scripts/setup.sh
+PY=$ROOT/.venv/bin/python
+if [[ $PROFILE == release ]]; then
+    say "building the bench helpers (release)"
+    cargo build --quiet --release -p token-exchange-bench
+    BENCH=$ROOT/target/release/bench
+else
+    cargo build --quiet -p token-exchange-bench
+    BENCH=$ROOT/target/debug/bench
+fi
+# CARGO_TARGET_DIR may move the binaries.
+[[ -x $BENCH ]] || BENCH=$(cargo metadata --format-version 1 --no-deps |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/${PROFILE/dev/debug}/bench
+[[ -x $BENCH ]] || die "no bench binary"
+
+rm -rf "$STATE"
+mkdir -p "$STATE"
+# Envoy on core 0; wrk, the upstream and the micro-benchmark on core 1, when there are two.
+PIN_ENVOY=(); PIN_LOAD=()
+if [[ $PIN == 1 && $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+    PIN_ENVOY=(taskset -c 0); PIN_LOAD=(taskset -c 1)
+fi
+RESULTS=$STATE/results.md
+{
+    echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+} >"$RESULTS"
+
+if [[ $ENVOY == 1 ]]; then
+    if [[ -z $WASM ]]; then
+        say "building the filter (scripts/build-wasm.sh)"
+        WASM=$(bash scripts/build-wasm.sh)
+    fi
+    [[ -f $WASM ]] || die "no $WASM"
+    echo "Filter: $(basename "$WASM"), $(stat -c %s "$WASM") bytes; Envoy $("$ROOT/.venv/bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*' | head -1); wrk -t1 -c$CONNECTIONS; $ROUNDS round(s) of ${DURATION}s per case, interleaved" >>"$RESULTS"
+
+    say "pre-minting tokens ($TOKENS cold + 8 warm per issuer) into $STATE"
+    VALID=$(( 600 + ROUNDS * ${#CASES[@]} * (DURATION + 3) ))
+    "$BENCH" gen --out "$STATE" --cold "$TOKENS" --warm 8 --valid-for "$VALID"
+    "$BENCH" gen-scale --out "$STATE" --rules 1000 --issuers 100 --cold "$TOKENS" --warm 8 --valid-for "$VALID"
+
+    "${PIN_LOAD[@]}" "$BENCH" upstream --port-file "$STATE/upstream.port" >"$STATE/upstream.log" 2>&1 </dev/null &
+    PIDS+=($!)
+    for _ in $(seq 100); do [[ -f $STATE/upstream.port ]] && break; sleep 0.1; done
+    [[ -f $STATE/upstream.port ]] || die "the upstream did not start"
+    UPSTREAM_PORT=$(cat "$STATE/upstream.port")
+
+    read -r P_PASS P_AUTHN P_CACHE P_FILTER P_SCALE P_ADMIN < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+    "$PY" - "$STATE" "$WASM" "$UPSTREAM_PORT" "$P_PASS" "$P_AUTHN" "$P_CACHE" "$P_FILTER" "$P_SCALE" "$P_ADMIN" <<'PYEOF'
+import json, sys
+state, wasm, up, p_pass, p_authn, p_cache, p_filter, p_scale, p_admin = sys.argv[1:]
+algs = ["rs256", "es256", "eddsa"]
+router = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+def listener(name, port, filters):
+    return {"name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(port)}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": name,
+                    "normalize_path": True, "merge_slashes": True,
+                    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                    "route_config": {"name": name, "virtual_hosts": [{
+                        "name": name, "domains": ["*"],
+                        "routes": [{"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+                    "http_filters": filters + [router]}}]}]}
+
+def authn(cache):
+    providers = {}
+    for a in algs:
+        p = {"issuer": open(f"{state}/issuer-{a}.txt").read(), "audiences": ["api"],
+             "local_jwks": {"inline_string": open(f"{state}/jwks-{a}.json").read()},
+             "forward": True}
+        if cache:
+            p["jwt_cache_config"] = {"jwt_cache_size": 1000}
+        providers[a] = p
+    return {"name": "envoy.filters.http.jwt_authn",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                             "providers": providers,
+                             "rules": [{"match": {"prefix": f"/{a}/"}, "requires": {"provider_name": a}} for a in algs]}}
+
+def wasm_filter(name, policy_file):
+    return {"name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                             "config": {"name": name, "root_id": "token_exchange", "failure_policy": "FAIL_CLOSED",
+                                        "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                                                      "code": {"local": {"filename": wasm}}},
+                                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                          "value": open(f"{state}/{policy_file}").read()}}}}
+
+config = {
+    "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(p_admin)}}},
+    "static_resources": {
+        "listeners": [
+            listener("passthrough", p_pass, []),
+            listener("authn", p_authn, [authn(False)]),
+            listener("authn_cache", p_cache, [authn(True)]),
+            listener("filter", p_filter, [wasm_filter("bench", "policy.json")]),
+            listener("filter_scale", p_scale, [wasm_filter("bench_scale", "scale-policy.json")]),
+        ],
+        "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+                      "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                          {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(up)}}}}]}]}}]}}
+json.dump(config, open(f"{state}/envoy.json", "w"), indent=1)
+PYEOF
+
+    say "starting Envoy (--concurrency 1${PIN_ENVOY:+, pinned to core 0})"
+    # The filter's audit line (wasm, info) is part of its work and stays on; the rest at warn.
+    "${PIN_ENVOY[@]}" "$ROOT/.venv/bin/envoy" -c "$STATE/envoy.json" --concurrency 1 \
+        --disable-hot-restart -l warn --component-log-level wasm:info \
+        >"$STATE/envoy.log" 2>&1 </dev/null &
+    ENVOY_PID=$!
+    PIDS+=($ENVOY_PID)
+    for _ in $(seq 300); do
+        kill -0 "$ENVOY_PID" 2>/dev/null || { tail -n 30 "$STATE/envoy.log" >&2; die "Envoy exited"; }
+        [[ $(curl -sf --max-time 2 "http://127.0.0.1:$P_ADMIN/ready" 2>/dev/null) == LIVE ]] && break
+        sleep 0.2
+    done
+    [[ $(curl -sf --max-time 2 "http://127.0.0.1:$P_ADMIN/ready" 2>/dev/null) == LIVE ]] ||
+        die "Envoy not ready after 60 s; see $STATE/envoy.log"
+
+    SCALE_PATH=$(cat "$STATE/scale-path.txt")
+    target() { # case -> "url tokens"
+        case $1 in
+            passthrough) echo "http://127.0.0.1:$P_PASS/orders/1 none" ;;
+            authn-cache-*-warm) a=${1#authn-cache-}; a=${a%-warm}
+                echo "http://127.0.0.1:$P_CACHE/$a/orders/1 $STATE/tokens-$a-warm.txt" ;;
+            authn-*) a=${1#authn-}; k=${a##*-}; a=${a%-*}
+                echo "http://127.0.0.1:$P_AUTHN/$a/orders/1 $STATE/tokens-$a-$k.txt" ;;
+            filter-scale-*) echo "http://127.0.0.1:$P_SCALE$SCALE_PATH $STATE/tokens-scale-${1##*-}.txt" ;;
+            filter-*) a=${1#filter-}; k=${a##*-}; a=${a%-*}
+                echo "http://127.0.0.1:$P_FILTER/orders/1 $STATE/tokens-$a-$k.txt" ;;
+        esac
+    }
+    # Every case must answer 200 before it is timed: a benchmark of refusals measures nothing.
+    for c in "${CASES[@]}"; do
+        read -r url tokens < <(target "$c")
+        tok=""; [[ $tokens == none ]] || tok=$(head -n1 "$tokens")
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 ${tok:+-H "Authorization: Bearer $tok"} "$url")
+        [[ $code == 200 ]] || die "case $c answers $code, not 200 ($url); see $STATE/envoy.log"
+    done
+    run_wrk() { # case seconds result
+        local url tokens
+        read -r url tokens < <(target "$1")
+        BENCH_RESULT=$3 "${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"${2}s" --timeout 10s \
+            -s bench/bench.lua "$url" -- "$tokens" >"$3.txt" 2>&1 || { cat "$3.txt" >&2; die "wrk failed for $1"; }
+    }
+    say "warm-up: 1 s per case"
+    for c in "${CASES[@]}"; do run_wrk "$c" 1 "$STATE/warmup-$c.json"; done
+    for r in $(seq "$ROUNDS"); do
+        say "round $r of $ROUNDS: ${#CASES[@]} cases, ${DURATION}s each"
+        for c in "${CASES[@]}"; do
+            run_wrk "$c" "$DURATION" "$STATE/round$r-$c.json"
+            printf '    %-24s %s\n' "$c" "$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(round(d["requests"]*1e6/d["duration_us"]), "req/s")' "$STATE/round$r-$c.json")" >&2
+        done
+    done
+    kill -0 "$ENVOY_PID" 2>/dev/null || die "Envoy died during the benchmark; see $STATE/envoy.log"
+    # Keep the log small: its start (load messages) and its end.
+    { head -n 100 "$STATE/envoy.log"; echo "[...]"; tail -n 100 "$STATE/envoy.log"; } >"$STATE/envoy.log.short"
+    mv "$STATE/envoy.log.short" "$STATE/envoy.log"
+    "$PY" bench/table.py "$STATE" "$ROUNDS" "${CASES[@]}" >>"$RESULTS"
+fi
+
+if [[ $MICRO == 1 ]]; then
+    say "native micro-benchmark (bench micro ${MICRO_ARGS[*]})"
+    echo >>"$RESULTS"
+    "${PIN_LOAD[@]}" "$BENCH" micro "${MICRO_ARGS[@]}" >>"$RESULTS"
+fi
+echo >&2
+cat "$RESULTS"
