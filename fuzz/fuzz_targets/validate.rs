@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         route_name: None,
         authorization: input.authorization.iter().map(String::as_str).collect(),
         request_id: Some("fuzz"),
+        header_names: vec![],
     };
     let d = policy.decide(&req, Duration::from_secs(NOW), &mut Fixed);
     match &d.verdict {

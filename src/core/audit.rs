@@ -26,9 +26,14 @@ pub struct AuditRecord {
     pub decision: Outcome,
     /// `exchanged`, `unmatched_pass`, or a deny reason code.
     pub reason: &'static str,
-    /// HTTP status of a local response (deny only).
+    /// HTTP status of a local response (deny only; in shadow mode, the status enforcing would
+    /// have sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// `shadow` when the matched rule is in shadow mode: `decision`, `reason` and `status`
+    /// say what enforcing would have done; the request was forwarded unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
     /// The matched rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -53,6 +58,31 @@ pub struct AuditRecord {
     pub token_id: Option<String>,
     /// Whether `iss`/`sub`/`caller`/`token_id` come from a token whose signature verified.
     pub token_verified: bool,
+    /// For a gateway token (chained exchange): the issuer of the token the chain started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_iss: Option<String>,
+    /// For a gateway token: the id of the token the chain started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_token_id: Option<String>,
+    /// Exchanges the minted token records (or would have): 1 at the edge, one more per hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_depth: Option<usize>,
+    /// The verified token's `acr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// The verified token's `auth_time`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The (original) issuer's `review_by` date has passed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub issuer_review_overdue: bool,
+    /// Scopes the rule would grant and the token holds, removed by the issuer's `max_scopes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_removed_scopes: Option<String>,
+    /// Names (never values) of `strip_headers` the request carried: stripped, or the reason
+    /// for `identity_header_present`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identity_headers: Vec<String>,
     /// The minted token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_jti: Option<String>,
@@ -78,6 +108,10 @@ impl AuditRecord {
             r#"{"event":"token_exchange","decision":"deny","reason":"internal_error"}"#.to_owned()
         })
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Truncates attacker-supplied text for the log, on a char boundary.
@@ -112,6 +146,7 @@ mod tests {
             decision: Outcome::Deny,
             reason: "missing_token",
             status: Some(401),
+            mode: None,
             rule: None,
             request_id: None,
             method: "GET".into(),
@@ -121,6 +156,14 @@ mod tests {
             caller: None,
             token_id: None,
             token_verified: false,
+            origin_iss: None,
+            origin_token_id: None,
+            chain_depth: None,
+            acr: None,
+            auth_time: None,
+            issuer_review_overdue: false,
+            ceiling_removed_scopes: None,
+            identity_headers: Vec::new(),
             minted_jti: None,
             minted_aud: None,
             minted_scope: None,

@@ -52,9 +52,9 @@ fn apply(policy: &Policy, decision: &mut Decision) -> Action {
     let forwarded = match &decision.verdict {
         Verdict::Forward { authorization, .. } => {
             abi::replace_header(Map::RequestHeaders, "authorization", authorization)
-                .and_then(|()| strip(policy))
+                .and_then(|()| strip(&decision.strip_headers))
         }
-        Verdict::Pass => strip(policy),
+        Verdict::Pass => strip(&decision.strip_headers),
         Verdict::Deny(_) => Ok(()),
     };
     if forwarded.is_err() {
@@ -82,15 +82,15 @@ fn apply(policy: &Policy, decision: &mut Decision) -> Action {
     }
 }
 
-fn strip(policy: &Policy) -> Result<(), abi::HostStatus> {
-    for name in &policy.strip_headers {
+fn strip(names: &[String]) -> Result<(), abi::HostStatus> {
+    for name in names {
         abi::remove_header(Map::RequestHeaders, name)?;
     }
     Ok(())
 }
 
 /// The host clock; WASI's clock where the host lacks `proxy_get_current_time_nanoseconds`.
-fn now() -> Duration {
+pub(super) fn now() -> Duration {
     match abi::current_time_nanos() {
         Some(ns) => Duration::from_nanos(ns),
         None => SystemTime::now()
@@ -115,6 +115,8 @@ struct RequestHeaders {
     route_name: Option<String>,
     authorization: Vec<String>,
     request_id: Option<String>,
+    /// Every header name, lower case.
+    names: Vec<String>,
 }
 
 impl RequestHeaders {
@@ -126,10 +128,14 @@ impl RequestHeaders {
         let mut authority = None;
         let mut request_id = None;
         let mut authorization = Vec::new();
+        let mut names = Vec::new();
         for (name, value) in pairs {
             // Header names are case-insensitive; hosts differ in the casing they report.
             let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
             let value = String::from_utf8_lossy(&value).into_owned();
+            if !name.starts_with(':') {
+                names.push(name.clone());
+            }
             match name.as_str() {
                 "authorization" => authorization.push(value),
                 ":method" => method = Some(value),
@@ -154,6 +160,7 @@ impl RequestHeaders {
             route_name: string_property(&["xds", "route_name"]),
             authorization,
             request_id,
+            names,
         })
     }
 
@@ -165,6 +172,7 @@ impl RequestHeaders {
             route_name: self.route_name.as_deref(),
             authorization: self.authorization.iter().map(String::as_str).collect(),
             request_id: self.request_id.as_deref(),
+            header_names: self.names.iter().map(String::as_str).collect(),
         }
     }
 }

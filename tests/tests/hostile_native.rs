@@ -50,6 +50,7 @@ fn decide(
         route_name: None,
         authorization: authorization.iter().map(String::as_str).collect(),
         request_id: Some("hostile"),
+        header_names: vec![],
     };
     p.decide(&req, Duration::from_secs(NOW), entropy)
 }
