@@ -127,6 +127,7 @@ impl Policy {
             // Audited as enforcing would have decided; forwarded as it came (minus the
             // identity headers, which no rule's mode affects).
             decision.verdict = Verdict::Pass;
+            decision.strip_headers = decision.audit.identity_headers.clone();
             decision.audit.mode = Some("shadow");
         }
         decision

@@ -10,6 +10,7 @@
 
 pub mod hostile;
 pub mod providers;
+pub mod trust;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
