@@ -4,19 +4,20 @@
 use serde::Serialize;
 
 /// The decision taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Token validated, exchanged, forwarded.
     Allow,
-    /// Refused with a local response.
+    /// Refused with a local response (what a record says until a decision is made).
+    #[default]
     Deny,
     /// No rule matched and policy says pass: forwarded untouched.
     Pass,
 }
 
 /// One audit record. Field order is the JSON order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
     /// Always `token_exchange`: lets log pipelines select these lines.
     pub event: &'static str,
@@ -146,29 +147,9 @@ mod tests {
             decision: Outcome::Deny,
             reason: "missing_token",
             status: Some(401),
-            mode: None,
-            rule: None,
-            request_id: None,
             method: "GET".into(),
             path: "/x".into(),
-            iss: None,
-            sub: None,
-            caller: None,
-            token_id: None,
-            token_verified: false,
-            origin_iss: None,
-            origin_token_id: None,
-            chain_depth: None,
-            acr: None,
-            auth_time: None,
-            issuer_review_overdue: false,
-            ceiling_removed_scopes: None,
-            identity_headers: Vec::new(),
-            minted_jti: None,
-            minted_aud: None,
-            minted_scope: None,
-            minted_exp: None,
-            minted_kid: None,
+            ..AuditRecord::default()
         };
         assert_eq!(
             r.to_json_line(),

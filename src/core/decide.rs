@@ -137,32 +137,10 @@ impl Policy {
         AuditRecord {
             event: "token_exchange",
             ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-            decision: Outcome::Deny,
-            reason: "",
-            status: None,
-            mode: None,
-            rule: None,
             request_id: req.request_id.map(|r| bounded(r, 128)),
             method: bounded(req.method, 16),
             path: bounded(path_only(req.path), 512),
-            iss: None,
-            sub: None,
-            caller: None,
-            token_id: None,
-            token_verified: false,
-            origin_iss: None,
-            origin_token_id: None,
-            chain_depth: None,
-            acr: None,
-            auth_time: None,
-            issuer_review_overdue: false,
-            ceiling_removed_scopes: None,
-            identity_headers: Vec::new(),
-            minted_jti: None,
-            minted_aud: None,
-            minted_scope: None,
-            minted_exp: None,
-            minted_kid: None,
+            ..AuditRecord::default()
         }
     }
 

@@ -590,6 +590,18 @@ pub fn accepting(mut rule: Value, issuers: &[&str]) -> Value {
     rule
 }
 
+/// `claims` with `key` set to `v`.
+pub fn with_claim(mut claims: Value, key: &str, v: Value) -> Value {
+    claims[key] = v;
+    claims
+}
+
+/// `claims` without `key`.
+pub fn without_claim(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
 /// A policy document with these issuers and rules.
 pub fn policy(gw: &Gateway, issuers: &[&Issuer], rules: Value) -> Value {
     json!({

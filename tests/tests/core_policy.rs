@@ -29,15 +29,7 @@ fn reason_for(p: &Policy, token: &str, now: u64) -> &'static str {
         .reason
 }
 
-fn with(mut claims: Value, key: &str, v: Value) -> Value {
-    claims[key] = v;
-    claims
-}
-
-fn without(mut claims: Value, key: &str) -> Value {
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
+use token_exchange_tests::{with_claim as with, without_claim as without};
 
 #[test]
 fn exchanges_a_valid_token_for_a_narrower_one() {

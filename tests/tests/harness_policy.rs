@@ -974,11 +974,6 @@ fn trust_suite(host: Host) {
     );
 }
 
-fn with_claim(mut claims: Value, key: &str, v: Value) -> Value {
-    claims[key] = v;
-    claims
-}
-
 #[test]
 fn trust_boundaries_under_envoy() {
     trust_suite(Host::envoy());

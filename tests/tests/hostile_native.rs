@@ -295,7 +295,8 @@ fn write_fuzz_seeds() {
     });
     let gw_header = json!({ "alg": "EdDSA", "kid": "gw-1", "typ": "at+jwt" });
     let mut deeper = minted.clone();
-    deeper["act"] = json!({ "sub": "orders-service", "audience": "billing-service", "act": minted["act"] });
+    deeper["act"] =
+        json!({ "sub": "orders-service", "audience": "billing-service", "act": minted["act"] });
     let mut untyped = gw_header.clone();
     untyped["typ"] = json!("JWT");
     let mut stranger = minted.clone();
@@ -312,11 +313,35 @@ fn write_fuzz_seeds() {
     reports["scope"] = json!("reports:read");
     let signed_header = json!({ "alg": "EdDSA", "kid": "fuzz-signed-1", "typ": "JWT" });
     for (name, mode, path, header, payload) in [
-        ("gateway token chained", 3u8, "/billing", &gw_header, &minted),
-        ("gateway token deeper chain", 3, "/billing", &gw_header, &deeper),
+        (
+            "gateway token chained",
+            3u8,
+            "/billing",
+            &gw_header,
+            &minted,
+        ),
+        (
+            "gateway token deeper chain",
+            3,
+            "/billing",
+            &gw_header,
+            &deeper,
+        ),
         ("gateway token typ jwt", 3, "/billing", &untyped, &minted),
-        ("gateway token unknown origin", 3, "/billing", &gw_header, &stranger),
-        ("gateway token at the edge rule", 3, "/orders", &gw_header, &minted),
+        (
+            "gateway token unknown origin",
+            3,
+            "/billing",
+            &gw_header,
+            &stranger,
+        ),
+        (
+            "gateway token at the edge rule",
+            3,
+            "/orders",
+            &gw_header,
+            &minted,
+        ),
         ("step up satisfied", 1, "/admin", &signed_header, &admin),
         ("step up too old", 1, "/admin", &signed_header, &stale),
         ("shadow rule", 1, "/reports", &signed_header, &reports),

@@ -59,15 +59,7 @@ fn setup() -> (Trust, Policy) {
     (t, p)
 }
 
-fn with(mut claims: Value, key: &str, v: Value) -> Value {
-    claims[key] = v;
-    claims
-}
-
-fn without(mut claims: Value, key: &str) -> Value {
-    claims.as_object_mut().unwrap().remove(key);
-    claims
-}
+use token_exchange_tests::{with_claim as with, without_claim as without};
 
 // --- 1. partner ceilings ----------------------------------------------------------------
 
@@ -366,35 +358,21 @@ fn gateway_tokens_are_verified_with_the_gateways_keys_only() {
     );
     assert_eq!(reason(&forged), "invalid_signature");
     // Not an at+jwt, an unknown or missing kid, another algorithm.
-    assert_eq!(
-        reason(&resign(
-            &with(header.clone(), "typ", json!("JWT")),
-            &payload
-        )),
-        "unsupported_token_type"
-    );
-    assert_eq!(
-        reason(&resign(&without(header.clone(), "typ"), &payload)),
-        "unsupported_token_type"
-    );
-    assert_eq!(
-        reason(&resign(
-            &with(header.clone(), "kid", json!("gw-2")),
-            &payload
-        )),
-        "unknown_key"
-    );
-    assert_eq!(
-        reason(&resign(&without(header.clone(), "kid"), &payload)),
-        "unknown_key"
-    );
-    assert_eq!(
-        reason(&resign(
-            &with(header.clone(), "alg", json!("ES256")),
-            &payload
-        )),
-        "algorithm_not_allowed"
-    );
+    for (h, want) in [
+        (
+            with(header.clone(), "typ", json!("JWT")),
+            "unsupported_token_type",
+        ),
+        (without(header.clone(), "typ"), "unsupported_token_type"),
+        (with(header.clone(), "kid", json!("gw-2")), "unknown_key"),
+        (without(header.clone(), "kid"), "unknown_key"),
+        (
+            with(header.clone(), "alg", json!("ES256")),
+            "algorithm_not_allowed",
+        ),
+    ] {
+        assert_eq!(reason(&resign(&h, &payload)), want, "header {h}");
+    }
     // Signed by the gateway, but not shaped like what it mints.
     let edit = |name: &str, v: Option<Value>| {
         let mut c = payload.clone();
