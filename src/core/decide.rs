@@ -20,6 +20,9 @@ use super::validate::{validate, TokenFacts, VerifiedToken};
 /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with what the challenge names).
 type EvalResult = Result<Option<MintedToken>, Refusal>;
 
+/// The audit `mode` of a shadow rule's decisions.
+const SHADOW: &str = "shadow";
+
 /// What the filter needs to know about a request.
 #[derive(Debug, Clone, Default)]
 pub struct HttpRequest<'a> {
@@ -110,25 +113,14 @@ impl Policy {
         let path = path_only(req.path);
         let mut audit = self.blank_audit(req, now);
         audit.identity_headers = identity_headers(&self.strip_headers, &req.header_names);
-        let rule = self.rules.iter().find(|r| r.matcher.matches(req, path));
         let mut facts = TokenFacts::default();
-        let result = self.evaluate(
-            req,
-            path,
-            rule,
-            now.as_secs(),
-            entropy,
-            &mut audit,
-            &mut facts,
-        );
-        let shadow = audit.rule.is_some() && rule.is_some_and(|r| r.mode == RuleMode::Shadow);
+        let result = self.evaluate(req, path, now.as_secs(), entropy, &mut audit, &mut facts);
         let mut decision = self.finish(audit, facts, result);
-        if shadow {
+        if decision.audit.mode == Some(SHADOW) {
             // Audited as enforcing would have decided; forwarded as it came (minus the
             // identity headers, which no rule's mode affects).
             decision.verdict = Verdict::Pass;
             decision.strip_headers = decision.audit.identity_headers.clone();
-            decision.audit.mode = Some("shadow");
         }
         decision
     }
@@ -198,14 +190,12 @@ impl Policy {
         )
     }
 
-    /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny. Records the rule and what the
-    /// verified token says in `audit` as they become known.
-    #[allow(clippy::too_many_arguments)]
+    /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny. Records the rule (and its shadow
+    /// mode) and what the verified token says in `audit` as they become known.
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
         path: &str,
-        rule: Option<&ExchangeRule>,
         now: u64,
         entropy: &mut dyn Entropy,
         audit: &mut AuditRecord,
@@ -214,13 +204,16 @@ impl Policy {
         if is_ambiguous_path(path) {
             return Err(DenyReason::AmbiguousPath.into());
         }
-        let Some(rule) = rule else {
+        let Some(rule) = self.rules.iter().find(|r| r.matcher.matches(req, path)) else {
             return match self.unmatched {
                 Unmatched::Pass => self.check_identity_headers(audit).map(|()| None),
                 Unmatched::Deny => Err(DenyReason::NoMatchingRule.into()),
             };
         };
         audit.rule = Some(rule.name.clone());
+        if rule.mode == RuleMode::Shadow {
+            audit.mode = Some(SHADOW);
+        }
         self.check_identity_headers(audit)?;
         if has_query_token(req.path) {
             return Err(DenyReason::TokenInQuery.into());
