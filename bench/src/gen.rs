@@ -80,6 +80,7 @@ pub fn check_forwarded(policy: &Policy, path: &str, token: &str, now: u64) -> Re
         route_name: None,
         authorization: vec![authorization.as_str()],
         request_id: None,
+        header_names: vec!["host", "authorization"],
     };
     let d = policy.decide(&req, Duration::from_secs(now), &mut CountingEntropy(0));
     match d.verdict {

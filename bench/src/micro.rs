@@ -74,6 +74,7 @@ fn decide_case(name: String, policy: Policy, path: String, token: String, now: u
                 route_name: None,
                 authorization: vec![authorization.as_str()],
                 request_id: Some("bench"),
+                header_names: vec!["host", "authorization"],
             };
             let d = policy.decide(&req, Duration::from_secs(now), &mut entropy);
             matches!(d.verdict, Verdict::Forward { .. })

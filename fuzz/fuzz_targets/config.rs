@@ -1,10 +1,11 @@
 //! `Policy::from_json` on arbitrary bytes: never panics; an error always says something;
-//! a policy that loads can decide a request.
+//! a policy that loads can decide a request and list its lifecycle notices.
 #![no_main]
 
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use token_exchange_filter::core::lifecycle::notices;
 use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Policy};
 
 struct Fixed;
@@ -19,10 +20,12 @@ fuzz_target!(|data: &[u8]| {
     match Policy::from_json(data) {
         Ok(policy) => {
             let _ = policy.public_jwks();
+            let _ = notices(&policy, 1_767_225_600);
             let req = HttpRequest {
                 method: "GET",
                 path: "/orders",
                 authorization: vec!["Bearer a.b.c"],
+                header_names: vec!["x-forwarded-user", "x-auth-request-email"],
                 ..Default::default()
             };
             let _ = policy.decide(&req, Duration::from_secs(1_767_225_600), &mut Fixed);

@@ -2,16 +2,19 @@
 //! paths and Authorization values.
 //!
 //! Invariants: never panics; a request whose token the target did not sign itself (raw
-//! mode) is never forwarded, since no input can hold a valid signature of a trusted key;
-//! every verdict's audit record agrees with it; every minted token passes the test suites'
-//! strict check (`minted_token_parts`).
+//! mode) is never forwarded, and never even audited as an allow (also not by the shadow
+//! rule); only the shadow rule passes a request through, audited with `"mode":"shadow"`;
+//! every verdict's audit record agrees with it; a forward mints what its rule mints (its
+//! audience, within its ttl, granted scopes only), a gateway-signed token only through the
+//! chained rule; every minted token passes the test suites' strict check
+//! (`minted_token_parts`).
 #![no_main]
 
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Outcome, Verdict};
-use token_exchange_filter_fuzz::{decode, policy, NOW, SIGNED_ISS};
+use token_exchange_filter_fuzz::{decode, policy, GATEWAY_ISS, MINTS, NOW, SIGNED_ISS};
 
 struct Fixed;
 impl Entropy for Fixed {
@@ -31,8 +34,17 @@ fuzz_target!(|data: &[u8]| {
         route_name: None,
         authorization: input.authorization.iter().map(String::as_str).collect(),
         request_id: Some("fuzz"),
+        header_names: vec!["x-forwarded-user"],
     };
     let d = policy.decide(&req, Duration::from_secs(NOW), &mut Fixed);
+    if !input.signed {
+        assert_ne!(d.audit.decision, Outcome::Allow, "raw input allowed: {input:?}");
+    }
+    let shadow = d.audit.mode.is_some();
+    if shadow {
+        assert_eq!(d.audit.mode, Some("shadow"));
+        assert_eq!(d.audit.rule.as_deref(), Some("reports"));
+    }
     match &d.verdict {
         Verdict::Forward {
             authorization,
@@ -42,23 +54,43 @@ fuzz_target!(|data: &[u8]| {
                 input.signed,
                 "forwarded a token the fuzzer could not have signed: {input:?}"
             );
+            assert!(!shadow);
             assert!(d.audit.token_verified);
-            assert_eq!(d.audit.iss.as_deref(), Some(SIGNED_ISS));
+            let expected_iss = if input.as_gateway { GATEWAY_ISS } else { SIGNED_ISS };
+            assert_eq!(d.audit.iss.as_deref(), Some(expected_iss));
             assert_eq!(d.audit.decision, Outcome::Allow);
             assert_eq!(d.audit.reason, "exchanged");
             assert_eq!(*authorization, format!("Bearer {}", minted.token));
-            assert_eq!(minted.audience, "orders-service");
-            assert!(minted.expires_at > NOW && minted.expires_at <= NOW + 60);
-            assert!(minted
-                .scope
-                .split(' ')
-                .all(|s| s == "orders:read" || s == "orders:write"));
+            let rule = d.audit.rule.as_deref().unwrap();
+            if input.as_gateway {
+                assert_eq!(rule, "billing", "a gateway token exchanged by {rule}");
+                assert_eq!(d.audit.origin_iss.as_deref(), Some(SIGNED_ISS));
+            }
+            let (_, audience, scopes, ttl) = MINTS.iter().find(|m| m.0 == rule).unwrap();
+            assert_eq!(minted.audience, *audience);
+            assert!(minted.expires_at > NOW && minted.expires_at <= NOW + ttl);
+            assert!(minted.scope.split(' ').all(|s| scopes.contains(&s)));
+            assert_eq!(d.strip_headers, ["x-forwarded-user"]);
             // Whatever the token carried, the minted one is strict JSON, each member once.
             let (_, claims) = token_exchange_tests::minted_token_parts(&minted.token);
             assert_eq!(claims.get("jti").and_then(|j| j.as_str()), Some(minted.jti.as_str()));
         }
-        Verdict::Pass => panic!("the policy never passes unmatched requests"),
+        Verdict::Pass => {
+            assert!(shadow, "passed outside the shadow rule: {:?}", d.audit);
+            assert_eq!(d.strip_headers, ["x-forwarded-user"]);
+            match d.audit.decision {
+                Outcome::Allow => assert!(d.audit.minted_jti.is_some() && input.signed),
+                Outcome::Deny => assert_eq!(
+                    d.audit.status.map(|s| s >= 400),
+                    Some(true),
+                    "{:?}",
+                    d.audit
+                ),
+                Outcome::Pass => panic!("unmatched requests are denied"),
+            }
+        }
         Verdict::Deny(denial) => {
+            assert!(!shadow);
             assert_eq!(d.audit.decision, Outcome::Deny);
             assert_eq!(d.audit.reason, denial.reason.code());
             assert_eq!(d.audit.status, Some(denial.status));

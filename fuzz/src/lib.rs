@@ -8,6 +8,11 @@
 //! - `https://signed.fuzz` (kid `fuzz-signed-1`): in "signed" mode the `validate` target
 //!   itself signs the fuzzer's header and payload bytes with this key, so the claim checks
 //!   after the signature are fuzzed too. Its signatures are never part of any input.
+//!
+//! In "gateway" mode the target signs with the gateway's own key instead, so the chained
+//! exchange (`chain::verify_gateway_token`, the `billing` rule) is fuzzed past its signature.
+//! The policy also has a step-up rule, a shadow rule, revocation lists, lifecycle dates and
+//! a scope ceiling on the signed issuer (see [`policy_json`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::OnceLock;
@@ -53,27 +58,73 @@ fn trusted(iss: &str, kid: &str, pk: &[u8]) -> Value {
     })
 }
 
-/// The policy document (JSON) the `validate` target decides with.
+/// The gateway's key id.
+pub const GATEWAY_KID: &str = "gw-1";
+
+fn gateway_key() -> &'static ed25519_compact::KeyPair {
+    static KEY: OnceLock<ed25519_compact::KeyPair> = OnceLock::new();
+    KEY.get_or_init(|| keypair(42))
+}
+
+/// What each rule of [`policy_json`] mints: (rule, audience, grantable scopes, ttl).
+pub const MINTS: &[(&str, &str, &[&str], u64)] = &[
+    ("orders-read", "orders-service", &["orders:read", "orders:write"], 60),
+    ("billing", "billing-service", &["orders:read"], 60),
+    ("admin", "admin-service", &["admin"], 30),
+    ("reports", "reports-service", &["reports:read"], 30),
+];
+
+/// The policy document (JSON) the `validate` target decides with: the suites' orders rule,
+/// `billing` (`/billing`, takes gateway tokens for `orders-service`), `admin` (`/admin`,
+/// step-up: `acr` and `max_age_seconds`), `reports` (`/reports`, shadow mode); the signed
+/// issuer with a scope ceiling, review and expiry dates far off and a `revoked_before` in
+/// the past; `revoked` lists.
 pub fn policy_json() -> String {
-    let gw = Ed25519KeyPair::from_bytes(&keypair(42).to_vec())
+    let gw = Ed25519KeyPair::from_bytes(&gateway_key().to_vec())
         .unwrap()
-        .with_key_id("gw-1");
+        .with_key_id(GATEWAY_KID);
     let gw_jwk: Value = serde_json::from_str(&gw.to_jwk()).unwrap();
     // The secret issuer's key pair is generated here and its private half dropped at once.
     let secret = keypair(0xa5);
+    use token_exchange_tests::accepting;
+    let both = &[SECRET_ISS, SIGNED_ISS];
+    let mut signed = trusted(SIGNED_ISS, SIGNED_KID, signed_issuer_key().pk.as_ref());
+    signed["max_scopes"] = json!(["orders:read", "orders:write", "admin", "reports:read"]);
+    signed["review_by"] = json!("2099-12-31");
+    signed["expires"] = json!("2099-12-31");
+    signed["revoked_before"] = json!("2025-01-01T00:00:00Z");
+    let mint = |rule: &str| {
+        let (_, audience, scopes, ttl) = MINTS.iter().find(|m| m.0 == rule).unwrap();
+        json!({ "audience": audience, "scopes": scopes, "ttl_seconds": ttl })
+    };
+    let billing = json!({
+        "name": "billing", "match": { "path_prefix": "/billing" },
+        "accept_gateway_tokens": { "audiences": ["orders-service"] },
+        "mint": mint("billing"),
+    });
+    let admin = json!({
+        "name": "admin", "match": { "path_prefix": "/admin" },
+        "require": { "acr": ["urn:mfa"], "max_age_seconds": 300 },
+        "mint": mint("admin"),
+    });
+    let reports = json!({
+        "name": "reports", "match": { "path_prefix": "/reports" }, "mode": "shadow",
+        "require": { "scopes": ["reports:read"] },
+        "mint": mint("reports"),
+    });
     json!({
         "issuer": GATEWAY_ISS,
         "signing_keys": [gw_jwk],
-        "trusted_issuers": [
-            trusted(SECRET_ISS, SECRET_KID, secret.pk.as_ref()),
-            trusted(SIGNED_ISS, SIGNED_KID, signed_issuer_key().pk.as_ref()),
-        ],
+        "trusted_issuers": [trusted(SECRET_ISS, SECRET_KID, secret.pk.as_ref()), signed],
         "clock_skew_seconds": 30,
         // The same rule as every other suite, for both issuers (with two, it must name them).
-        "rules": [token_exchange_tests::accepting(
-            token_exchange_tests::orders_rule(),
-            &[SECRET_ISS, SIGNED_ISS],
-        )],
+        "rules": [
+            accepting(token_exchange_tests::orders_rule(), both),
+            accepting(billing, both),
+            accepting(admin, both),
+            accepting(reports, both),
+        ],
+        "revoked": { "jti": ["revoked-jti"], "sub": ["mallory"] },
         "strip_headers": ["x-forwarded-user"],
     })
     .to_string()
@@ -89,8 +140,11 @@ pub fn policy() -> &'static Policy {
 /// A request decoded from fuzzer bytes.
 #[derive(Debug)]
 pub struct FuzzRequest {
-    /// Whether the token was signed by the target itself (the trusted `SIGNED_ISS` key).
+    /// Whether the token was signed by the target itself (the trusted `SIGNED_ISS` key, or
+    /// the gateway's).
     pub signed: bool,
+    /// Whether it was signed with the gateway's own key (gateway mode).
+    pub as_gateway: bool,
     /// `:method`.
     pub method: String,
     /// `:path`.
@@ -104,7 +158,8 @@ pub struct FuzzRequest {
 /// `mode byte` then lines separated by `\n`: `method`, `path`, then
 /// - mode even (raw): every further line is one Authorization header value;
 /// - mode odd (signed): `header JSON`, `payload JSON` (any bytes) and an optional scheme
-///   line (default `Bearer`); the target signs `b64(header).b64(payload)` itself.
+///   line (default `Bearer`); the target signs `b64(header).b64(payload)` itself, with the
+///   gateway's key when bit 1 of the mode is set (gateway mode), else as `SIGNED_ISS`.
 pub fn decode(data: &[u8]) -> Option<FuzzRequest> {
     let (&mode, rest) = data.split_first()?;
     let mut lines = rest.split(|&b| b == b'\n');
@@ -114,6 +169,7 @@ pub fn decode(data: &[u8]) -> Option<FuzzRequest> {
     if mode & 1 == 0 {
         return Some(FuzzRequest {
             signed: false,
+            as_gateway: false,
             method,
             path,
             authorization: lines.map(text).collect(),
@@ -122,11 +178,18 @@ pub fn decode(data: &[u8]) -> Option<FuzzRequest> {
     let header = lines.next().unwrap_or_default();
     let payload = lines.next().unwrap_or_default();
     let scheme = lines.next().map(text).unwrap_or_else(|| "Bearer".into());
+    let as_gateway = mode & 2 != 0;
+    let token = if as_gateway {
+        sign_as_gateway(header, payload)
+    } else {
+        sign(header, payload)
+    };
     Some(FuzzRequest {
         signed: true,
+        as_gateway,
         method,
         path,
-        authorization: vec![format!("{scheme} {}", sign(header, payload))],
+        authorization: vec![format!("{scheme} {token}")],
     })
 }
 
@@ -134,6 +197,13 @@ pub fn decode(data: &[u8]) -> Option<FuzzRequest> {
 pub fn sign(header: &[u8], payload: &[u8]) -> String {
     let input = format!("{}.{}", b64(header), b64(payload));
     let sig = signed_issuer_key().sk.sign(input.as_bytes(), None);
+    format!("{input}.{}", b64(sig.as_ref()))
+}
+
+/// A compact JWS over exactly these bytes, signed with the gateway's key.
+pub fn sign_as_gateway(header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let sig = gateway_key().sk.sign(input.as_bytes(), None);
     format!("{input}.{}", b64(sig.as_ref()))
 }
 
@@ -150,9 +220,15 @@ pub fn encode_raw(method: &str, path: &str, authorization: &[String]) -> Vec<u8>
     out
 }
 
-/// The `validate` seed encoding of a signed-mode request.
-pub fn encode_signed(method: &str, path: &str, header: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![1u8];
+/// The `validate` seed encoding of a signed-mode request (gateway mode: `as_gateway`).
+pub fn encode_signed(
+    method: &str,
+    path: &str,
+    header: &[u8],
+    payload: &[u8],
+    as_gateway: bool,
+) -> Vec<u8> {
+    let mut out = vec![if as_gateway { 3u8 } else { 1u8 }];
     for part in [method.as_bytes(), path.as_bytes(), header] {
         out.extend_from_slice(part);
         out.push(b'\n');

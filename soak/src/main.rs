@@ -99,6 +99,7 @@ fn decide(policy: &Policy, c: &Case, now: u64) -> (String, u16) {
         route_name: None,
         authorization: seen.iter().map(String::as_str).collect(),
         request_id: Some("soak"),
+        header_names: vec![],
     };
     let d = policy.decide(&req, Duration::from_secs(now), &mut CountingEntropy(0));
     let status = match &d.verdict {

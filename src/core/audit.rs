@@ -4,19 +4,20 @@
 use serde::Serialize;
 
 /// The decision taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Token validated, exchanged, forwarded.
     Allow,
-    /// Refused with a local response.
+    /// Refused with a local response (what a record says until a decision is made).
+    #[default]
     Deny,
     /// No rule matched and policy says pass: forwarded untouched.
     Pass,
 }
 
 /// One audit record. Field order is the JSON order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
     /// Always `token_exchange`: lets log pipelines select these lines.
     pub event: &'static str,
@@ -26,9 +27,14 @@ pub struct AuditRecord {
     pub decision: Outcome,
     /// `exchanged`, `unmatched_pass`, or a deny reason code.
     pub reason: &'static str,
-    /// HTTP status of a local response (deny only).
+    /// HTTP status of a local response (deny only; in shadow mode, the status enforcing would
+    /// have sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// `shadow` when the matched rule is in shadow mode: `decision`, `reason` and `status`
+    /// say what enforcing would have done; the request was forwarded unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
     /// The matched rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -53,6 +59,31 @@ pub struct AuditRecord {
     pub token_id: Option<String>,
     /// Whether `iss`/`sub`/`caller`/`token_id` come from a token whose signature verified.
     pub token_verified: bool,
+    /// For a gateway token (chained exchange): the issuer of the token the chain started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_iss: Option<String>,
+    /// For a gateway token: the id of the token the chain started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_token_id: Option<String>,
+    /// Exchanges the minted token records (or would have): 1 at the edge, one more per hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_depth: Option<usize>,
+    /// The verified token's `acr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// The verified token's `auth_time`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The (original) issuer's `review_by` date has passed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub issuer_review_overdue: bool,
+    /// Scopes the rule would grant and the token holds, removed by the issuer's `max_scopes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling_removed_scopes: Option<String>,
+    /// Names (never values) of `strip_headers` the request carried: stripped, or the reason
+    /// for `identity_header_present`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identity_headers: Vec<String>,
     /// The minted token's `jti`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_jti: Option<String>,
@@ -78,6 +109,10 @@ impl AuditRecord {
             r#"{"event":"token_exchange","decision":"deny","reason":"internal_error"}"#.to_owned()
         })
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Truncates attacker-supplied text for the log, on a char boundary.
@@ -112,20 +147,9 @@ mod tests {
             decision: Outcome::Deny,
             reason: "missing_token",
             status: Some(401),
-            rule: None,
-            request_id: None,
             method: "GET".into(),
             path: "/x".into(),
-            iss: None,
-            sub: None,
-            caller: None,
-            token_id: None,
-            token_verified: false,
-            minted_jti: None,
-            minted_aud: None,
-            minted_scope: None,
-            minted_exp: None,
-            minted_kid: None,
+            ..AuditRecord::default()
         };
         assert_eq!(
             r.to_json_line(),

@@ -4,16 +4,25 @@
 use std::time::Duration;
 
 use super::audit::{bounded, AuditRecord, Outcome};
-use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
+use super::ceiling;
+use super::chain;
+use super::config::{ExchangeRule, Policy, RouteMatch, RuleMode, StripAction, Unmatched};
 use super::entropy::Entropy;
 use super::grpc;
+use super::hygiene::identity_headers;
+use super::lifecycle;
 use super::mint::{mint, MintedToken};
-use super::reason::{BearerError, DenyReason};
+use super::reason::{BearerError, DenyReason, Refusal};
+use super::step_up;
 use super::syntax::is_http_token;
+use super::token::parse;
 use super::validate::{validate, TokenFacts, VerifiedToken};
 
-/// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
-type EvalResult = Result<Option<MintedToken>, (DenyReason, Option<String>)>;
+/// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with what the challenge names).
+type EvalResult = Result<Option<MintedToken>, Refusal>;
+
+/// The audit `mode` of a shadow rule's decisions.
+const SHADOW: &str = "shadow";
 
 /// What the filter needs to know about a request.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +39,8 @@ pub struct HttpRequest<'a> {
     pub authorization: Vec<&'a str>,
     /// `x-request-id`, when present.
     pub request_id: Option<&'a str>,
+    /// The names of all request headers (for `strip_headers`; any case).
+    pub header_names: Vec<&'a str>,
 }
 
 /// A local response refusing the request.
@@ -52,14 +63,15 @@ pub struct Denial {
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Replace `Authorization` with this value, strip the policy's headers, forward.
+    /// Replace `Authorization` with this value, remove `Decision::strip_headers`, forward.
     Forward {
         /// `Bearer <minted token>`.
         authorization: String,
         /// What was minted.
         minted: Box<MintedToken>,
     },
-    /// Forward untouched (no rule matched and policy says pass); strip the policy's headers.
+    /// Forward without exchanging the token (no rule matched and policy says pass, or the
+    /// rule is in shadow mode); remove `Decision::strip_headers`.
     Pass,
     /// Send a local response; forward nothing.
     Deny(Denial),
@@ -72,6 +84,8 @@ pub struct Decision {
     pub verdict: Verdict,
     /// What to log (exactly once).
     pub audit: AuditRecord,
+    /// Request headers to remove before forwarding (those of `strip_headers` it carries).
+    pub strip_headers: Vec<String>,
 }
 
 impl Decision {
@@ -79,10 +93,12 @@ impl Decision {
     /// be forwarded. The audit keeps the token facts but no longer claims a minted token.
     pub fn fail_internal(&mut self, policy: &Policy) {
         let reason = DenyReason::InternalError;
-        self.verdict = Verdict::Deny(policy.denial(reason, None));
+        self.verdict = Verdict::Deny(policy.denial(&reason.into()));
         self.audit.decision = Outcome::Deny;
         self.audit.reason = reason.code();
         self.audit.status = Some(reason.status());
+        // What happened is this deny, whatever a shadowed rule would have done.
+        self.audit.mode = None;
         self.audit.minted_jti = None;
         self.audit.minted_aud = None;
         self.audit.minted_scope = None;
@@ -101,39 +117,27 @@ impl Policy {
     ) -> Decision {
         let path = path_only(req.path);
         let mut audit = self.blank_audit(req, now);
+        audit.identity_headers = identity_headers(&self.strip_headers, &req.header_names);
         let mut facts = TokenFacts::default();
-        let result = self.evaluate(
-            req,
-            path,
-            now.as_secs(),
-            entropy,
-            &mut audit.rule,
-            &mut facts,
-        );
-        self.finish(audit, facts, result)
+        let result = self.evaluate(req, path, now.as_secs(), entropy, &mut audit, &mut facts);
+        let mut decision = self.finish(audit, facts, result);
+        if decision.audit.mode == Some(SHADOW) {
+            // Audited as enforcing would have decided; forwarded as it came (minus the
+            // identity headers, which no rule's mode affects).
+            decision.verdict = Verdict::Pass;
+            decision.strip_headers = decision.audit.identity_headers.clone();
+        }
+        decision
     }
 
     fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
         AuditRecord {
             event: "token_exchange",
             ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-            decision: Outcome::Deny,
-            reason: "",
-            status: None,
-            rule: None,
             request_id: req.request_id.map(|r| bounded(r, 128)),
             method: bounded(req.method, 16),
             path: bounded(path_only(req.path), 512),
-            iss: None,
-            sub: None,
-            caller: None,
-            token_id: None,
-            token_verified: false,
-            minted_jti: None,
-            minted_aud: None,
-            minted_scope: None,
-            minted_exp: None,
-            minted_kid: None,
+            ..AuditRecord::default()
         }
     }
 
@@ -143,6 +147,7 @@ impl Policy {
         audit.caller = facts.caller.map(|s| bounded(&s, 256));
         audit.token_id = facts.token_id;
         audit.token_verified = facts.verified;
+        audit.issuer_review_overdue = facts.review_overdue;
         let verdict = match result {
             Ok(Some(minted)) => {
                 audit.decision = Outcome::Allow;
@@ -162,14 +167,22 @@ impl Policy {
                 audit.reason = "unmatched_pass";
                 Verdict::Pass
             }
-            Err((reason, required)) => {
+            Err(refusal) => {
                 audit.decision = Outcome::Deny;
-                audit.reason = reason.code();
-                audit.status = Some(reason.status());
-                Verdict::Deny(self.denial(reason, required.as_deref()))
+                audit.reason = refusal.reason.code();
+                audit.status = Some(refusal.reason.status());
+                Verdict::Deny(self.denial(&refusal))
             }
         };
-        Decision { verdict, audit }
+        let strip_headers = match verdict {
+            Verdict::Deny(_) => Vec::new(),
+            _ => audit.identity_headers.clone(),
+        };
+        Decision {
+            verdict,
+            audit,
+            strip_headers,
+        }
     }
 
     /// A deny for a failure outside the policy (e.g. the host could not give the headers).
@@ -178,46 +191,100 @@ impl Policy {
         self.finish(
             audit,
             TokenFacts::default(),
-            Err((DenyReason::InternalError, None)),
+            Err(DenyReason::InternalError.into()),
         )
     }
 
-    /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
+    /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny. Records the rule (and its shadow
+    /// mode) and what the verified token says in `audit` as they become known.
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
         path: &str,
         now: u64,
         entropy: &mut dyn Entropy,
-        rule_name: &mut Option<String>,
+        audit: &mut AuditRecord,
         facts: &mut TokenFacts,
     ) -> EvalResult {
         if is_ambiguous_path(path) {
-            return Err((DenyReason::AmbiguousPath, None));
+            return Err(DenyReason::AmbiguousPath.into());
         }
         let Some(rule) = self.rules.iter().find(|r| r.matcher.matches(req, path)) else {
             return match self.unmatched {
-                Unmatched::Pass => Ok(None),
-                Unmatched::Deny => Err((DenyReason::NoMatchingRule, None)),
+                Unmatched::Pass => self.check_identity_headers(audit).map(|()| None),
+                Unmatched::Deny => Err(DenyReason::NoMatchingRule.into()),
             };
         };
-        *rule_name = Some(rule.name.clone());
-        if has_query_token(req.path) {
-            return Err((DenyReason::TokenInQuery, None));
+        audit.rule = Some(rule.name.clone());
+        if rule.mode == RuleMode::Shadow {
+            audit.mode = Some(SHADOW);
         }
-        let token = bearer_token(&req.authorization).map_err(|r| (r, None))?;
-        let verified = validate(self, token, now, facts).map_err(|r| (r, None))?;
-        check_requirements(rule, &verified)?;
-        mint(self, rule, &verified, now, entropy)
-            .map(Some)
-            .map_err(|r| match r {
-                DenyReason::NoGrantableScope => (r, Some(rule.mint.scopes.join(" "))),
-                r => (r, None),
-            })
+        self.check_identity_headers(audit)?;
+        if has_query_token(req.path) {
+            return Err(DenyReason::TokenInQuery.into());
+        }
+        let token = bearer_token(&req.authorization)?;
+        let verified = self.verify(rule, token, now, facts)?;
+        audit.acr = verified.acr.as_deref().map(|a| bounded(a, 256));
+        audit.auth_time = verified.auth_time;
+        if verified.gateway_token {
+            audit.origin_iss = Some(bounded(&verified.origin.issuer, 256));
+            audit.origin_token_id = Some(bounded(&verified.origin.token_id, 256));
+        }
+        lifecycle::standing(self, &verified, now)?;
+        let depth = chain::recorded_exchanges(verified.act.as_ref())?.saturating_add(1);
+        audit.chain_depth = Some(depth);
+        chain::check_hop(rule, &verified, depth)?;
+        ceiling::check_audience(verified.issuer, rule)?;
+        check_requirements(rule, &verified, now)?;
+        let grant = ceiling::granted_scopes(rule, &verified);
+        if !grant.removed.is_empty() {
+            audit.ceiling_removed_scopes = Some(grant.removed.join(" "));
+        }
+        grant.check().map_err(|reason| Refusal {
+            // Name what the rule grants, as an insufficient_scope challenge does.
+            scope: (reason == DenyReason::NoGrantableScope).then(|| rule.mint.scopes.join(" ")),
+            ..Refusal::from(reason)
+        })?;
+        Ok(Some(mint(
+            self,
+            rule,
+            &verified,
+            &grant.scopes,
+            now,
+            entropy,
+        )?))
     }
 
-    /// The local response for `reason` (`scope` names what an insufficient_scope lacks).
-    pub fn denial(&self, reason: DenyReason, scope: Option<&str>) -> Denial {
+    /// The token's verification: the gateway's own tokens through `chain` when the rule
+    /// accepts them, every other token against the trusted issuers.
+    fn verify<'p>(
+        &'p self,
+        rule: &ExchangeRule,
+        token: &str,
+        now: u64,
+        facts: &mut TokenFacts,
+    ) -> Result<VerifiedToken<'p>, DenyReason> {
+        let parsed = parse(token, &self.limits)?;
+        match &rule.accept_gateway_tokens {
+            Some(accept) if chain::is_gateway_token(self, &parsed) => {
+                chain::verify_gateway_token(self, accept, parsed, now, facts)
+            }
+            _ => validate(self, parsed, now, facts),
+        }
+    }
+
+    /// With `strip_headers_action: refuse`, a request carrying an identity header is refused.
+    fn check_identity_headers(&self, audit: &AuditRecord) -> Result<(), Refusal> {
+        if self.strip_headers_action == StripAction::Refuse && !audit.identity_headers.is_empty() {
+            return Err(DenyReason::IdentityHeaderPresent.into());
+        }
+        Ok(())
+    }
+
+    /// The local response for a refusal.
+    pub fn denial(&self, refusal: &Refusal) -> Denial {
+        let reason = refusal.reason;
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
             (DenyReason::InternalError, _) => None,
@@ -228,8 +295,17 @@ impl Policy {
                     self.realm,
                     reason.description()
                 );
-                if let (BearerError::InsufficientScope, Some(s)) = (error, scope) {
+                if let (BearerError::InsufficientScope, Some(s)) = (error, &refusal.scope) {
                     c.push_str(&format!(", scope=\"{s}\""));
+                }
+                if error == BearerError::InsufficientUserAuthentication {
+                    // RFC 9470 §3; values checked at load (no quote, backslash or control).
+                    if let Some(acr) = &refusal.acr_values {
+                        c.push_str(&format!(", acr_values=\"{acr}\""));
+                    }
+                    if let Some(max_age) = refusal.max_age {
+                        c.push_str(&format!(", max_age=\"{max_age}\""));
+                    }
                 }
                 Some(c)
             }
@@ -258,25 +334,24 @@ impl Policy {
     }
 }
 
-fn check_requirements(
-    rule: &ExchangeRule,
-    t: &VerifiedToken<'_>,
-) -> Result<(), (DenyReason, Option<String>)> {
+fn check_requirements(rule: &ExchangeRule, t: &VerifiedToken<'_>, now: u64) -> Result<(), Refusal> {
     let req = &rule.require;
     if !req.issuers.is_empty() && !req.issuers.contains(&t.issuer.issuer) {
-        return Err((DenyReason::IssuerNotAllowed, None));
+        return Err(DenyReason::IssuerNotAllowed.into());
     }
     if !req.callers.is_empty() && !t.caller.as_ref().is_some_and(|c| req.callers.contains(c)) {
-        return Err((DenyReason::CallerNotAllowed, None));
+        return Err(DenyReason::CallerNotAllowed.into());
     }
     if !req.scopes.iter().all(|s| t.scopes.contains(s)) {
-        return Err((DenyReason::InsufficientScope, Some(req.scopes.join(" "))));
+        return Err(Refusal {
+            scope: Some(req.scopes.join(" ")),
+            ..Refusal::from(DenyReason::InsufficientScope)
+        });
     }
-    if !req.acr.is_empty() && !t.acr.as_ref().is_some_and(|a| req.acr.contains(a)) {
-        return Err((DenyReason::AcrNotSatisfied, None));
-    }
+    ceiling::check_required_scopes(t.issuer, &req.scopes)?;
+    step_up::check(req, t, now)?;
     if !req.amr.iter().all(|m| t.amr.contains(m)) {
-        return Err((DenyReason::AmrNotSatisfied, None));
+        return Err(DenyReason::AmrNotSatisfied.into());
     }
     Ok(())
 }

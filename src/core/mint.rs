@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use super::chain::act_claim;
 use super::claims::RESERVED_CLAIMS;
 use super::config::{ExchangeRule, Policy};
 use super::entropy::Entropy;
@@ -82,26 +83,22 @@ impl ClaimSet {
 
 /// Mints the downstream token for `verified` under `rule` at `now` (seconds).
 ///
-/// - `scope` = the rule's grant ∩ the token's scopes (in the rule's order), never empty;
-/// - `exp` = min(now + ttl, original `exp`), strictly after `now`;
+/// - `scope` = `granted`: the rule's grant ∩ the token's scopes ∩ the issuer's ceiling (see
+///   `ceiling::granted_scopes`), in the rule's order, never empty;
+/// - `exp` = min(now + ttl, presented `exp`), strictly after `now`;
 /// - `iat` = `nbf` = now, a fresh 128-bit random `jti`;
 /// - only `preserve_claims` are copied; `add_claims` cannot name registered claims
 ///   (enforced when the policy is loaded, and again here);
-/// - provenance: `exchanged_from: {iss, token_id}` names the original token.
+/// - provenance: `exchanged_from: {iss, token_id, iat}` names the original token (the edge
+///   token, also after chained hops), `act` records this exchange around the chain so far.
 pub fn mint(
     policy: &Policy,
     rule: &ExchangeRule,
     verified: &VerifiedToken<'_>,
+    granted: &[String],
     now: u64,
     entropy: &mut dyn Entropy,
 ) -> Result<MintedToken, DenyReason> {
-    let granted: Vec<&str> = rule
-        .mint
-        .scopes
-        .iter()
-        .filter(|s| verified.scopes.contains(s))
-        .map(String::as_str)
-        .collect();
     if granted.is_empty() {
         return Err(DenyReason::NoGrantableScope);
     }
@@ -166,13 +163,17 @@ fn minted_claims(
     if let Some(caller) = &verified.caller {
         c.set("client_id", Value::String(caller.clone()))?;
     }
-    c.set(
-        "exchanged_from",
-        serde_json::json!({
-            "iss": verified.issuer.issuer,
-            "token_id": verified.token_id,
-        }),
-    )?;
+    let mut from = Map::new();
+    from.insert("iss".into(), Value::String(verified.origin.issuer.clone()));
+    from.insert(
+        "token_id".into(),
+        Value::String(verified.origin.token_id.clone()),
+    );
+    if let Some(iat) = verified.origin.issued_at {
+        from.insert("iat".into(), Value::from(iat));
+    }
+    c.set("exchanged_from", Value::Object(from))?;
+    c.set("act", act_claim(policy, rule, verified))?;
     for name in &rule.mint.preserve_claims {
         if let Some(v) = verified.claims.get(name) {
             c.set_from_policy(name, v.clone())?;

@@ -3,26 +3,36 @@
 //! randomness are arguments, decisions are values. It compiles and is tested natively.
 
 pub mod audit;
+pub mod ceiling;
+pub mod chain;
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod date;
 pub mod decide;
 pub mod entropy;
 pub mod grpc;
+pub mod hygiene;
 pub mod json;
 pub mod jwks;
 pub mod keys;
+pub mod lifecycle;
 pub mod mint;
 pub mod reason;
 pub mod signing;
+pub mod step_up;
 pub mod syntax;
 pub mod token;
 pub mod validate;
 
 pub use audit::{AuditRecord, Outcome};
 pub use claims::ClaimMapping;
-pub use config::{ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, TrustedIssuer};
+pub use config::{
+    ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, RuleMode, StripAction,
+    TrustedIssuer,
+};
 pub use decide::{Decision, Denial, HttpRequest, Verdict};
 pub use entropy::{Entropy, EntropyError};
+pub use lifecycle::ReviewReminder;
 pub use mint::MintedToken;
-pub use reason::{BearerError, DenyReason};
+pub use reason::{BearerError, DenyReason, Refusal};

@@ -14,6 +14,9 @@ pub enum BearerError {
     InvalidToken,
     /// 403: the token is valid but does not grant what this route requires.
     InsufficientScope,
+    /// 401: the authentication behind the token is too weak or too old for this route
+    /// (RFC 9470): the client can re-authenticate and try again.
+    InsufficientUserAuthentication,
 }
 
 impl BearerError {
@@ -24,6 +27,7 @@ impl BearerError {
             BearerError::InvalidRequest => Some("invalid_request"),
             BearerError::InvalidToken => Some("invalid_token"),
             BearerError::InsufficientScope => Some("insufficient_scope"),
+            BearerError::InsufficientUserAuthentication => Some("insufficient_user_authentication"),
         }
     }
 }
@@ -69,6 +73,8 @@ deny_reasons! {
     MalformedAuthorization => "malformed_authorization", "malformed Authorization header";
     /// An `access_token` query parameter (RFC 6750 §2.3): it would reach the upstream as is.
     TokenInQuery => "token_in_query", "access tokens are not accepted in the query string";
+    /// A header on the `strip_headers` list arrived and `strip_headers_action` is `refuse`.
+    IdentityHeaderPresent => "identity_header_present", "identity headers are not accepted from clients";
     /// The path contains dot-segments or encoded separators that make rule matching ambiguous.
     AmbiguousPath => "ambiguous_path", "ambiguous request path";
     // --- limits, enforced before parsing or cryptography ---
@@ -106,6 +112,15 @@ deny_reasons! {
     UnknownKey => "unknown_key", "unknown signing key";
     /// The signature does not verify.
     InvalidSignature => "invalid_signature", "invalid signature";
+    // --- the issuer's lifecycle and revocation (checked on verified tokens) ---
+    /// The trusted issuer's `expires` date has passed.
+    IssuerExpired => "issuer_expired", "issuer no longer trusted";
+    /// The token's `jti` (or the original's, for a gateway token) is in `revoked.jti`.
+    TokenRevoked => "token_revoked", "token revoked";
+    /// The token's `sub` is in `revoked.sub`.
+    SubjectRevoked => "subject_revoked", "subject revoked";
+    /// The (original) token was issued before its issuer's `revoked_before`, or has no `iat`.
+    IssuedBeforeRevocation => "issued_before_revocation", "token issued before a revocation";
     // --- claims ---
     /// A claim has the wrong type or an invalid value (e.g. `exp` as a string).
     InvalidClaim => "invalid_claim", "invalid claim";
@@ -122,8 +137,11 @@ deny_reasons! {
     // --- the rule's requirements (403) ---
     /// A scope the rule requires is missing.
     InsufficientScope => "insufficient_scope", "token lacks a required scope";
-    /// `acr` is not one of the rule's values.
-    AcrNotSatisfied => "acr_not_satisfied", "authentication context not sufficient";
+    /// `acr` is not one of the rule's values: step up (RFC 9470, 401 with `acr_values`).
+    AcrNotSatisfied => "acr_not_satisfied", "a different authentication level is required";
+    /// `auth_time` is missing or older than `require.max_age_seconds`: step up (RFC 9470, 401
+    /// with `max_age`).
+    AuthenticationTooOld => "authentication_too_old", "more recent authentication is required";
     /// `amr` lacks a method the rule requires.
     AmrNotSatisfied => "amr_not_satisfied", "authentication methods not sufficient";
     /// The caller (`azp`/`client_id`) is not allowed by the rule.
@@ -132,6 +150,18 @@ deny_reasons! {
     IssuerNotAllowed => "issuer_not_allowed", "issuer not allowed for this route";
     /// The token's scopes and the rule's grant do not intersect.
     NoGrantableScope => "no_grantable_scope", "no scope of the token can be granted here";
+    // --- partner ceilings ---
+    /// What the rule requires or would grant lies outside the issuer's `max_scopes`.
+    IssuerScopeCeiling => "issuer_scope_ceiling", "scope beyond what this issuer may grant";
+    /// The rule mints an audience outside the issuer's `allowed_audiences`.
+    IssuerAudienceNotAllowed => "issuer_audience_not_allowed", "this issuer's tokens cannot be exchanged for this audience";
+    // --- delegation chains ---
+    /// The token's `may_act` does not name the caller.
+    ActorNotAllowed => "actor_not_allowed", "the caller may not act for this subject";
+    /// The token to mint would record more exchanges than the rule's `max_chain_depth`.
+    ChainTooDeep => "chain_too_deep", "delegation chain too long";
+    /// The rule's audience already appears in the token's chain.
+    ChainCycle => "chain_cycle", "delegation chain would loop";
     // --- the gateway ---
     /// Signing, randomness or a host call failed: fail closed.
     InternalError => "internal_error", "internal error";
@@ -147,8 +177,18 @@ impl DenyReason {
                 BearerError::InvalidRequest
             }
             NoMatchingRule | InternalError => BearerError::None,
-            InsufficientScope | AcrNotSatisfied | AmrNotSatisfied | CallerNotAllowed
-            | IssuerNotAllowed | NoGrantableScope => BearerError::InsufficientScope,
+            IdentityHeaderPresent => BearerError::InvalidRequest,
+            InsufficientScope
+            | AmrNotSatisfied
+            | CallerNotAllowed
+            | IssuerNotAllowed
+            | NoGrantableScope
+            | IssuerScopeCeiling
+            | IssuerAudienceNotAllowed
+            | ActorNotAllowed
+            | ChainTooDeep
+            | ChainCycle => BearerError::InsufficientScope,
+            AcrNotSatisfied | AuthenticationTooOld => BearerError::InsufficientUserAuthentication,
             _ => BearerError::InvalidToken,
         }
     }
@@ -161,6 +201,31 @@ impl DenyReason {
             (_, BearerError::InvalidRequest) => 400,
             (_, BearerError::InsufficientScope) => 403,
             _ => 401,
+        }
+    }
+}
+
+/// A refusal and what its challenge names besides the reason (RFC 6750 `scope`, RFC 9470
+/// `acr_values` and `max_age`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: DenyReason,
+    /// `scope`: what an `insufficient_scope` route needs.
+    pub scope: Option<String>,
+    /// `acr_values`: the authentication contexts a step-up should reach, space-separated.
+    pub acr_values: Option<String>,
+    /// `max_age`: how recent (seconds) the authentication must be after a step-up.
+    pub max_age: Option<u64>,
+}
+
+impl From<DenyReason> for Refusal {
+    fn from(reason: DenyReason) -> Refusal {
+        Refusal {
+            reason,
+            scope: None,
+            acr_values: None,
+            max_age: None,
         }
     }
 }
@@ -198,6 +263,14 @@ mod tests {
             Some("insufficient_scope")
         );
         assert_eq!(DenyReason::InternalError.status(), 500);
+        assert_eq!(DenyReason::AcrNotSatisfied.status(), 401);
+        assert_eq!(
+            DenyReason::AuthenticationTooOld.bearer_error().code(),
+            Some("insufficient_user_authentication")
+        );
+        assert_eq!(DenyReason::IdentityHeaderPresent.status(), 400);
+        assert_eq!(DenyReason::TokenRevoked.status(), 401);
+        assert_eq!(DenyReason::ChainCycle.status(), 403);
     }
 
     #[test]

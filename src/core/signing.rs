@@ -12,7 +12,7 @@ use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
 use super::entropy::Entropy;
-use super::keys::{Alg, KeyError};
+use super::keys::{Alg, IssuerKey, KeyError};
 use super::token::{b64url_decode, b64url_encode};
 
 /// DER of SHA-256's `DigestInfo` up to the hash (RFC 8017 §9.2, note 1).
@@ -177,6 +177,12 @@ impl SigningKey {
     /// The public JWK (for a JWKS endpoint, demos and tests); None for HS256.
     pub fn public_jwk(&self) -> Option<Value> {
         self.public_jwk.clone()
+    }
+
+    /// The public half as a verification key (for the gateway's own tokens in a chained
+    /// exchange); None for HS256, which has no public half.
+    pub fn verification_key(&self) -> Option<IssuerKey> {
+        IssuerKey::from_jwk(self.public_jwk.as_ref()?, &[self.alg]).ok()
     }
 
     /// A compact JWS of `payload` (the UTF-8 JSON of the claims) under this key's header.

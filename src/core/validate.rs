@@ -2,14 +2,17 @@
 //! signature, then claims. Order matters: nothing about a token's claims is believed (or
 //! reported as a reason) before its signature verifies, except what is needed to find the
 //! key (`iss`, `alg`, `kid`) and cheap size limits.
+//!
+//! The gateway's own tokens (a chained exchange) are verified in `chain` with the gateway's
+//! keys; both paths read the verified claims through [`ClaimFacts`].
 
 use serde_json::{Map, Value};
 
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
 use super::config::{Policy, TrustedIssuer};
-use super::keys::Alg;
+use super::keys::{Alg, IssuerKey};
 use super::reason::DenyReason;
-use super::token::{parse, ParsedToken};
+use super::token::ParsedToken;
 
 /// What is known about a token for the audit record, verified or not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,18 +27,43 @@ pub struct TokenFacts {
     pub token_id: Option<String>,
     /// Whether the signature verified (facts from unverified tokens are attacker-supplied).
     pub verified: bool,
+    /// Whether the (original) issuer's `review_by` date has passed.
+    pub review_overdue: bool,
+}
+
+impl TokenFacts {
+    /// Records what a parsed (not yet verified) token says about itself.
+    pub fn observe(&mut self, parsed: &ParsedToken<'_>) {
+        self.issuer = str_claim(&parsed.claims, "iss").map(str::to_owned);
+        self.subject = str_claim(&parsed.claims, "sub").map(str::to_owned);
+        self.token_id = Some(parsed.token_id());
+    }
+}
+
+/// The token a delegation chain started from: named in the minted `exchanged_from`, and
+/// what revocation is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The original token's issuer (a trusted issuer).
+    pub issuer: String,
+    /// The original token's id (its `jti`, or a hash of its signature).
+    pub token_id: String,
+    /// The original token's `iat`, when it had one.
+    pub issued_at: Option<u64>,
 }
 
 /// A token that passed every issuer-level check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken<'p> {
-    /// The issuer that vouched for it.
+    /// The issuer that vouched for it; for a gateway token, the original token's issuer
+    /// (its ceilings, lifecycle and revocation still apply).
     pub issuer: &'p TrustedIssuer,
     /// All its claims.
     pub claims: Map<String, Value>,
     /// `sub`.
     pub subject: String,
-    /// The caller, from the issuer's caller claims (by default `azp`, else `client_id`).
+    /// The caller: from the issuer's caller claims (by default `azp`, else `client_id`); for
+    /// a gateway token, the service it was minted for (its `aud`), which now acts.
     pub caller: Option<String>,
     /// The scopes, from the issuer's scope claims (by default `scope`, else `scp`).
     pub scopes: Vec<String>,
@@ -43,25 +71,34 @@ pub struct VerifiedToken<'p> {
     pub acr: Option<String>,
     /// `amr`.
     pub amr: Vec<String>,
+    /// `auth_time`, in seconds.
+    pub auth_time: Option<u64>,
     /// `exp`, in seconds.
     pub expires_at: u64,
-    /// The original token's id.
+    /// `iat`, in seconds.
+    pub issued_at: Option<u64>,
+    /// The token's id (its `jti`, or a hash of its signature).
     pub token_id: String,
+    /// The raw `jti`.
+    pub jti: Option<String>,
+    /// The token the chain started from (this token itself at the edge).
+    pub origin: Origin,
+    /// The delegation chain it carries (`act`, newest outermost), if any.
+    pub act: Option<Value>,
+    /// Whether it is the gateway's own token (a chained exchange).
+    pub gateway_token: bool,
 }
 
-/// Validates `token` at time `now` (seconds since the epoch).
+/// Validates a parsed edge token at time `now` (seconds since the epoch). Gateway tokens are
+/// refused here (`gateway_token_replay`); rules that take them verify them in `chain`.
 pub fn validate<'p>(
     policy: &'p Policy,
-    token: &str,
+    parsed: ParsedToken<'_>,
     now: u64,
     facts: &mut TokenFacts,
 ) -> Result<VerifiedToken<'p>, DenyReason> {
-    let parsed = parse(token, &policy.limits)?;
+    facts.observe(&parsed);
     let claims = &parsed.claims;
-    facts.issuer = str_claim(claims, "iss").map(str::to_owned);
-    facts.subject = str_claim(claims, "sub").map(str::to_owned);
-    facts.token_id = Some(parsed.token_id());
-
     let issuer = trusted_issuer(policy, claims);
     // The audit names the caller the way the issuer's tokens do; unknown issuers: the defaults.
     facts.caller = match &issuer {
@@ -70,6 +107,7 @@ pub fn validate<'p>(
     }
     .map(str::to_owned);
     let issuer = issuer?;
+    facts.review_overdue = issuer.review_overdue(now);
     let alg = Alg::from_verify_name(&parsed.alg)
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
@@ -77,78 +115,150 @@ pub fn validate<'p>(
     if issuer.claims.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);
     }
-    verify_signature(issuer, alg, &parsed)?;
+    verify_signature(&issuer.keys, alg, &parsed)?;
     facts.verified = true;
 
-    let expires_at = numeric_date(claims, "exp")?.ok_or(DenyReason::MissingClaim)?;
-    let not_before = numeric_date(claims, "nbf")?;
-    let issued_at = numeric_date(claims, "iat")?;
-    let skew = policy.clock_skew_seconds;
-    // Valid while now < exp + skew (RFC 7519 §4.1.4).
-    if now >= expires_at.saturating_add(skew) {
-        return Err(DenyReason::TokenExpired);
-    }
-    if not_before.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
-        return Err(DenyReason::TokenNotYetValid);
-    }
-    if issued_at.is_some_and(|iat| iat > now.saturating_add(skew)) {
-        return Err(DenyReason::IssuedInFuture);
-    }
-
-    let audiences = audiences(claims)?;
-    if !audiences
+    let lifetime = Lifetime::read(claims, policy.clock_skew_seconds, now)?;
+    if !audiences(claims)?
         .iter()
         .any(|a| issuer.audiences.iter().any(|ok| ok == a))
     {
         return Err(DenyReason::AudienceMismatch);
     }
-
-    let subject = match claims.get("sub") {
-        None => return Err(DenyReason::MissingClaim),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(DenyReason::InvalidClaim),
-    };
+    let read = ClaimFacts::read(claims, now, policy.clock_skew_seconds)?;
     let caller = issuer.claims.caller(claims)?.map(str::to_owned);
-    let acr = match claims.get("acr") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(DenyReason::InvalidClaim),
-    };
-    let amr = match claims.get("amr") {
-        None => Vec::new(),
-        Some(v) => string_array(v).ok_or(DenyReason::InvalidClaim)?,
-    };
-    for name in ["jti", "iss"] {
-        if claims.get(name).is_some_and(|v| !v.is_string()) {
-            return Err(DenyReason::InvalidClaim);
-        }
-    }
-    // Identity values travel on (minted token, audit, downstream logs): no control characters.
-    let texts = [Some(&subject), caller.as_ref(), acr.as_ref()];
-    if texts
-        .into_iter()
-        .flatten()
-        .chain(amr.iter())
-        .any(|t| t.chars().any(char::is_control))
-    {
+    if caller.as_deref().is_some_and(has_control) {
         return Err(DenyReason::InvalidClaim);
     }
+    let act = match claims.get("act") {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(DenyReason::InvalidClaim),
+    };
     let scopes = issuer.claims.scopes(claims, policy.limits.max_scopes)?;
     let token_id = parsed.token_id();
     Ok(VerifiedToken {
         issuer,
-        subject,
+        subject: read.subject,
         caller,
         scopes,
-        acr,
-        amr,
-        expires_at,
+        acr: read.acr,
+        amr: read.amr,
+        auth_time: read.auth_time,
+        expires_at: lifetime.expires_at,
+        issued_at: lifetime.issued_at,
+        origin: Origin {
+            issuer: issuer.issuer.clone(),
+            token_id: token_id.clone(),
+            issued_at: lifetime.issued_at,
+        },
         token_id,
+        jti: read.jti,
+        act,
+        gateway_token: false,
         claims: parsed.claims,
     })
 }
 
-fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
+/// A verified token's lifetime, checked against `now` with the clock skew.
+pub(crate) struct Lifetime {
+    pub(crate) expires_at: u64,
+    pub(crate) issued_at: Option<u64>,
+}
+
+impl Lifetime {
+    /// `exp` (required), `nbf`, `iat`.
+    pub(crate) fn read(
+        claims: &Map<String, Value>,
+        skew: u64,
+        now: u64,
+    ) -> Result<Lifetime, DenyReason> {
+        let expires_at = numeric_date(claims, "exp")?.ok_or(DenyReason::MissingClaim)?;
+        let not_before = numeric_date(claims, "nbf")?;
+        let issued_at = numeric_date(claims, "iat")?;
+        // Valid while now < exp + skew (RFC 7519 §4.1.4).
+        if now >= expires_at.saturating_add(skew) {
+            return Err(DenyReason::TokenExpired);
+        }
+        if not_before.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+            return Err(DenyReason::TokenNotYetValid);
+        }
+        if issued_at.is_some_and(|iat| iat > now.saturating_add(skew)) {
+            return Err(DenyReason::IssuedInFuture);
+        }
+        Ok(Lifetime {
+            expires_at,
+            issued_at,
+        })
+    }
+}
+
+/// The claims every verified token is read for after its lifetime and audience, whoever
+/// issued it: subject, authentication context, id.
+pub(crate) struct ClaimFacts {
+    pub(crate) subject: String,
+    pub(crate) acr: Option<String>,
+    pub(crate) amr: Vec<String>,
+    pub(crate) auth_time: Option<u64>,
+    pub(crate) jti: Option<String>,
+}
+
+impl ClaimFacts {
+    /// Reads and checks them on the claims of a token whose signature verified.
+    pub(crate) fn read(
+        claims: &Map<String, Value>,
+        now: u64,
+        skew: u64,
+    ) -> Result<ClaimFacts, DenyReason> {
+        let subject = match claims.get("sub") {
+            None => return Err(DenyReason::MissingClaim),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => return Err(DenyReason::InvalidClaim),
+        };
+        let acr = match claims.get("acr") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(DenyReason::InvalidClaim),
+        };
+        let amr = match claims.get("amr") {
+            None => Vec::new(),
+            Some(v) => string_array(v).ok_or(DenyReason::InvalidClaim)?,
+        };
+        // When the user authenticated (RFC 9068 §2.2.1): a claim about the past.
+        let auth_time = numeric_date(claims, "auth_time")?;
+        if auth_time.is_some_and(|t| t > now.saturating_add(skew)) {
+            return Err(DenyReason::InvalidClaim);
+        }
+        let jti = match claims.get("jti") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(DenyReason::InvalidClaim),
+        };
+        if claims.get("iss").is_some_and(|v| !v.is_string()) {
+            return Err(DenyReason::InvalidClaim);
+        }
+        // Identity values travel on (minted token, audit, downstream logs): no control characters.
+        if has_control(&subject)
+            || acr.as_deref().is_some_and(has_control)
+            || amr.iter().any(|m| has_control(m))
+        {
+            return Err(DenyReason::InvalidClaim);
+        }
+        Ok(ClaimFacts {
+            subject,
+            acr,
+            amr,
+            auth_time,
+            jti,
+        })
+    }
+}
+
+pub(crate) fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+pub(crate) fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> {
     claims.get(name).and_then(Value::as_str)
 }
 
@@ -169,14 +279,15 @@ fn trusted_issuer<'p>(
         .ok_or(DenyReason::UntrustedIssuer)
 }
 
-fn verify_signature(
-    issuer: &TrustedIssuer,
+/// Verifies `parsed` with the key of `keys` its `kid` names (no `kid`: the only key).
+pub(crate) fn verify_signature(
+    keys: &[IssuerKey],
     alg: Alg,
     parsed: &ParsedToken<'_>,
 ) -> Result<(), DenyReason> {
     let key = match parsed.kid.as_deref() {
-        Some(kid) => issuer.keys.iter().find(|k| k.kid() == Some(kid)),
-        None => match issuer.keys.as_slice() {
+        Some(kid) => keys.iter().find(|k| k.kid() == Some(kid)),
+        None => match keys {
             [only] => Some(only),
             _ => None,
         },
@@ -194,7 +305,10 @@ fn verify_signature(
 }
 
 /// A NumericDate (RFC 7519 §2): a non-negative JSON number; fractions are truncated.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, DenyReason> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, DenyReason> {
     let Some(v) = claims.get(name) else {
         return Ok(None);
     };
@@ -221,7 +335,7 @@ fn string_array(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, DenyReason> {
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, DenyReason> {
     match claims.get("aud") {
         None => Err(DenyReason::AudienceMismatch),
         Some(Value::String(s)) if !s.is_empty() => Ok(vec![s.clone()]),

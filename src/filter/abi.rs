@@ -43,6 +43,7 @@ pub struct HostStatus(pub u32);
 
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -104,6 +105,13 @@ fn take(data: *mut u8, size: usize) -> Vec<u8> {
 pub fn log(level: Level, message: &str) -> bool {
     // SAFETY: pointer and length of a live &str.
     unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) == OK }
+}
+
+/// Asks for `on_tick` every `period_ms`; false if the host refused (APISIX answers
+/// Unimplemented).
+pub fn set_tick_period(period_ms: u32) -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_set_tick_period_milliseconds(period_ms) == OK }
 }
 
 /// The host clock in nanoseconds since the epoch, if the host implements it.

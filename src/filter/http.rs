@@ -63,9 +63,9 @@ fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> Action {
     let forwarded = match &decision.verdict {
         Verdict::Forward { authorization, .. } => {
             abi::replace_header(Map::RequestHeaders, "authorization", authorization)
-                .and_then(|()| strip(policy))
+                .and_then(|()| strip(&decision.strip_headers))
         }
-        Verdict::Pass => strip(policy),
+        Verdict::Pass => strip(&decision.strip_headers),
         Verdict::Deny(_) => Ok(()),
     };
     if forwarded.is_err() {
@@ -124,15 +124,15 @@ fn no_policy_denial() -> Denial {
     }
 }
 
-fn strip(policy: &Policy) -> Result<(), abi::HostStatus> {
-    for name in &policy.strip_headers {
+fn strip(names: &[String]) -> Result<(), abi::HostStatus> {
+    for name in names {
         abi::remove_header(Map::RequestHeaders, name)?;
     }
     Ok(())
 }
 
 /// The host clock; WASI's clock where the host lacks `proxy_get_current_time_nanoseconds`.
-fn now() -> Duration {
+pub(super) fn now() -> Duration {
     match abi::current_time_nanos() {
         Some(ns) => Duration::from_nanos(ns),
         None => SystemTime::now()
@@ -159,6 +159,8 @@ struct RequestHeaders {
     request_id: Option<String>,
     /// `content-type` says gRPC: denials are then sent as gRPC statuses.
     grpc: bool,
+    /// Every header name, lower case.
+    names: Vec<String>,
 }
 
 impl RequestHeaders {
@@ -171,10 +173,14 @@ impl RequestHeaders {
         let mut request_id = None;
         let mut grpc = false;
         let mut authorization = Vec::new();
+        let mut names = Vec::new();
         for (name, value) in pairs {
             // Header names are case-insensitive; hosts differ in the casing they report.
             let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
             let value = String::from_utf8_lossy(&value).into_owned();
+            if !name.starts_with(':') {
+                names.push(name.clone());
+            }
             match name.as_str() {
                 "authorization" => authorization.push(value),
                 ":method" => method = Some(value),
@@ -201,6 +207,7 @@ impl RequestHeaders {
             authorization,
             request_id,
             grpc,
+            names,
         })
     }
 
@@ -212,6 +219,7 @@ impl RequestHeaders {
             route_name: self.route_name.as_deref(),
             authorization: self.authorization.iter().map(String::as_str).collect(),
             request_id: self.request_id.as_deref(),
+            header_names: self.names.iter().map(String::as_str).collect(),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The root context: loads the policy from the plugin configuration.
+//! The root context: loads the policy from the plugin configuration, and reminds the
+//! operator of overdue allow-list reviews and expired issuers (at load, then once a day from
+//! `on_tick`).
 
 use std::rc::Rc;
 
@@ -6,14 +8,30 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::abi::{self, Buffer, Level};
-use super::http::ExchangeFilter;
+use super::http::{now, ExchangeFilter};
 use super::metrics::{self, Counter};
-use crate::core::Policy;
+use crate::core::lifecycle;
+use crate::core::{Policy, ReviewReminder};
+
+/// How often `on_tick` checks for reminders; they are logged at most once per UTC day.
+const TICK_PERIOD_MS: u32 = 60_000;
 
 /// Holds the policy in force. A refused update leaves the previous policy in place.
 #[derive(Default)]
 pub struct ExchangeRoot {
     policy: Option<Rc<Policy>>,
+    reminder: ReviewReminder,
+    tick_period_set: bool,
+}
+
+impl ExchangeRoot {
+    /// Logs the allow list's reminders, if any are due today.
+    fn remind(&mut self) {
+        let Some(policy) = &self.policy else { return };
+        for notice in self.reminder.due(policy, now().as_secs()) {
+            abi::log(Level::Warn, &format!("token-exchange-filter: {notice}"));
+        }
+    }
 }
 
 impl Context for ExchangeRoot {}
@@ -70,7 +88,14 @@ impl RootContext for ExchangeRoot {
                     );
                 }
                 metrics::increment(Counter::ConfigLoaded);
+                let dated = lifecycle::has_dates(&policy);
                 self.policy = Some(Rc::new(policy));
+                // A new policy is reminded about at once, whatever was logged today.
+                self.reminder = ReviewReminder::default();
+                self.remind();
+                if dated && !self.tick_period_set {
+                    self.tick_period_set = abi::set_tick_period(TICK_PERIOD_MS);
+                }
                 true
             }
             Err(errors) => {
@@ -87,6 +112,10 @@ impl RootContext for ExchangeRoot {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.remind();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -10,6 +10,7 @@
 
 pub mod hostile;
 pub mod providers;
+pub mod trust;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -392,6 +393,7 @@ const MINTED_CLAIMS: &[&str] = &[
     "jti",
     "scope",
     "exchanged_from",
+    "act",
 ];
 
 /// Re-parses a minted token with the filter's own strict parser (`core::token::parse` with
@@ -399,9 +401,12 @@ const MINTED_CLAIMS: &[&str] = &[
 /// the type of every claim the gateway sets: the header is exactly `alg`, `kid` and
 /// `typ: at+jwt`; `iss`, `sub`, `aud`, `jti` are non-empty strings; `exp`, `nbf`, `iat`
 /// integers with `iat = nbf < exp`; `scope` distinct scope-tokens joined by single spaces;
-/// `client_id` (when present) a string; `exchanged_from` exactly `{iss, token_id}`; and no
-/// claim the gateway never sets (`scp`, `azp`, `act`, `may_act`, `cnf`). Every suite calls
-/// this on every minted token it looks at. Panics with the reason on any violation.
+/// `client_id` (when present) a string; `exchanged_from` is `{iss, token_id}` strings and an
+/// optional integer `iat`; `act` is the actor chain whose outermost entry records this
+/// exchange (`rule`, `audience` = the minted `aud`, and `sub` = `client_id` with the `iss`
+/// that named it, when there is a caller); and no claim the gateway never sets (`scp`,
+/// `azp`, `may_act`, `cnf`). Every suite calls this on every minted token it looks at.
+/// Panics with the reason on any violation.
 pub fn minted_token_parts(token: &str) -> (Map<String, Value>, Map<String, Value>) {
     // The default limits, except size: preserved claims may make a minted token longer than
     // the 8 KiB an incoming one may have.
@@ -470,9 +475,38 @@ pub fn minted_token_parts(token: &str) -> (Map<String, Value>, Map<String, Value
         .expect("exchanged_from is an object");
     let mut from_names: Vec<&str> = from.keys().map(String::as_str).collect();
     from_names.sort_unstable();
-    assert_eq!(from_names, ["iss", "token_id"], "{from:?}");
-    assert!(from.values().all(Value::is_string), "{from:?}");
-    for never in ["scp", "azp", "act", "may_act", "cnf"] {
+    assert!(
+        from_names == ["iss", "token_id"] || from_names == ["iat", "iss", "token_id"],
+        "{from:?}"
+    );
+    assert!(
+        from["iss"].is_string() && from["token_id"].is_string(),
+        "{from:?}"
+    );
+    if let Some(iat) = from.get("iat") {
+        assert!(iat.is_u64(), "{from:?}");
+    }
+    let act = c["act"].as_object().expect("act is an object");
+    assert!(
+        act["rule"].as_str().is_some_and(|r| !r.is_empty()),
+        "{act:?}"
+    );
+    assert_eq!(
+        act["audience"], c["aud"],
+        "act records the audience minted for"
+    );
+    assert_eq!(
+        act.get("sub"),
+        c.get("client_id"),
+        "act names the caller that acted"
+    );
+    assert_eq!(act.contains_key("iss"), act.contains_key("sub"), "{act:?}");
+    let mut entry = act.get("act");
+    while let Some(e) = entry {
+        assert!(e.is_object(), "every act entry is an object: {act:?}");
+        entry = e.get("act");
+    }
+    for never in ["scp", "azp", "may_act", "cnf"] {
         assert!(
             !c.contains_key(never),
             "minted token carries {never}: {c:?}"
@@ -556,6 +590,18 @@ pub fn accepting(mut rule: Value, issuers: &[&str]) -> Value {
     rule
 }
 
+/// `claims` with `key` set to `v`.
+pub fn with_claim(mut claims: Value, key: &str, v: Value) -> Value {
+    claims[key] = v;
+    claims
+}
+
+/// `claims` without `key`.
+pub fn without_claim(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
 /// A policy document with these issuers and rules.
 pub fn policy(gw: &Gateway, issuers: &[&Issuer], rules: Value) -> Value {
     json!({
@@ -626,6 +672,7 @@ pub fn decide_get(
         route_name: None,
         authorization: authorization.to_vec(),
         request_id: Some("req-1"),
+        header_names: vec![],
     };
     policy.decide(
         &req,

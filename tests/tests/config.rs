@@ -345,3 +345,202 @@ fn syntax_errors_and_duplicates_are_reported() {
         );
     }
 }
+
+/// The trust-boundary fields (issue 11): the schema and the parser refuse the same mistakes,
+/// and the parser names each one's path.
+#[test]
+fn trust_boundary_fields_are_checked_by_schema_and_parser() {
+    use token_exchange_tests::trust::Trust;
+    let validator = schema();
+    let t = Trust::new();
+    let good = t.policy(NOW);
+    assert!(
+        validator.is_valid(&good),
+        "{:?}",
+        validator
+            .iter_errors(&good)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        config_errors(&good).is_empty(),
+        "{:?}",
+        config_errors(&good)
+    );
+    // revoked_before as a NumericDate; a rule accepting gateway tokens with room to chain.
+    let mut also_good = good.clone();
+    also_good["trusted_issuers"][0]["revoked_before"] = json!(NOW - 10);
+    assert!(validator.is_valid(&also_good));
+    assert!(config_errors(&also_good).is_empty());
+
+    type Edit = fn(&mut Value);
+    let cases: &[(Edit, &str, &str)] = &[
+        (
+            |d| d["trusted_issuers"][0]["review_by"] = json!("2026-13-01"),
+            "trusted_issuers[0].review_by",
+            "YYYY-MM-DD",
+        ),
+        (
+            |d| d["trusted_issuers"][0]["review_by"] = json!("2026-1-5"),
+            "trusted_issuers[0].review_by",
+            "YYYY-MM-DD",
+        ),
+        (
+            |d| d["trusted_issuers"][1]["expires"] = json!(20261231),
+            "trusted_issuers[1].expires",
+            "YYYY-MM-DD",
+        ),
+        (
+            |d| d["trusted_issuers"][0]["revoked_before"] = json!("2026-01-01T00:00:00+01:00"),
+            "trusted_issuers[0].revoked_before",
+            "NumericDate",
+        ),
+        (
+            |d| d["trusted_issuers"][0]["revoked_before"] = json!(-1),
+            "trusted_issuers[0].revoked_before",
+            "NumericDate",
+        ),
+        (
+            |d| d["trusted_issuers"][1]["max_scopes"] = json!(["bad scope"]),
+            "trusted_issuers[1].max_scopes[0]",
+            "scope token",
+        ),
+        (
+            |d| d["trusted_issuers"][1]["max_scopes"] = json!([]),
+            "trusted_issuers[1].max_scopes",
+            "must not be empty",
+        ),
+        (
+            |d| d["trusted_issuers"][1]["allowed_audiences"] = json!("orders-service"),
+            "trusted_issuers[1].allowed_audiences",
+            "array",
+        ),
+        (
+            |d| d["rules"][9]["mode"] = json!("dry-run"),
+            "rules[9].mode",
+            "\"enforce\" or \"shadow\"",
+        ),
+        (
+            |d| d["rules"][4]["accept_gateway_tokens"] = json!({}),
+            "rules[4].accept_gateway_tokens.audiences",
+            "is required",
+        ),
+        (
+            |d| {
+                d["rules"][4]["accept_gateway_tokens"] =
+                    json!({"audiences": ["orders-service"], "issuer": "x"})
+            },
+            "rules[4].accept_gateway_tokens.issuer",
+            "unknown field",
+        ),
+        (
+            |d| d["rules"][4]["max_chain_depth"] = json!(1),
+            "rules[4].max_chain_depth",
+            "at least 2",
+        ),
+        (
+            |d| d["rules"][0]["max_chain_depth"] = json!(9),
+            "rules[0].max_chain_depth",
+            "between 1 and 8",
+        ),
+        (
+            |d| d["rules"][0]["max_chain_depth"] = json!(0),
+            "rules[0].max_chain_depth",
+            "between 1 and 8",
+        ),
+        (
+            |d| d["rules"][8]["require"]["max_age_seconds"] = json!(-5),
+            "rules[8].require.max_age_seconds",
+            "between 0 and 31536000",
+        ),
+        (
+            |d| d["rules"][8]["require"]["acr"] = json!(["urn:mfa level2"]),
+            "rules[8].require.acr[0]",
+            "acr_values",
+        ),
+        (
+            |d| d["rules"][8]["require"]["acr"] = json!(["urn:\"mfa\""]),
+            "rules[8].require.acr[0]",
+            "acr_values",
+        ),
+        (
+            |d| d["strip_headers"] = json!(["x-*-user"]),
+            "strip_headers[0]",
+            "trailing '*'",
+        ),
+        (
+            |d| d["strip_headers"] = json!(["Host"]),
+            "strip_headers[0]",
+            "cannot strip Authorization",
+        ),
+        (
+            |d| d["strip_headers_action"] = json!("drop"),
+            "strip_headers_action",
+            "\"strip\" or \"refuse\"",
+        ),
+        (
+            |d| d["revoked"] = json!({"jti": "abc"}),
+            "revoked.jti",
+            "array of strings",
+        ),
+        (
+            |d| d["revoked"] = json!({"sid": ["abc"]}),
+            "revoked.sid",
+            "unknown field",
+        ),
+        (
+            |d| d["revoked"]["sub"] = json!([""]),
+            "revoked.sub[0]",
+            "must not be empty",
+        ),
+    ];
+    for (edit, path, needle) in cases {
+        let mut doc = good.clone();
+        edit(&mut doc);
+        let errs = config_errors(&doc);
+        assert!(
+            has_error(&errs, path, needle),
+            "{path}: {needle} not in {errs:#?}"
+        );
+        assert!(
+            !validator.is_valid(&doc),
+            "the schema accepted the document with {path} wrong"
+        );
+    }
+}
+
+/// Checks across the document: gateway tokens need a key with a public half, and JSON depth
+/// for the chain they carry.
+#[test]
+fn chained_rules_need_a_verifiable_gateway_key_and_json_depth() {
+    use token_exchange_tests::trust::Trust;
+    let t = Trust::new();
+    let mut doc = t.policy(NOW);
+    let hs = Gateway::with_alg("HS256", "gw-hs");
+    doc["signing_keys"] = json!([hs.private_jwk()]);
+    doc["allow_hs256_signing"] = json!(true);
+    let errs = config_errors(&doc);
+    assert!(
+        has_error(&errs, "rules[4].accept_gateway_tokens", "public half"),
+        "{errs:#?}"
+    );
+    // An Ed25519 key beside the HS256 one verifies them.
+    doc["signing_keys"] = json!([hs.private_jwk(), t.gw.private_jwk()]);
+    assert!(config_errors(&doc).is_empty(), "{:?}", config_errors(&doc));
+
+    let mut doc = t.policy(NOW);
+    doc["limits"] = json!({"max_json_depth": 3});
+    let errs = config_errors(&doc);
+    assert!(
+        has_error(
+            &errs,
+            "rules[6].max_chain_depth",
+            "limits.max_json_depth (3)"
+        ),
+        "{errs:#?}"
+    );
+    assert!(
+        !has_error(&errs, "rules[4].max_chain_depth", ""),
+        "{errs:#?}"
+    );
+}

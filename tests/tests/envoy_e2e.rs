@@ -255,10 +255,15 @@ fn assert_exchanged(ctx: &Ctx, x: &Exchange, e: &Expect) -> Map<String, Value> {
         "exp {exp} too short"
     );
     assert!(iat + 1 >= x.before && iat <= x.after + 1, "iat {iat}");
-    assert_eq!(
-        claims["exchanged_from"],
-        json!({ "iss": e.original_claims["iss"], "token_id": e.original_claims["jti"] })
-    );
+    let mut from = json!({ "iss": e.original_claims["iss"], "token_id": e.original_claims["jti"] });
+    if let Some(iat) = e.original_claims.get("iat") {
+        from["iat"] = iat.clone();
+    }
+    assert_eq!(claims["exchanged_from"], from);
+    // One exchange recorded: the caller, through this rule, for this audience.
+    assert_eq!(claims["act"]["rule"], e.rule);
+    assert_eq!(claims["act"]["audience"], e.audience);
+    assert_eq!(claims["act"]["iss"], e.original_claims["iss"]);
     let jti = claims["jti"].as_str().unwrap().to_owned();
     assert_ne!(Some(jti.as_str()), e.original_claims["jti"].as_str());
 
@@ -960,16 +965,29 @@ fn chain_send(
     token: &str,
     id: &str,
 ) -> Exchange {
-    let auth = format!("Bearer {token}");
+    send_to(envoy, upstream, port, path, Some(token), &[], id)
+}
+
+/// One GET to `port` with `x-request-id: id`, an optional bearer token and extra headers,
+/// with what the upstream and the audit saw of it.
+fn send_to(
+    envoy: &Envoy,
+    upstream: &Upstream,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    id: &str,
+) -> Exchange {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("x-request-id", id)];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    headers.extend_from_slice(extra);
     let seen = upstream.count();
     let before = unix_now();
-    let response = http(
-        port,
-        "GET",
-        path,
-        &[("x-request-id", id), ("authorization", &auth)],
-        b"",
-    );
+    let response = http(port, "GET", path, &headers, b"");
     let after = unix_now();
     Exchange {
         response,
@@ -1354,4 +1372,220 @@ fn envoy_production_config_validates_and_serves() {
     for l in doc["static_resources"]["listeners"].as_array().unwrap() {
         assert_eq!(l["address"]["socket_address"]["address"], "127.0.0.1");
     }
+}
+
+/// Trust boundaries (issue 11) through a real Envoy, with tokens signed by PyJWT: shadow mode
+/// (forwarded unchanged, the audit says what enforcing would have done), a two-hop chain
+/// with its depth and cycle limits, step-up challenges as a client receives them, and
+/// revocation applied by a configuration update to the running Envoy (LDS from a file: the
+/// listener is replaced, the process keeps running).
+#[test]
+fn trust_boundaries_through_envoy() {
+    use token_exchange_tests::trust::*;
+    let Some(bin) = envoy::require_envoy() else {
+        return;
+    };
+    let started = Instant::now();
+    let wasm = envoy::build_wasm();
+    let t = Trust::new();
+    let now = unix_now();
+    let pid = std::process::id();
+    let mut pol = t.policy(now);
+    let upstream = Upstream::start();
+    let dir = envoy::scratch_dir("trust");
+    let (port, admin_port) = (free_port(), free_port());
+    let lds = dir.join("lds.json");
+    envoy::write_lds(&lds, &[envoy::gateway_listener(&wasm, &pol, port)]);
+    let config = envoy::dynamic_config(&lds, admin_port, upstream.port);
+    let envoy = Envoy::start_config(&bin, &dir, &config, port, admin_port, 1)
+        .unwrap_or_else(|f| panic!("Envoy did not start ({:?}):\n{}", f.exit, f.log));
+
+    // Every edge token comes from PyJWT, signed with the test issuers' keys.
+    let idp_jwk = t.idp.private_ed25519_jwk();
+    let claims = |scope: &str, jti: &str| t.claims(&t.idp, now, scope, &format!("{jti}-{pid}"));
+    let mut weak = claims("admin", "weak");
+    weak["acr"] = json!("urn:pwd");
+    let mut unknown_time = claims("admin", "no-auth-time");
+    unknown_time["acr"] = json!("urn:hwk");
+    unknown_time.as_object_mut().unwrap().remove("auth_time");
+    let mut strong = claims("admin", "strong");
+    strong["acr"] = json!("urn:hwk");
+    let edge = [
+        claims("reports:read", "shadow"),
+        claims("orders:read orders:write", "chain"),
+        weak,
+        unknown_time,
+        strong,
+        claims("orders:read", "revoke"),
+        claims("orders:read", "after"),
+    ];
+    let cases: Vec<(Value, &str, &str, Value)> = edge
+        .iter()
+        .map(|c| (idp_jwk.clone(), "EdDSA", "k1", c.clone()))
+        .collect();
+    let tokens = envoy::pyjwt_tokens(&cases);
+    let [shadow_token, chain_token, weak, unknown_time, strong, revoke_token, after_token] =
+        <[String; 7]>::try_from(tokens).unwrap();
+    eprintln!("trust e2e: setup took {:?}", started.elapsed());
+
+    let mut n = 0;
+    let mut send = |path: &str, token: Option<&str>, extra: &[(&str, &str)]| {
+        n += 1;
+        let x = send_to(
+            &envoy,
+            &upstream,
+            port,
+            path,
+            token,
+            extra,
+            &format!("trust-{pid}-{n}"),
+        );
+        assert_eq!(x.audit.len(), 1, "{path}: one audit line: {:?}", x.audit);
+        x
+    };
+    let upstream_bearer = |x: &Exchange| -> String {
+        assert_eq!(x.response.status, 200, "{:?} {:?}", x.response, x.audit);
+        assert_eq!(x.upstream.len(), 1);
+        x.upstream[0].header_all("authorization")[0]
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned()
+    };
+    let denied = |x: &Exchange, status: u16, reason: &str| -> String {
+        assert_eq!(x.response.status, status, "{reason}: {:?}", x.response);
+        assert!(x.upstream.is_empty(), "{reason}: reached the upstream");
+        assert_eq!(x.audit[0]["reason"], reason, "{}", x.audit[0]);
+        x.response.header("www-authenticate").unwrap().to_owned()
+    };
+
+    // Shadow mode: no token, yet forwarded as it came (minus identity headers).
+    let x = send("/reports/q1", None, &[("x-forwarded-user", "mallory")]);
+    assert_eq!(x.response.status, 200, "{:?}", x.response);
+    assert_eq!(x.upstream.len(), 1, "shadow forwards");
+    assert!(x.upstream[0].header_all("authorization").is_empty());
+    assert!(x.upstream[0].header_all("x-forwarded-user").is_empty());
+    let a = &x.audit[0];
+    assert_eq!(
+        (&a["mode"], &a["decision"], &a["reason"], &a["status"]),
+        (
+            &json!("shadow"),
+            &json!("deny"),
+            &json!("missing_token"),
+            &json!(401)
+        ),
+        "{a}"
+    );
+    let x = send("/reports/q1", Some(&shadow_token), &[]);
+    assert_eq!(
+        upstream_bearer(&x),
+        shadow_token,
+        "shadow forwards the original token"
+    );
+    let a = &x.audit[0];
+    assert_eq!(
+        (&a["mode"], &a["decision"]),
+        (&json!("shadow"), &json!("allow")),
+        "{a}"
+    );
+    assert_eq!(a["minted_aud"], "reports-service");
+
+    // A two-hop chain: edge exchange, then orders-service presents what it received.
+    let x = send("/orders/1", Some(&chain_token), &[]);
+    let t1 = upstream_bearer(&x);
+    let (_, c1) = t.gw.verify(&t1, unix_now());
+    assert_eq!(c1["act"]["sub"], "web-app");
+    let x = send("/billing/1", Some(&t1), &[]);
+    let t2 = upstream_bearer(&x);
+    let (_, c2) = t.gw.verify(&t2, unix_now());
+    assert_eq!(c2["aud"], "billing-service");
+    assert_eq!(c2["scope"], "orders:read");
+    assert!(c2["exp"].as_u64() <= c1["exp"].as_u64());
+    assert_eq!(c2["act"]["sub"], "orders-service");
+    assert_eq!(c2["act"]["act"]["rule"], "orders");
+    assert_eq!(c2["exchanged_from"]["token_id"], format!("chain-{pid}"));
+    let a = &x.audit[0];
+    assert_eq!(
+        (&a["origin_iss"], &a["chain_depth"], &a["caller"]),
+        (&json!(IDP), &json!(2), &json!("orders-service")),
+        "{a}"
+    );
+    let challenge = denied(&send("/ledger/1", Some(&t2), &[]), 403, "chain_too_deep");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    denied(&send("/loop/1", Some(&t2), &[]), 403, "chain_cycle");
+    denied(
+        &send("/orders/1", Some(&t1), &[]),
+        401,
+        "gateway_token_replay",
+    );
+    let x = send("/deep-ledger/1", Some(&t2), &[]);
+    let (_, c3) = t.gw.verify(&upstream_bearer(&x), unix_now());
+    assert_eq!(c3["act"]["act"]["act"]["sub"], "web-app");
+
+    // Step-up, as the client sees it.
+    let x = send("/admin/1", Some(&weak), &[]);
+    let challenge = denied(&x, 401, "acr_not_satisfied");
+    assert_eq!(
+        challenge,
+        r#"Bearer realm="token-exchange", error="insufficient_user_authentication", error_description="a different authentication level is required", acr_values="urn:mfa urn:hwk", max_age="300""#
+    );
+    let body: Value = serde_json::from_str(&x.response.body).unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    let challenge = denied(
+        &send("/admin/1", Some(&unknown_time), &[]),
+        401,
+        "authentication_too_old",
+    );
+    assert!(challenge.contains(r#"error_description="more recent authentication is required""#));
+    assert!(challenge.ends_with(r#"max_age="300""#), "{challenge}");
+    let x = send("/admin/1", Some(&strong), &[]);
+    assert_eq!(
+        t.gw.verify(&upstream_bearer(&x), unix_now()).1["aud"],
+        "admin-service"
+    );
+
+    // Revocation by a configuration update of the running Envoy.
+    let x = send("/orders/1", Some(&revoke_token), &[]);
+    let t1r = upstream_bearer(&x);
+    upstream_bearer(&send("/billing/1", Some(&t1r), &[]));
+    pol["revoked"]["jti"] = json!([REVOKED_JTI, format!("revoke-{pid}")]);
+    envoy::write_lds(&lds, &[envoy::gateway_listener(&wasm, &pol, port)]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let x = send("/orders/1", Some(&revoke_token), &[]);
+        if x.response.status == 401 {
+            denied(&x, 401, "token_revoked");
+            break;
+        }
+        assert_eq!(
+            x.response.status, 200,
+            "before the update takes effect: {:?}",
+            x.response
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the configuration update never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let x = send("/billing/1", Some(&t1r), &[]);
+    denied(&x, 401, "token_revoked");
+    assert_eq!(x.audit[0]["origin_token_id"], format!("revoke-{pid}"));
+    upstream_bearer(&send("/orders/1", Some(&after_token), &[]));
+    let log = envoy.log();
+    assert!(
+        log.matches("token-exchange-filter: policy loaded").count() >= 2,
+        "no reload in the log"
+    );
+    assert!(!log.contains("configuration refused"), "{log}");
+    // The partner's overdue review was reported when the policy loaded.
+    assert!(
+        log.lines().any(|l| l.contains("[warning]")
+            && l.contains(PARTNER)
+            && l.contains("overdue for review")),
+        "no review warning"
+    );
+    eprintln!("trust e2e: {n} requests, {:?} in all", started.elapsed());
 }

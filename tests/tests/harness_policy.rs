@@ -583,6 +583,74 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     send("/orders", &signed(&f.idp, &|_| {}));
     f.host.clear_faults();
 
+    // The trust boundaries (issue 11), on their own policy.
+    {
+        use token_exchange_tests::trust::*;
+        let t = Trust::new();
+        let mut doc = t.policy(NOW);
+        doc["strip_headers_action"] = json!("refuse");
+        let tf = fixture(Host::envoy(), Some(doc));
+        let mut send = |path: &str, token: &str, extra: &[(&str, &str)]| {
+            let (r, a) = trust_send(&tf, path, Some(token), extra);
+            if !r.is_forwarded() {
+                seen.insert(a["reason"].as_str().unwrap().to_owned());
+            }
+            r
+        };
+        let claims = |issuer: &Issuer, scope: &str, jti: &str| t.claims(issuer, NOW, scope, jti);
+        let idp = |c: &Value| t.idp.sign(c);
+        let partner = |c: &Value| t.partner.sign(c);
+        let ok = claims(&t.idp, "orders:read", "x1");
+        send("/orders", &idp(&ok), &[("x-forwarded-user", "m")]);
+        send(
+            "/orders",
+            &t.retired.sign(&claims(&t.retired, "orders:read", "x2")),
+            &[],
+        );
+        send(
+            "/orders",
+            &idp(&claims(&t.idp, "orders:read", REVOKED_JTI)),
+            &[],
+        );
+        send(
+            "/orders",
+            &idp(&with_claim(ok.clone(), "sub", json!(REVOKED_SUB))),
+            &[],
+        );
+        send(
+            "/orders",
+            &idp(&with_claim(ok.clone(), "iat", json!(NOW - 7200))),
+            &[],
+        );
+        send(
+            "/orders",
+            &idp(&with_claim(ok.clone(), "may_act", json!({"sub": "x"}))),
+            &[],
+        );
+        let admin = claims(&t.idp, "admin", "x3");
+        send(
+            "/admin",
+            &idp(&with_claim(admin, "auth_time", json!(NOW - 7200))),
+            &[],
+        );
+        send(
+            "/partner-write",
+            &partner(&claims(&t.partner, "orders:write", "x4")),
+            &[],
+        );
+        send(
+            "/internal",
+            &partner(&claims(&t.partner, "orders:read", "x5")),
+            &[],
+        );
+        let r = send("/orders", &idp(&ok), &[]);
+        let t1 = header(&r.forwarded_headers().unwrap(), "authorization").unwrap()[7..].to_owned();
+        let r = send("/billing", &t1, &[]);
+        let t2 = header(&r.forwarded_headers().unwrap(), "authorization").unwrap()[7..].to_owned();
+        send("/ledger", &t2, &[]);
+        send("/loop", &t2, &[]);
+    }
+
     let all: BTreeSet<String> = DenyReason::ALL
         .iter()
         .map(|r| r.code().to_owned())
@@ -683,4 +751,334 @@ fn provider_key_sets_and_tokens_through_the_wasm() {
             }
         }
     }
+}
+
+// --- trust boundaries (issue 11) ------------------------------------------------------------
+
+/// Sends a GET with an optional bearer token and extra headers (as the client writes them);
+/// returns the request and its one audit record.
+fn trust_send(
+    f: &Fixture,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (wasm_test_harness::Request, Value) {
+    f.host.clear_logs();
+    let mut spec = RequestSpec::new(&[
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "api.example.com"),
+    ]);
+    if let Some(t) = token {
+        spec = spec.header("Authorization", &format!("Bearer {t}"));
+    }
+    for (k, v) in extra {
+        spec = spec.header(k, v);
+    }
+    let r = f.vm.send(spec);
+    let mut lines = audits(&f.host);
+    assert_eq!(lines.len(), 1, "{path}: {lines:?}");
+    (r, lines.remove(0))
+}
+
+/// The token the upstream received (panics with the audit if the request was not forwarded).
+fn forwarded_bearer(r: &wasm_test_harness::Request, audit: &Value) -> String {
+    let fwd = r
+        .forwarded_headers()
+        .unwrap_or_else(|| panic!("not forwarded: {audit}"));
+    header(&fwd, "authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no bearer forwarded: {fwd:?}"))
+        .to_owned()
+}
+
+/// A refusal: not forwarded, this status, reason and challenge fragment.
+fn assert_trust_denied(
+    r: &wasm_test_harness::Request,
+    audit: &Value,
+    status: u32,
+    reason: &str,
+    challenge: &str,
+) {
+    assert!(r.forwarded_headers().is_none(), "{reason}: forwarded");
+    let lr = r.local_response().unwrap();
+    assert_eq!(lr.status, status, "{reason}: {audit}");
+    assert_eq!(audit["reason"], reason, "{audit}");
+    let www = header(&lr.headers, "www-authenticate").unwrap_or_default();
+    assert!(www.contains(challenge), "{reason}: {www}");
+}
+
+/// Every trust-boundary feature through the built wasm under one host profile: ceilings,
+/// `act`, a two-hop chain with depth and cycle limits, step-up, an expired issuer, an
+/// overdue review, shadow mode, revocation and header hygiene.
+fn trust_suite(host: Host) {
+    use token_exchange_tests::trust::*;
+    let profile = host.profile();
+    let t = Trust::new();
+    let f = fixture(host, Some(t.policy(NOW)));
+
+    // Partner ceiling: orders:write is held and granted, but not the partner's to give.
+    let pc = t.claims(&t.partner, NOW, "orders:read orders:write", "p1");
+    let (r, a) = trust_send(&f, "/orders/1", Some(&t.partner.sign(&pc)), &[]);
+    let (_, c) = t.gw.verify(&forwarded_bearer(&r, &a), NOW);
+    assert_eq!(c["scope"], "orders:read", "{profile:?}");
+    assert_eq!(a["ceiling_removed_scopes"], "orders:write", "{profile:?}");
+    assert_eq!(a["issuer_review_overdue"], true, "{profile:?}");
+    let (r, a) = trust_send(&f, "/internal", Some(&t.partner.sign(&pc)), &[]);
+    assert_trust_denied(
+        &r,
+        &a,
+        403,
+        "issuer_audience_not_allowed",
+        r#"error="insufficient_scope""#,
+    );
+
+    // A two-hop chain: edge, then the minted token presented by orders-service.
+    let ic = t.claims(&t.idp, NOW, "orders:read orders:write", "edge-h1");
+    let (r, a) = trust_send(&f, "/orders/1", Some(&t.idp.sign(&ic)), &[]);
+    let t1 = forwarded_bearer(&r, &a);
+    assert_eq!(a["chain_depth"], 1);
+    let (r, a) = trust_send(&f, "/billing/7", Some(&t1), &[]);
+    let t2 = forwarded_bearer(&r, &a);
+    let (_, c2) = t.gw.verify(&t2, NOW);
+    assert_eq!(c2["aud"], "billing-service");
+    assert_eq!(c2["client_id"], "orders-service");
+    assert_eq!(c2["act"]["sub"], "orders-service");
+    assert_eq!(c2["act"]["act"]["sub"], "web-app");
+    assert_eq!(c2["exchanged_from"]["token_id"], "edge-h1");
+    assert_eq!(
+        (&a["origin_iss"], &a["origin_token_id"], &a["chain_depth"]),
+        (&json!(IDP), &json!("edge-h1"), &json!(2)),
+        "{profile:?}: {a}"
+    );
+    let (r, a) = trust_send(&f, "/ledger", Some(&t2), &[]);
+    assert_trust_denied(
+        &r,
+        &a,
+        403,
+        "chain_too_deep",
+        r#"error="insufficient_scope""#,
+    );
+    let (r, a) = trust_send(&f, "/loop", Some(&t2), &[]);
+    assert_trust_denied(&r, &a, 403, "chain_cycle", r#"error="insufficient_scope""#);
+    let (r, a) = trust_send(&f, "/orders/1", Some(&t1), &[]);
+    assert_trust_denied(
+        &r,
+        &a,
+        401,
+        "gateway_token_replay",
+        r#"error="invalid_token""#,
+    );
+    let (r, a) = trust_send(&f, "/deep-ledger", Some(&t2), &[]);
+    forwarded_bearer(&r, &a);
+
+    // Step-up: the challenge a client reads.
+    let weak = with_claim(
+        t.claims(&t.idp, NOW, "admin", "i-admin"),
+        "acr",
+        json!("urn:pwd"),
+    );
+    let (r, a) = trust_send(&f, "/admin", Some(&t.idp.sign(&weak)), &[]);
+    assert_trust_denied(
+        &r,
+        &a,
+        401,
+        "acr_not_satisfied",
+        r#"error="insufficient_user_authentication", error_description="a different authentication level is required", acr_values="urn:mfa urn:hwk", max_age="300""#,
+    );
+    let stale = with_claim(
+        t.claims(&t.idp, NOW, "admin", "i-admin2"),
+        "auth_time",
+        json!(NOW - 3600),
+    );
+    let (r, a) = trust_send(&f, "/admin", Some(&t.idp.sign(&stale)), &[]);
+    assert_trust_denied(&r, &a, 401, "authentication_too_old", r#"max_age="300""#);
+
+    // The issuer's lifecycle.
+    let rc = t.claims(&t.retired, NOW, "orders:read", "r1");
+    let (r, a) = trust_send(&f, "/orders/1", Some(&t.retired.sign(&rc)), &[]);
+    assert_trust_denied(&r, &a, 401, "issuer_expired", r#"error="invalid_token""#);
+
+    // Shadow: forwarded as it came (the original token, no minted one), audited as enforced.
+    let (r, a) = trust_send(&f, "/reports/q1", None, &[("x-forwarded-user", "mallory")]);
+    let fwd = r
+        .forwarded_headers()
+        .unwrap_or_else(|| panic!("{profile:?}: shadow denied: {a}"));
+    assert!(header(&fwd, "authorization").is_none());
+    assert!(
+        header(&fwd, "x-forwarded-user").is_none(),
+        "identity headers still stripped"
+    );
+    assert_eq!(
+        (&a["decision"], &a["reason"], &a["status"], &a["mode"]),
+        (
+            &json!("deny"),
+            &json!("missing_token"),
+            &json!(401),
+            &json!("shadow")
+        ),
+        "{profile:?}"
+    );
+    let good = t.idp.sign(&t.claims(&t.idp, NOW, "reports:read", "i-rep"));
+    let (r, a) = trust_send(&f, "/reports/q1", Some(&good), &[]);
+    assert_eq!(
+        forwarded_bearer(&r, &a),
+        good,
+        "{profile:?}: shadow forwards the original"
+    );
+    assert_eq!(
+        (&a["decision"], &a["mode"]),
+        (&json!("allow"), &json!("shadow"))
+    );
+    assert!(
+        a["minted_jti"].is_string(),
+        "minted as enforcing would: {a}"
+    );
+
+    // Revocation.
+    let revoked = t
+        .idp
+        .sign(&t.claims(&t.idp, NOW, "orders:read", REVOKED_JTI));
+    let (r, a) = trust_send(&f, "/orders/1", Some(&revoked), &[]);
+    assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
+    let mallory = with_claim(
+        t.claims(&t.idp, NOW, "orders:read", "i-m"),
+        "sub",
+        json!(REVOKED_SUB),
+    );
+    let (r, a) = trust_send(&f, "/orders/1", Some(&t.idp.sign(&mallory)), &[]);
+    assert_trust_denied(&r, &a, 401, "subject_revoked", r#"error="invalid_token""#);
+
+    // Header hygiene, in the client's casing (Kong keeps it).
+    let ok = t.idp.sign(&t.claims(&t.idp, NOW, "orders:read", "i-h"));
+    let extra = [
+        ("X-Auth-Request-Email", "a@b.c"),
+        ("X-Forwarded-User", "m"),
+        ("X-Other", "kept"),
+    ];
+    let (r, a) = trust_send(&f, "/orders/1", Some(&ok), &extra);
+    forwarded_bearer(&r, &a);
+    let fwd = r.forwarded_headers().unwrap();
+    assert!(
+        header(&fwd, "x-auth-request-email").is_none(),
+        "{profile:?}: {fwd:?}"
+    );
+    assert!(
+        header(&fwd, "x-forwarded-user").is_none(),
+        "{profile:?}: {fwd:?}"
+    );
+    assert_eq!(header(&fwd, "x-other"), Some("kept"));
+    assert_eq!(
+        a["identity_headers"],
+        json!(["x-auth-request-email", "x-forwarded-user"])
+    );
+}
+
+#[test]
+fn trust_boundaries_under_envoy() {
+    trust_suite(Host::envoy());
+}
+
+#[test]
+fn trust_boundaries_under_kong() {
+    trust_suite(Host::kong());
+}
+
+#[test]
+fn trust_boundaries_under_apisix() {
+    trust_suite(Host::apisix());
+}
+
+/// Revocation and header refusal applied with a configuration update on a live VM: tokens
+/// and chains it has already exchanged are refused from the next request on.
+#[test]
+fn revocation_and_refusal_apply_with_a_configuration_update() {
+    use token_exchange_tests::trust::*;
+    let t = Trust::new();
+    let f = fixture(Host::envoy(), Some(t.policy(NOW)));
+    let original = t.idp.sign(&t.claims(&t.idp, NOW, "orders:read", "edge-u1"));
+    let (r, a) = trust_send(&f, "/orders/1", Some(&original), &[]);
+    let t1 = forwarded_bearer(&r, &a);
+    let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
+    forwarded_bearer(&r, &a);
+
+    let mut doc = t.policy(NOW);
+    doc["revoked"]["jti"] = json!([REVOKED_JTI, "edge-u1"]);
+    doc["strip_headers_action"] = json!("refuse");
+    f.vm.reconfigure(doc.to_string().as_bytes()).unwrap();
+    let (r, a) = trust_send(&f, "/orders/1", Some(&original), &[]);
+    assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
+    let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
+    assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
+    assert_eq!(a["origin_token_id"], "edge-u1");
+    let fresh = t.idp.sign(&t.claims(&t.idp, NOW, "orders:read", "edge-u2"));
+    let (r, a) = trust_send(&f, "/orders/1", Some(&fresh), &[]);
+    forwarded_bearer(&r, &a);
+    let (r, a) = trust_send(
+        &f,
+        "/orders/1",
+        Some(&fresh),
+        &[("x-auth-request-user", "7")],
+    );
+    assert_trust_denied(
+        &r,
+        &a,
+        400,
+        "identity_header_present",
+        r#"error="invalid_request""#,
+    );
+    assert_eq!(a["identity_headers"], json!(["x-auth-request-user"]));
+}
+
+/// Overdue reviews and expired issuers are logged at warn level when the policy loads and
+/// then once per UTC day from on_tick, not on every tick.
+#[test]
+fn lifecycle_reminders_at_load_and_once_a_day() {
+    use token_exchange_tests::trust::*;
+    let t = Trust::new();
+    let doc = t.policy(NOW);
+    for host in [Host::envoy(), Host::kong(), Host::apisix()] {
+        let profile = host.profile();
+        host.set_unix_time(NOW);
+        let vm = host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+        let warnings = || -> Vec<String> {
+            host.logs()
+                .into_iter()
+                .filter(|l| l.level == LogLevel::Warn)
+                .map(|l| l.message)
+                .collect()
+        };
+        let at_load = warnings();
+        assert_eq!(at_load.len(), 2, "{profile:?}: {at_load:?}");
+        assert!(at_load[0].contains(PARTNER) && at_load[0].contains("overdue for review"));
+        assert!(at_load[1].contains(RETIRED) && at_load[1].contains("expired after"));
+        if profile == Profile::Apisix {
+            // No tick period on this host: reminders only at load (and on each update).
+            assert_eq!(vm.tick_period(), None);
+            continue;
+        }
+        assert_eq!(
+            vm.tick_period(),
+            Some(Duration::from_secs(60)),
+            "{profile:?}"
+        );
+        host.clear_logs();
+        for _ in 0..5 {
+            host.advance(Duration::from_secs(60));
+            host.tick().unwrap();
+        }
+        assert!(
+            warnings().is_empty(),
+            "{profile:?}: once per day, not per tick"
+        );
+        host.advance(Duration::from_secs(86_400));
+        host.tick().unwrap();
+        host.tick().unwrap();
+        assert_eq!(warnings().len(), 2, "{profile:?}: the next day, once");
+    }
+    // A policy without dates asks for no ticks.
+    let host = Host::envoy();
+    let plain = policy(&t.gw, &[&t.idp], json!([orders_rule()]));
+    let vm = host.load(&wasm(), plain.to_string().as_bytes()).unwrap();
+    assert_eq!(vm.tick_period(), None);
 }

@@ -50,6 +50,7 @@ fn decide(
         route_name: None,
         authorization: authorization.iter().map(String::as_str).collect(),
         request_id: Some("hostile"),
+        header_names: vec![],
     };
     p.decide(&req, Duration::from_secs(NOW), entropy)
 }
@@ -282,6 +283,78 @@ fn write_fuzz_seeds() {
         }
     }
 
+    // validate, trust boundaries: a gateway-signed token (mode 3: the target signs it with the
+    // gateway's key) shaped like a minted one, for the chained rule and its near misses; and
+    // signed-mode tokens for the step-up and shadow rules.
+    let minted = json!({
+        "iss": "https://gateway.test", "sub": "alice", "aud": "orders-service",
+        "iat": NOW, "nbf": NOW, "exp": NOW + 60, "jti": "AQEBAQEBAQEBAQEBAQEBAQ",
+        "scope": "orders:read orders:write", "client_id": "web-app",
+        "exchanged_from": { "iss": "https://signed.fuzz", "token_id": "orig-1", "iat": NOW },
+        "act": { "sub": "web-app", "iss": "https://signed.fuzz", "rule": "orders-read", "audience": "orders-service" },
+    });
+    let gw_header = json!({ "alg": "EdDSA", "kid": "gw-1", "typ": "at+jwt" });
+    let mut deeper = minted.clone();
+    deeper["act"] =
+        json!({ "sub": "orders-service", "audience": "billing-service", "act": minted["act"] });
+    let mut untyped = gw_header.clone();
+    untyped["typ"] = json!("JWT");
+    let mut stranger = minted.clone();
+    stranger["exchanged_from"]["iss"] = json!("https://nobody.example");
+    let admin = {
+        let mut c = signed_claims();
+        c["auth_time"] = json!(NOW - 60);
+        c["scope"] = json!("admin");
+        c
+    };
+    let mut stale = admin.clone();
+    stale["auth_time"] = json!(NOW - 3600);
+    let mut reports = signed_claims();
+    reports["scope"] = json!("reports:read");
+    let signed_header = json!({ "alg": "EdDSA", "kid": "fuzz-signed-1", "typ": "JWT" });
+    for (name, mode, path, header, payload) in [
+        (
+            "gateway token chained",
+            3u8,
+            "/billing",
+            &gw_header,
+            &minted,
+        ),
+        (
+            "gateway token deeper chain",
+            3,
+            "/billing",
+            &gw_header,
+            &deeper,
+        ),
+        ("gateway token typ jwt", 3, "/billing", &untyped, &minted),
+        (
+            "gateway token unknown origin",
+            3,
+            "/billing",
+            &gw_header,
+            &stranger,
+        ),
+        (
+            "gateway token at the edge rule",
+            3,
+            "/orders",
+            &gw_header,
+            &minted,
+        ),
+        ("step up satisfied", 1, "/admin", &signed_header, &admin),
+        ("step up too old", 1, "/admin", &signed_header, &stale),
+        ("shadow rule", 1, "/reports", &signed_header, &reports),
+    ] {
+        let mut seed = vec![mode];
+        for part in [&b"GET"[..], path.as_bytes(), header.to_string().as_bytes()] {
+            seed.extend_from_slice(part);
+            seed.push(b'\n');
+        }
+        seed.extend_from_slice(payload.to_string().as_bytes());
+        write(&root.join("validate"), name, &seed);
+    }
+
     // config: the test policy documents (the committed examples are copied by hand).
     let rs = Issuer::rs256(ISS, KID);
     let es = Issuer::es256(ISS, KID, 2);
@@ -342,6 +415,15 @@ fn write_fuzz_seeds() {
             prov.jwks.to_string().as_bytes(),
         );
     }
+}
+
+/// Valid claims of the fuzz target's signed issuer at NOW.
+fn signed_claims() -> Value {
+    json!({
+        "iss": "https://signed.fuzz", "sub": "alice", "aud": "api", "azp": "web-app",
+        "iat": NOW, "nbf": NOW, "exp": NOW + 600, "jti": "orig-1",
+        "scope": "orders:read", "acr": "urn:mfa",
+    })
 }
 
 fn base64_decode(s: &str) -> Result<Vec<u8>, ()> {

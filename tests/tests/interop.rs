@@ -45,12 +45,13 @@ fn preserving_sub_is_a_no_op_and_mints_one_sub() {
     let c = minted(&gw, &d);
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["tenant"], "acme");
-    // The payload text itself holds one "sub" member (the strict parser refuses two).
+    // The payload text itself holds one "sub" member for the subject (the strict parser
+    // refuses two); `act` names the actor in its own `sub`.
     let Verdict::Forward { minted: m, .. } = &d.verdict else {
         unreachable!()
     };
     let payload = String::from_utf8(unb64(m.token.split('.').nth(1).unwrap())).unwrap();
-    assert_eq!(payload.matches("\"sub\":").count(), 1, "{payload}");
+    assert_eq!(payload.matches("\"sub\":\"alice\"").count(), 1, "{payload}");
 }
 
 #[test]

@@ -3,11 +3,12 @@
 
 use serde_json::Value;
 
-use super::reader::{any, join, non_empty, string, string_list, Errors, Obj};
+use super::reader::{any, join, non_empty, scope_check, string, string_list, Errors, Obj};
 use super::TrustedIssuer;
 use crate::core::claims::{
     ClaimMapping, DEFAULT_CALLER_CLAIMS, DEFAULT_SCOPE_CLAIMS, FIXED_MEANING_CLAIMS,
 };
+use crate::core::date::{parse_utc_timestamp, UtcDate};
 use crate::core::jwks::import_jwks;
 use crate::core::keys::{Alg, IssuerKey};
 
@@ -87,6 +88,20 @@ pub(super) fn read_trusted_issuer(
         None => Some(ClaimMapping::default()),
         Some(v) => read_claim_mapping(v, &p, errs),
     };
+    // Partner ceilings.
+    let (v, p) = o.get("max_scopes");
+    let max_scopes = optional(v, |v| {
+        non_empty(string_list(v, &p, errs, scope_check), &p, errs)
+    });
+    let (v, p) = o.get("allowed_audiences");
+    let allowed_audiences = optional(v, |v| non_empty(string_list(v, &p, errs, any), &p, errs));
+    // Lifecycle and revocation.
+    let (v, p) = o.get("review_by");
+    let review_by = optional(v, |v| date(v, &p, errs));
+    let (v, p) = o.get("expires");
+    let expires = optional(v, |v| date(v, &p, errs));
+    let (v, p) = o.get("revoked_before");
+    let revoked_before = optional(v, |v| point_in_time(v, &p, errs));
     o.finish(errs);
     Some(TrustedIssuer {
         issuer: issuer?,
@@ -94,7 +109,48 @@ pub(super) fn read_trusted_issuer(
         keys: keys?,
         audiences: audiences?,
         claims: claims?,
+        max_scopes: max_scopes?,
+        allowed_audiences: allowed_audiences?,
+        review_by: review_by?,
+        expires: expires?,
+        revoked_before: revoked_before?,
     })
+}
+
+/// An optional member: `Some(None)` when absent, `None` when present and invalid.
+fn optional<T>(
+    v: Option<&Value>,
+    read: impl FnOnce(Option<&Value>) -> Option<T>,
+) -> Option<Option<T>> {
+    match v {
+        None => Some(None),
+        v => read(v).map(Some),
+    }
+}
+
+/// A calendar day, `YYYY-MM-DD` (UTC).
+fn date(v: Option<&Value>, path: &str, errs: &mut Errors) -> Option<UtcDate> {
+    let parsed = v?.as_str().and_then(UtcDate::parse);
+    if parsed.is_none() {
+        errs.push(path, "must be a date \"YYYY-MM-DD\" (UTC), from 1970-01-01");
+    }
+    parsed
+}
+
+/// A point in time: an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ` or a NumericDate (seconds).
+fn point_in_time(v: Option<&Value>, path: &str, errs: &mut Errors) -> Option<u64> {
+    let parsed = match v? {
+        Value::String(s) => parse_utc_timestamp(s),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errs.push(
+            path,
+            "must be a UTC time \"YYYY-MM-DDTHH:MM:SSZ\" or a NumericDate (non-negative integer seconds)",
+        );
+    }
+    parsed
 }
 
 /// A provider's JWK Set: usable keys, skipped ones as warnings (see `jwks`).

@@ -5,15 +5,17 @@
 //! security policy must not pass silently. A `Policy` value can only exist once the whole
 //! document is valid: there is no half-applied configuration.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde_json::{Map, Value};
 
 use super::claims::ClaimMapping;
+use super::date::UtcDate;
+use super::hygiene::{HeaderPattern, DEFAULT_STRIP_HEADERS};
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
 use super::signing::SigningKey;
-use super::syntax::is_http_token;
 use super::token::Limits;
 
 mod issuer;
@@ -21,8 +23,8 @@ mod reader;
 mod rule;
 
 use issuer::read_trusted_issuers;
-use reader::{boolean, integer, string, string_list, Errors, Obj};
-use rule::{read_rules, RuleContext};
+use reader::{any, boolean, integer, string, string_list, Errors, Obj};
+use rule::{check_chained_rules, read_rules, RuleContext};
 
 /// One configuration mistake, with the JSON path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,31 @@ pub struct TrustedIssuer {
     pub audiences: Vec<String>,
     /// Where its tokens carry the caller and the scopes.
     pub claims: ClaimMapping,
+    /// The scope ceiling: no token minted from this issuer's tokens carries a scope outside
+    /// it (`None`: no ceiling beyond the rules').
+    pub max_scopes: Option<Vec<String>>,
+    /// The only `mint.audience` values its tokens may be exchanged for (`None`: any).
+    pub allowed_audiences: Option<Vec<String>>,
+    /// After this day (UTC) the allow-list entry is overdue for review: warned about, and
+    /// flagged in every audit record of its tokens.
+    pub review_by: Option<UtcDate>,
+    /// After this day (UTC) the issuer is no longer trusted (`issuer_expired`).
+    pub expires: Option<UtcDate>,
+    /// Tokens (or, for gateway tokens, their originals) issued before this time (seconds
+    /// since the epoch) are refused (`issued_before_revocation`).
+    pub revoked_before: Option<u64>,
+}
+
+impl TrustedIssuer {
+    /// Whether the review date has passed at `now` (seconds since the epoch).
+    pub fn review_overdue(&self, now: u64) -> bool {
+        self.review_by.is_some_and(|d| now >= d.end())
+    }
+
+    /// Whether the issuer's trust has ended at `now`.
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|d| now >= d.end())
+    }
 }
 
 /// Which requests a rule applies to; every present condition must hold.
@@ -119,6 +146,8 @@ pub struct Requirements {
     pub callers: Vec<String>,
     /// The issuer is one of these (if non-empty; with several trusted issuers, always).
     pub issuers: Vec<String>,
+    /// The user authenticated at most this many seconds ago (`auth_time`; RFC 9470 step-up).
+    pub max_age_seconds: Option<u64>,
 }
 
 /// How the downstream token is minted.
@@ -136,6 +165,27 @@ pub struct MintSpec {
     pub add_claims: Map<String, Value>,
 }
 
+/// Whether a rule's decisions are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleMode {
+    /// Decide, mint and audit; forward the minted token or answer the deny (the default).
+    #[default]
+    Enforce,
+    /// Decide, mint and audit exactly as `Enforce` would, but forward the request without
+    /// exchanging its token and never answer a deny.
+    Shadow,
+}
+
+/// Which of the gateway's own tokens a rule takes (chained exchange).
+#[derive(Debug, Clone)]
+pub struct GatewayTokens {
+    /// The gateway-minted audiences accepted (the token's `aud` must be one of these).
+    pub audiences: Vec<String>,
+}
+
+/// The default `max_chain_depth`: an edge token may be exchanged once more, not twice.
+pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 2;
+
 /// One exchange rule.
 #[derive(Debug, Clone)]
 pub struct ExchangeRule {
@@ -147,6 +197,32 @@ pub struct ExchangeRule {
     pub require: Requirements,
     /// What is minted.
     pub mint: MintSpec,
+    /// Enforce or shadow.
+    pub mode: RuleMode,
+    /// The gateway's own tokens this rule exchanges again (none without it).
+    pub accept_gateway_tokens: Option<GatewayTokens>,
+    /// The most exchanges the minted token may record (its `act` chain), the edge exchange
+    /// counting as 1.
+    pub max_chain_depth: usize,
+}
+
+/// Original tokens refused by id or subject (`revoked`), applied with a configuration update.
+#[derive(Debug, Clone, Default)]
+pub struct Revocations {
+    /// Revoked `jti` values.
+    pub jti: HashSet<String>,
+    /// Revoked `sub` values (of any trusted issuer).
+    pub sub: HashSet<String>,
+}
+
+/// What happens to a request carrying a header on the `strip_headers` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StripAction {
+    /// Remove it before forwarding (the default).
+    #[default]
+    Strip,
+    /// Refuse the request (`identity_header_present`, 400).
+    Refuse,
 }
 
 /// A complete, validated policy.
@@ -166,12 +242,18 @@ pub struct Policy {
     pub unmatched: Unmatched,
     /// Token limits.
     pub limits: Limits,
-    /// Request headers removed before forwarding (lower case).
-    pub strip_headers: Vec<String>,
+    /// Identity-bearing request headers removed before forwarding (names or `prefix*`).
+    pub strip_headers: Vec<HeaderPattern>,
+    /// Strip them, or refuse requests that carry them.
+    pub strip_headers_action: StripAction,
+    /// Revoked original tokens and subjects.
+    pub revoked: Revocations,
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
     /// What the operator should know about this (valid) policy.
     pub warnings: Vec<ConfigWarning>,
+    /// Public halves of the signing keys, to verify the gateway's own tokens.
+    gateway_keys: Vec<IssuerKey>,
 }
 
 impl Policy {
@@ -207,6 +289,12 @@ impl Policy {
     /// The trusted issuer with this exact `iss`.
     pub fn trusted_issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
         self.trusted_issuers.iter().find(|t| t.issuer == iss)
+    }
+
+    /// The keys a gateway-issued token (chained exchange) is verified with: today the public
+    /// halves of the policy's signing keys (HS256 keys have none and verify nothing).
+    pub fn gateway_verification_keys(&self) -> &[IssuerKey] {
+        &self.gateway_keys
     }
 
     /// The gateway's public keys as a JWKS document (HS256 keys are never published).
@@ -267,18 +355,33 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
 
     let (v, p) = o.get("strip_headers");
     let strip_headers = match v {
-        None => Some(Vec::new()),
-        v => string_list(v, &p, errs, |h| {
-            let lower = h.to_ascii_lowercase();
-            if lower == "authorization" || lower.starts_with(':') {
-                Some("cannot strip Authorization or pseudo-headers".into())
-            } else if !is_http_token(h) {
-                Some("is not a valid header name".into())
-            } else {
-                None
-            }
-        })
-        .map(|l| l.into_iter().map(|h| h.to_ascii_lowercase()).collect()),
+        None => Some(
+            DEFAULT_STRIP_HEADERS
+                .iter()
+                .filter_map(|h| HeaderPattern::parse(h).ok())
+                .collect(),
+        ),
+        v => string_list(v, &p, errs, |h| HeaderPattern::parse(h).err()).map(|l| {
+            l.iter()
+                .filter_map(|h| HeaderPattern::parse(h).ok())
+                .collect()
+        }),
+    };
+    let (v, p) = o.get("strip_headers_action");
+    let strip_headers_action = match v {
+        None => Some(StripAction::Strip),
+        Some(Value::String(s)) if s == "strip" => Some(StripAction::Strip),
+        Some(Value::String(s)) if s == "refuse" => Some(StripAction::Refuse),
+        Some(_) => {
+            errs.push(&p, "must be \"strip\" or \"refuse\"");
+            None
+        }
+    };
+
+    let (v, p) = o.get("revoked");
+    let revoked = match v {
+        None => Some(Revocations::default()),
+        Some(v) => read_revoked(v, &p, errs),
     };
 
     let (v, p) = o.get("realm");
@@ -304,17 +407,46 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
 
     let mut limits = limits?;
     limits.max_token_bytes = usize::try_from(max_token_bytes?).ok()?;
+    let signing_keys = signing_keys?;
+    let gateway_keys: Vec<IssuerKey> = signing_keys
+        .iter()
+        .filter_map(SigningKey::verification_key)
+        .collect();
+    let rules = rules?;
+    check_chained_rules(&rules, &p, !gateway_keys.is_empty(), &limits, errs);
     Some(Policy {
         issuer: issuer?,
-        signing_keys: signing_keys?,
+        signing_keys,
         trusted_issuers: trusted_issuers?,
         clock_skew_seconds: clock_skew_seconds?,
-        rules: rules?,
+        rules,
         unmatched: unmatched?,
         limits,
         strip_headers: strip_headers?,
+        strip_headers_action: strip_headers_action?,
+        revoked: revoked?,
         realm: realm?,
         warnings: Vec::new(),
+        gateway_keys,
+    })
+}
+
+/// `revoked: {"jti": [...], "sub": [...]}`.
+fn read_revoked(v: &Value, path: &str, errs: &mut Errors) -> Option<Revocations> {
+    let mut o = Obj::new(v, path, errs)?;
+    let mut list = |o: &mut Obj, key: &'static str| {
+        let (v, p) = o.get(key);
+        match v {
+            None => Some(HashSet::new()),
+            v => string_list(v, &p, errs, any).map(|l| l.into_iter().collect()),
+        }
+    };
+    let jti = list(&mut o, "jti");
+    let sub = list(&mut o, "sub");
+    o.finish(errs);
+    Some(Revocations {
+        jti: jti?,
+        sub: sub?,
     })
 }
 

@@ -4,8 +4,12 @@
 use serde_json::{Map, Value};
 
 use super::reader::{any, integer, join, non_empty, scope_check, string, string_list, Errors, Obj};
-use super::{ExchangeRule, MintSpec, Requirements, RouteMatch, TrustedIssuer};
+use super::{
+    ExchangeRule, GatewayTokens, MintSpec, Requirements, RouteMatch, RuleMode, TrustedIssuer,
+    DEFAULT_MAX_CHAIN_DEPTH,
+};
 use crate::core::claims::RESERVED_CLAIMS;
+use crate::core::token::Limits;
 
 /// What rules are checked against: the trusted issuers (names, how many were configured, and
 /// the claims their mappings read).
@@ -122,13 +126,103 @@ pub(super) fn read_rule(
     }
     let (v, p) = o.required("mint", errs);
     let mint = v.and_then(|v| read_mint(v, &p, ctx, errs));
+    let (v, p) = o.get("mode");
+    let mode = match v {
+        None => Some(RuleMode::Enforce),
+        Some(Value::String(s)) if s == "enforce" => Some(RuleMode::Enforce),
+        Some(Value::String(s)) if s == "shadow" => Some(RuleMode::Shadow),
+        Some(_) => {
+            errs.push(&p, "must be \"enforce\" or \"shadow\"");
+            None
+        }
+    };
+    let (v, p) = o.get("accept_gateway_tokens");
+    let accept_gateway_tokens = match v {
+        None => Some(None),
+        Some(v) => read_gateway_tokens(v, &p, mint.as_ref(), errs).map(Some),
+    };
+    let (v, p) = o.get("max_chain_depth");
+    let max_chain_depth = match v {
+        None => Some(DEFAULT_MAX_CHAIN_DEPTH as u64),
+        v => integer(v, &p, 1, MAX_CHAIN_DEPTH, errs),
+    }
+    .and_then(|d| usize::try_from(d).ok());
     o.finish(errs);
     Some(ExchangeRule {
         name: name?,
         matcher: matcher?,
         require: require?,
         mint: mint?,
+        mode: mode?,
+        accept_gateway_tokens: accept_gateway_tokens?,
+        max_chain_depth: max_chain_depth?,
     })
+}
+
+/// The largest `max_chain_depth`: each exchange nests the `act` chain one level deeper.
+const MAX_CHAIN_DEPTH: u64 = 8;
+
+/// `accept_gateway_tokens: {"audiences": [...]}`.
+fn read_gateway_tokens(
+    v: &Value,
+    path: &str,
+    mint: Option<&MintSpec>,
+    errs: &mut Errors,
+) -> Option<GatewayTokens> {
+    let mut o = Obj::new(v, path, errs)?;
+    let (v, p) = o.required("audiences", errs);
+    let audiences = non_empty(string_list(v, &p, errs, any), &p, errs);
+    o.finish(errs);
+    let audiences = audiences?;
+    if let Some(i) = mint.and_then(|m| audiences.iter().position(|a| *a == m.audience)) {
+        // A token for this audience exchanged into this audience again is always a cycle.
+        errs.push(
+            &format!("{p}[{i}]"),
+            "is this rule's own mint.audience: every such exchange would be a cycle",
+        );
+        return None;
+    }
+    Some(GatewayTokens { audiences })
+}
+
+/// Checks that need the whole policy: rules taking gateway tokens need a key that verifies
+/// them, room in `max_chain_depth` for a second exchange, and JSON depth for the `act`
+/// chain they carry.
+pub(super) fn check_chained_rules(
+    rules: &[ExchangeRule],
+    path: &str,
+    gateway_verifiable: bool,
+    limits: &Limits,
+    errs: &mut Errors,
+) {
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.accept_gateway_tokens.is_none() {
+            continue;
+        }
+        let p = format!("{path}[{i}]");
+        if !gateway_verifiable {
+            errs.push(
+                &join(&p, "accept_gateway_tokens"),
+                "needs a signing key with a public half (EdDSA, ES256 or RS256): HS256 gateway tokens cannot be verified as the gateway's",
+            );
+        }
+        if rule.max_chain_depth < 2 {
+            errs.push(
+                &join(&p, "max_chain_depth"),
+                "must be at least 2 for a rule that accepts gateway tokens (the edge exchange counts as 1)",
+            );
+        }
+        // A gateway token carrying n exchanges nests `act` n deep inside the payload.
+        if limits.max_json_depth <= rule.max_chain_depth {
+            errs.push(
+                &join(&p, "max_chain_depth"),
+                format!(
+                    "gateway tokens of depth {} would exceed limits.max_json_depth ({})",
+                    rule.max_chain_depth, limits.max_json_depth
+                ),
+            );
+        }
+    }
 }
 
 pub(super) fn read_match(v: &Value, path: &str, errs: &mut Errors) -> Option<RouteMatch> {
@@ -206,13 +300,26 @@ pub(super) fn read_require(
         }
     };
     let scopes = list(&mut o, "scopes", &scope_check);
-    let acr = list(&mut o, "acr", &any);
+    // They are named in a step-up challenge (`acr_values`, space-separated, quoted).
+    let acr = list(&mut o, "acr", &|a: &str| {
+        (!a.bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)))
+        .then(|| {
+            "must be printable ASCII without spaces, '\"' or '\\' (it is named in acr_values)"
+                .to_owned()
+        })
+    });
     let amr = list(&mut o, "amr", &any);
     let callers = list(&mut o, "callers", &any);
     let issuer_check = |s: &str| {
         (!issuers.iter().any(|i| i == s)).then(|| format!("{s:?} is not in trusted_issuers"))
     };
     let issuers = list(&mut o, "issuers", &issuer_check);
+    let (v, p) = o.get("max_age_seconds");
+    let max_age_seconds = match v {
+        None => Some(None),
+        v => integer(v, &p, 0, 31_536_000, errs).map(Some),
+    };
     o.finish(errs);
     Some(Requirements {
         scopes: scopes?,
@@ -220,6 +327,7 @@ pub(super) fn read_require(
         amr: amr?,
         callers: callers?,
         issuers: issuers?,
+        max_age_seconds: max_age_seconds?,
     })
 }
 

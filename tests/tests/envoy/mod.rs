@@ -357,6 +357,20 @@ pub fn envoy_config(
     admin_port: u16,
     upstream_port: u16,
 ) -> Value {
+    json!({
+        "admin": admin(admin_port),
+        // The tag extractors documented in envoy-example/production.yaml, taken from there.
+        "stats_config": production_stats_config(),
+        "static_resources": {
+            "listeners": [gateway_listener(wasm, policy, listener_port)],
+            "clusters": [cluster("upstream", upstream_port)]
+        }
+    })
+}
+
+/// The gateway listener of [`envoy_config`]: named routes, the filter with `policy`, the
+/// router.
+pub fn gateway_listener(wasm: &Path, policy: &Value, port: u16) -> Value {
     let route = |name: &str, prefix: &str| {
         json!({
             "name": name,
@@ -370,15 +384,43 @@ pub fn envoy_config(
         route(OTHER_ROUTE, "/"),
     ]);
     let filters = json!([wasm_filter(wasm, policy, "token_exchange"), router_filter()]);
+    listener("gateway", port, routes, filters)
+}
+
+/// A bootstrap whose listeners come from the file `lds` (LDS from the filesystem), so a
+/// test can change the filter's configuration on a running Envoy with [`write_lds`].
+pub fn dynamic_config(lds: &Path, admin_port: u16, upstream_port: u16) -> Value {
     json!({
+        "node": { "id": "token-exchange-e2e", "cluster": "token-exchange-e2e" },
         "admin": admin(admin_port),
-        // The tag extractors documented in envoy-example/production.yaml, taken from there.
-        "stats_config": production_stats_config(),
-        "static_resources": {
-            "listeners": [listener("gateway", listener_port, routes, filters)],
-            "clusters": [cluster("upstream", upstream_port)]
-        }
+        "dynamic_resources": {
+            "lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": { "path": lds.display().to_string() }
+            }
+        },
+        "static_resources": { "clusters": [cluster("upstream", upstream_port)] }
     })
+}
+
+/// Writes the LDS file with these listeners, by moving a new file over it (Envoy only
+/// notices a file moved into place, never one edited in place).
+pub fn write_lds(lds: &Path, listeners: &[Value]) {
+    let resources: Vec<Value> = listeners
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            l
+        })
+        .collect();
+    let tmp = lds.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&json!({ "resources": resources })).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, lds).unwrap();
 }
 
 /// The gateway's listeners and a verifier in front of the upstream, as JSON: each
@@ -515,6 +557,39 @@ fn cluster(name: &str, port: u16) -> Value {
             } } }] }]
         }
     })
+}
+
+/// Signs each `(issuer's private JWK, alg, kid, claims)` with PyJWT (`sign_pyjwt.py`, one
+/// process for all), returning the tokens in order.
+pub fn pyjwt_tokens(cases: &[(Value, &str, &str, Value)]) -> Vec<String> {
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(jwk, alg, kid, claims)| {
+            json!({ "jwk": jwk, "alg": alg, "headers": { "kid": kid, "typ": "JWT" }, "claims": claims })
+        })
+        .collect();
+    let mut child = Command::new(venv_python())
+        .arg(root().join("tests/tests/envoy/sign_pyjwt.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(input).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sign_pyjwt.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tokens.len(), cases.len());
+    tokens
 }
 
 /// A running Envoy; killed on drop.
