@@ -55,6 +55,15 @@ pub fn bench_rule(name: &str, prefix: &str) -> Value {
     })
 }
 
+/// `rule` accepting tokens of `issuers` (with several trusted issuers every rule names its own).
+pub fn accepting(mut rule: Value, issuers: &[&Issuer]) -> Value {
+    let names: Vec<&str> = issuers.iter().map(|i| i.iss.as_str()).collect();
+    if let Some(require) = rule.get_mut("require") {
+        set(require, "issuers", json!(names));
+    }
+    rule
+}
+
 /// A token of `issuer`, valid from `now` for `valid_for` seconds, with its own `jti`.
 pub fn token(issuer: &Issuer, now: u64, valid_for: u64, jti: &str) -> String {
     let mut claims = issuer.claims(now, &format!("{SCOPE} profile"));
@@ -110,7 +119,11 @@ pub fn gen(out: &Path, cold: usize, warm: usize, valid_for: u64) -> Res<()> {
     let gw = Gateway::new();
     let all = issuers();
     let refs: Vec<&Issuer> = all.iter().map(|(_, i)| i).collect();
-    let doc = policy(&gw, &refs, json!([bench_rule("bench", "/")]));
+    let doc = policy(
+        &gw,
+        &refs,
+        json!([accepting(bench_rule("bench", "/"), &refs)]),
+    );
     let native = Policy::from_json(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
     write(&out.join("policy.json"), &doc.to_string())?;
     for (name, issuer) in &all {

@@ -13,7 +13,9 @@ use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::{HttpRequest, Policy, Verdict};
 use token_exchange_tests::{b64, policy, unb64, CountingEntropy, Gateway};
 
-use crate::gen::{bench_rule, issuers, scale_issuer, scale_policy, set, token, unix_now};
+use crate::gen::{
+    accepting, bench_rule, issuers, scale_issuer, scale_policy, set, token, unix_now,
+};
 use crate::Res;
 
 const RSA_2048: &str = include_str!("../../tests/fixtures/rsa/rsa-2048.TEST-ONLY.pem");
@@ -149,7 +151,11 @@ fn cases() -> Res<Vec<Case>> {
     // The whole decision (parse, verify, claims, rule, mint with EdDSA) per issuer algorithm.
     let gw = Gateway::new();
     let refs: Vec<_> = all.iter().map(|(_, i)| i).collect();
-    let doc = policy(&gw, &refs, json!([bench_rule("bench", "/")]));
+    let doc = policy(
+        &gw,
+        &refs,
+        json!([accepting(bench_rule("bench", "/"), &refs)]),
+    );
     for (name, issuer) in &all {
         let t = token(issuer, now, 600, &format!("micro-decide-{name}"));
         out.push(decide_case(
