@@ -492,28 +492,30 @@ fn signed(
     }
     overlay(&mut claims, &base.claims);
     overlay(&mut claims, &t.claims);
-    if let Some(secs) = t.expires_in.or(base.expires_in) {
-        let removed = |n: &str| {
-            t.claims
-                .get(n)
-                .or_else(|| base.claims.get(n))
-                .is_some_and(Value::is_null)
-        };
-        if claims.contains_key("exp") && !t.claims.contains_key("exp") && t.expires_in.is_some() {
-            // The case's expires_in wins over a default exp.
-            claims.remove("exp");
-        }
-        if claims.contains_key("exp") {
+    // expires_in: the case's, else the default's unless the case sets exp itself.
+    let expires_in = match (t.expires_in, t.claims.contains_key("exp")) {
+        (Some(_), true) => {
             return Err(at(
                 file,
                 format!("{p}.expires_in"),
                 "give exp or expires_in, not both",
-            ));
+            ))
         }
-        if !removed("exp") {
-            claims.insert("exp".into(), json!(now.as_secs().saturating_add(secs)));
+        (Some(secs), false) => Some(secs),
+        (None, true) => None,
+        (None, false) if base.expires_in.is_some() && base.claims.contains_key("exp") => {
+            return Err(at(
+                file,
+                "defaults.token.expires_in",
+                "give exp or expires_in, not both",
+            ))
         }
-        if !claims.contains_key("iat") && !removed("iat") {
+        (None, false) => base.expires_in,
+    };
+    if let Some(secs) = expires_in {
+        claims.insert("exp".into(), json!(now.as_secs().saturating_add(secs)));
+        // iat = now, unless a claim list sets it (or removes it with null).
+        if !t.claims.contains_key("iat") && !base.claims.contains_key("iat") {
             claims.insert("iat".into(), json!(now.as_secs()));
         }
     }

@@ -76,7 +76,28 @@ pub fn relative_to(base: &Path, path: &str) -> PathBuf {
     if p.is_absolute() {
         return p.to_path_buf();
     }
-    base.parent().unwrap_or_else(|| Path::new("")).join(p)
+    // Lexically, so that messages name `filter-config/examples/x.json`, not `tests/../…`.
+    let mut out = PathBuf::new();
+    for c in base
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(p)
+        .components()
+    {
+        match c {
+            std::path::Component::ParentDir
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
+            {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A point in time: RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00+01:00`, fractions
@@ -270,6 +291,21 @@ mod tests {
             assert_eq!(parse_time(&format_time(secs)).unwrap().as_secs(), secs);
         }
         assert_eq!(format_time(1_767_225_600), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn relative_paths_are_normalised() {
+        let base = Path::new("filter-config/tests/a.cases.json");
+        assert_eq!(
+            relative_to(base, "../examples/m.json"),
+            Path::new("filter-config/examples/m.json")
+        );
+        assert_eq!(relative_to(base, "../../e/p.json"), Path::new("e/p.json"));
+        assert_eq!(
+            relative_to(Path::new("a.json"), "../x.json"),
+            Path::new("../x.json")
+        );
+        assert_eq!(relative_to(base, "/abs/k.json"), Path::new("/abs/k.json"));
     }
 
     #[test]
