@@ -151,7 +151,7 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
             let _ = writeln!(t, "forwarded  nothing: the filter answers itself");
         }
     }
-    let _ = writeln!(t, "audit      {}", outcome.audit);
+    let _ = writeln!(t, "audit      {}", outcome.audit_line);
     let _ = writeln!(
         t,
         "now        {} ({})",

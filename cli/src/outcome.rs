@@ -44,14 +44,17 @@ pub struct Outcome {
     pub minted: Option<MintedView>,
     /// Headers removed before forwarding (allow and pass).
     pub strip_headers: Vec<String>,
-    /// The audit record, as the filter logs it.
+    /// The audit record.
     pub audit: Value,
+    /// The audit record exactly as the filter logs it (one JSON line).
+    pub audit_line: String,
 }
 
 impl Outcome {
     /// Describes `decision`, taken by `policy` for a request that was gRPC or not.
     pub fn of(policy: &Policy, decision: &Decision, grpc_request: bool) -> Outcome {
-        let audit = serde_json::from_str(&decision.audit.to_json_line()).unwrap_or(Value::Null);
+        let audit_line = decision.audit.to_json_line();
+        let audit = serde_json::from_str(&audit_line).unwrap_or(Value::Null);
         let mut out = Outcome {
             decision: str_field(&audit, "decision"),
             reason: str_field(&audit, "reason"),
@@ -64,6 +67,7 @@ impl Outcome {
             minted: None,
             strip_headers: Vec::new(),
             audit,
+            audit_line,
         };
         match &decision.verdict {
             Verdict::Deny(d) => {
