@@ -696,7 +696,10 @@ pub fn run(
             filter.unwrap_or_default()
         )));
     }
-    let results: Vec<FileResult> = results.into_iter().filter(|r| !r.cases.is_empty()).collect();
+    let results: Vec<FileResult> = results
+        .into_iter()
+        .filter(|r| !r.cases.is_empty())
+        .collect();
     let mut t = String::new();
     for r in &results {
         let _ = writeln!(t, "{}  (policy {})", r.file, r.policy);
