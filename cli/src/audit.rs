@@ -158,6 +158,9 @@ fn s<'r>(r: &'r Map<String, Value>, name: &str) -> Option<&'r str> {
     r.get(name).and_then(Value::as_str)
 }
 
+/// For one probe reason: occurrences by caller, and by issuer.
+type ProbeCounts = (BTreeMap<String, usize>, BTreeMap<String, usize>);
+
 #[derive(Default)]
 struct Counts {
     allow: usize,
@@ -208,8 +211,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let mut token_callers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut token_clients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // probe reason -> (caller -> n), (issuer -> n)
-    let mut probes: BTreeMap<String, (BTreeMap<String, usize>, BTreeMap<String, usize>)> =
-        BTreeMap::new();
+    let mut probes: BTreeMap<String, ProbeCounts> = BTreeMap::new();
 
     const NONE: &str = "(none)";
     for e in &log.entries {
