@@ -671,10 +671,17 @@ fn explain_refuses_bad_arguments_in_one_line() {
         &run(&["explain", &broken, "--path", "/"]),
         "is invalid (1 error(s); `token-exchange check` lists them): rules[0].mint.audience",
     );
-    // A missing required option is a usage error (clap), also exit 2.
+    // A missing required option or a number that is none is a usage error (clap), also 2.
     let r = run(&["explain", p]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--path"));
+    let r = base(&["--seed", "x"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("invalid value 'x' for '--seed <SEED>'"),
+        "{}",
+        r.stderr
+    );
 }
 
 // --------------------------------------------------------------------------------- test
@@ -883,6 +890,10 @@ fn test_refuses_bad_case_files_with_their_json_path() {
     let p = write(&dir, "q.json", "{\"policy\": ");
     assert_input_error(&run(&["test", &p]), "invalid JSON");
     assert_input_error(&run(&["test", "no/such/dir"]), "cannot read no/such/dir");
+    assert_eq!(
+        run(&["test", "filter-config/tests", "--seed", "nope"]).code,
+        2
+    );
     let empty = scratch();
     assert_input_error(
         &run(&["test", &empty.display().to_string()]),
@@ -1103,6 +1114,16 @@ fn mint_refuses_bad_arguments_in_one_line() {
         ]),
         "--now: bad time",
     );
+    let r = run(&[
+        "mint",
+        "--key",
+        key,
+        "--claims",
+        claims,
+        "--expires-in",
+        "-5",
+    ]);
+    assert_eq!(r.code, 2);
     let r = run(&["mint", "--key", key]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--claims"));
