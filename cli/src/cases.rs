@@ -196,8 +196,9 @@ pub fn case_files(target: &str) -> Result<Vec<PathBuf>, InputError> {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut found = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
+    // Bounded depth: a symbolic link loop must not make the search endless.
+    let mut dirs = vec![(path.to_path_buf(), 0u8)];
+    while let Some((dir, depth)) = dirs.pop() {
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| InputError(format!("cannot read directory {}: {e}", dir.display())))?;
         for entry in entries {
@@ -205,7 +206,9 @@ pub fn case_files(target: &str) -> Result<Vec<PathBuf>, InputError> {
                 .map_err(|e| InputError(format!("cannot read directory {}: {e}", dir.display())))?;
             let p = entry.path();
             if p.is_dir() {
-                dirs.push(p);
+                if depth < 16 {
+                    dirs.push((p, depth + 1));
+                }
             } else if p.to_string_lossy().ends_with(".cases.json") {
                 found.push(p);
             }
