@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: setup, formatting, lints (host and wasm32-wasip1), the release wasm
-# build, and every test in the workspace (unit, harness, and end to end under a real Envoy).
+# build, every test in the workspace (unit, harness, CLI, and end to end under a real Envoy),
+# and the example policies' case files through the policy CLI.
 # Fails fast on the first failing step and says which one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,9 @@ printf '==> cargo test total: %s\n' "$TOTALS" >&2
 if [[ $rc -ne 0 ]]; then
     exit "$rc"
 fi
+
+step "example policy tests through the CLI (cargo run -p token-exchange-cli -- test filter-config/tests)"
+cargo run --quiet -p token-exchange-cli -- test filter-config/tests
 
 # Short forms of the long-running checks (run them longer by hand: see fuzz/README.md and
 # soak/README.md).

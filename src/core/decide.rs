@@ -431,11 +431,7 @@ impl RouteMatch {
             }
         }
         if let Some(prefix) = &self.path_prefix {
-            let segment_ok = match path.strip_prefix(prefix.as_str()) {
-                Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-                None => false,
-            };
-            if !segment_ok {
+            if !is_under_prefix(path, prefix) {
                 return false;
             }
         }
@@ -446,13 +442,7 @@ impl RouteMatch {
             let Some(actual) = req.host else {
                 return false;
             };
-            let actual = actual.to_ascii_lowercase();
-            let compared = if host.contains(':') {
-                actual.as_str()
-            } else {
-                strip_port(&actual)
-            };
-            if compared != host {
+            if !host_matches(host, actual) {
                 return false;
             }
         }
@@ -465,7 +455,27 @@ impl RouteMatch {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// Segment-aware prefix match: `/orders` takes `/orders` and `/orders/1`, not `/orders-admin`.
+pub(crate) fn is_under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// A rule's `host` (lower case) against the request's: case-insensitive, the port ignored
+/// unless the rule names one.
+pub(crate) fn host_matches(rule_host: &str, actual: &str) -> bool {
+    let actual = actual.to_ascii_lowercase();
+    let compared = if rule_host.contains(':') {
+        actual.as_str()
+    } else {
+        strip_port(&actual)
+    };
+    compared == rule_host
+}
+
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
         return match host.find(']') {

@@ -10,7 +10,8 @@ use proxy_wasm::types::Action;
 use super::abi::{self, Level, Map};
 use super::metrics::{self, Counter};
 use crate::core::{
-    grpc, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy, Verdict,
+    grpc, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy, RequestHead,
+    Verdict,
 };
 
 /// One HTTP stream.
@@ -32,7 +33,7 @@ impl HttpContext for ExchangeFilter {
         if headers.is_err() {
             metrics::increment(Counter::HostCallFailed);
         }
-        let grpc = headers.as_ref().is_ok_and(|h| h.grpc);
+        let grpc = headers.as_ref().is_ok_and(|h| h.head.grpc);
         let Some(policy) = self.policy.clone() else {
             // No valid policy was ever loaded: refuse everything.
             abi::log(
@@ -149,78 +150,33 @@ impl Entropy for HostEntropy {
     }
 }
 
-/// The request headers the decision needs, read once.
+/// The request headers the decision needs, read once (`RequestHead` reads the pairs).
 struct RequestHeaders {
-    method: String,
-    path: String,
-    host: Option<String>,
-    route_name: Option<String>,
-    authorization: Vec<String>,
-    request_id: Option<String>,
-    /// `content-type` says gRPC: denials are then sent as gRPC statuses.
-    grpc: bool,
-    /// Every header name, lower case.
-    names: Vec<String>,
+    head: RequestHead,
 }
 
 impl RequestHeaders {
     fn read() -> Result<Self, abi::HostStatus> {
         let pairs = abi::header_pairs(Map::RequestHeaders)?;
-        let mut method = None;
-        let mut path = None;
-        let mut host = None;
-        let mut authority = None;
-        let mut request_id = None;
-        let mut grpc = false;
-        let mut authorization = Vec::new();
-        let mut names = Vec::new();
-        for (name, value) in pairs {
-            // Header names are case-insensitive; hosts differ in the casing they report.
-            let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-            let value = String::from_utf8_lossy(&value).into_owned();
-            if !name.starts_with(':') {
-                names.push(name.clone());
-            }
-            match name.as_str() {
-                "authorization" => authorization.push(value),
-                ":method" => method = Some(value),
-                ":path" => path = Some(value),
-                ":authority" => authority = Some(value),
-                "host" => host = Some(value),
-                "x-request-id" => request_id = Some(value),
-                "content-type" => grpc = grpc::is_grpc_content_type(&value),
-                _ => {}
-            }
-        }
+        let mut head = RequestHead::from_headers(pairs.iter().map(|(name, value)| {
+            (
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        }));
         // Hosts without pseudo-headers in the map (Kong) expose them as properties.
-        let method = method
-            .or_else(|| string_property(&["request", "method"]))
-            .unwrap_or_default();
-        let path = path
-            .or_else(|| string_property(&["request", "path"]))
-            .unwrap_or_default();
-        Ok(RequestHeaders {
-            method,
-            path,
-            host: host.or(authority),
-            route_name: string_property(&["xds", "route_name"]),
-            authorization,
-            request_id,
-            grpc,
-            names,
-        })
+        if head.method.is_none() {
+            head.method = string_property(&["request", "method"]);
+        }
+        if head.path.is_none() {
+            head.path = string_property(&["request", "path"]);
+        }
+        head.route_name = string_property(&["xds", "route_name"]);
+        Ok(RequestHeaders { head })
     }
 
     fn request(&self) -> HttpRequest<'_> {
-        HttpRequest {
-            method: &self.method,
-            path: &self.path,
-            host: self.host.as_deref(),
-            route_name: self.route_name.as_deref(),
-            authorization: self.authorization.iter().map(String::as_str).collect(),
-            request_id: self.request_id.as_deref(),
-            header_names: self.names.iter().map(String::as_str).collect(),
-        }
+        self.head.request()
     }
 }
 

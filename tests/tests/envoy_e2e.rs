@@ -786,6 +786,55 @@ fn audit_lines_are_one_per_filtered_request(ctx: &Ctx) {
     }
 }
 
+/// The CLI's `audit` review (issue 13) reads this run's real Envoy log: every audit record
+/// the Envoy line parser above finds, the same decisions and reasons, each minted `jti` with
+/// the original token id behind it, and the repeated forgery probes of the hostile cases.
+fn cli_audit_reads_this_envoy_log(ctx: &Ctx) {
+    use token_exchange_cli::audit::{read_log, summarise, LineFormat, Thresholds, PROBE_REASONS};
+    let records = ctx.envoy.audit_records();
+    let log = read_log(&ctx.envoy.log());
+    assert_eq!(log.entries.len(), records.len());
+    assert!(log.malformed.is_empty(), "{:?}", log.malformed);
+    assert!(log.entries.iter().all(|e| e.format == LineFormat::Envoy));
+    let (_, summary, _) = summarise(&log, Thresholds::default());
+    let count = |field: &str, value: &str| records.iter().filter(|r| r[field] == value).count();
+    for decision in ["allow", "deny", "pass"] {
+        assert_eq!(
+            summary["decisions"][decision],
+            count("decision", decision),
+            "{decision}"
+        );
+    }
+    for (reason, n) in summary["by_reason"].as_object().unwrap() {
+        assert_eq!(n, &json!(count("reason", reason)), "{reason}");
+    }
+    let minted: Vec<(&Value, &Value)> = records
+        .iter()
+        .filter(|r| r["minted_jti"].is_string())
+        .map(|r| (&r["minted_jti"], &r["token_id"]))
+        .collect();
+    assert!(!minted.is_empty());
+    let listed = summary["minted"].as_array().unwrap();
+    assert_eq!(listed.len(), minted.len());
+    for (m, (jti, token_id)) in listed.iter().zip(&minted) {
+        assert_eq!((&m["minted_jti"], &m["token_id"]), (*jti, *token_id));
+    }
+    // The hostile cases repeat invalid signatures and gateway token replays.
+    for reason in PROBE_REASONS {
+        let n = count("reason", reason);
+        let flagged = summary["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "repeated_reason" && a["reason"] == reason);
+        match flagged {
+            Some(a) => assert_eq!(a["count"], n, "{reason}"),
+            None => assert!(n < Thresholds::default().repeat, "{reason}: {n}"),
+        }
+    }
+    assert!(count("reason", "invalid_signature") >= Thresholds::default().repeat);
+}
+
 #[test]
 fn envoy_end_to_end() {
     let Some(bin) = envoy::require_envoy() else {
@@ -872,6 +921,10 @@ fn envoy_end_to_end() {
         (
             "audit_lines_are_one_per_filtered_request",
             audit_lines_are_one_per_filtered_request,
+        ),
+        (
+            "cli_audit_reads_this_envoy_log",
+            cli_audit_reads_this_envoy_log,
         ),
     ];
     eprintln!(

@@ -1,0 +1,115 @@
+//! A request's headers as the decision reads them: which header is the host, which carry
+//! credentials, which one names the request, whether it is gRPC. The filter builds it from
+//! the host's header map and the CLI from its arguments, so the two can never read a request
+//! differently.
+
+use super::decide::HttpRequest;
+use super::grpc::is_grpc_content_type;
+
+/// The request headers the decision needs, owned, read once from a list of header pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    /// `:method`, when the pairs carry it (Kong's map has no pseudo-headers).
+    pub method: Option<String>,
+    /// `:path`, query included, when the pairs carry it.
+    pub path: Option<String>,
+    /// `Host`, else `:authority`.
+    pub host: Option<String>,
+    /// The host's route name (Envoy `xds.route_name`): not a header, set by the caller.
+    pub route_name: Option<String>,
+    /// Every `Authorization` value, in order.
+    pub authorization: Vec<String>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+    /// `content-type` says gRPC: denials are then sent as gRPC statuses.
+    pub grpc: bool,
+    /// Every header name but pseudo-headers, lower case (for header hygiene).
+    pub header_names: Vec<String>,
+}
+
+impl RequestHead {
+    /// Reads header pairs (names in any case; hosts differ in the casing they report).
+    pub fn from_headers<I, N, V>(pairs: I) -> RequestHead
+    where
+        I: IntoIterator<Item = (N, V)>,
+        N: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut head = RequestHead::default();
+        let mut host = None;
+        let mut authority = None;
+        for (name, value) in pairs {
+            let name = name.as_ref().to_ascii_lowercase();
+            let value = value.into();
+            if !name.starts_with(':') {
+                head.header_names.push(name.clone());
+            }
+            match name.as_str() {
+                "authorization" => head.authorization.push(value),
+                ":method" => head.method = Some(value),
+                ":path" => head.path = Some(value),
+                ":authority" => authority = Some(value),
+                "host" => host = Some(value),
+                "x-request-id" => head.request_id = Some(value),
+                "content-type" => head.grpc = is_grpc_content_type(&value),
+                _ => {}
+            }
+        }
+        head.host = host.or(authority);
+        head
+    }
+
+    /// The request to decide on (an absent method or path is empty).
+    pub fn request(&self) -> HttpRequest<'_> {
+        HttpRequest {
+            method: self.method.as_deref().unwrap_or_default(),
+            path: self.path.as_deref().unwrap_or_default(),
+            host: self.host.as_deref(),
+            route_name: self.route_name.as_deref(),
+            authorization: self.authorization.iter().map(String::as_str).collect(),
+            request_id: self.request_id.as_deref(),
+            header_names: self.header_names.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_headers_in_any_case_and_prefers_host_over_authority() {
+        let head = RequestHead::from_headers([
+            (":authority", "vm:18080"),
+            (":method", "GET"),
+            (":path", "/orders/1?x=1"),
+            ("Host", "api.example.com"),
+            ("Authorization", "Bearer a.b.c"),
+            ("authorization", "Basic x"),
+            ("X-Request-Id", "r-1"),
+            ("Content-Type", "application/grpc+proto"),
+            ("x-other", "ignored"),
+        ]);
+        assert_eq!(head.host.as_deref(), Some("api.example.com"));
+        assert_eq!(head.authorization, ["Bearer a.b.c", "Basic x"]);
+        let req = head.request();
+        assert_eq!((req.method, req.path), ("GET", "/orders/1?x=1"));
+        assert_eq!(req.request_id, Some("r-1"));
+        assert!(head.grpc);
+        assert_eq!(
+            req.header_names,
+            [
+                "host",
+                "authorization",
+                "authorization",
+                "x-request-id",
+                "content-type",
+                "x-other"
+            ]
+        );
+        let head = RequestHead::from_headers([(":authority", "h"), ("content-type", "text/plain")]);
+        assert_eq!(head.host.as_deref(), Some("h"));
+        assert!(!head.grpc);
+        assert_eq!(head.request().method, "");
+    }
+}
