@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Outcome, Verdict};
+use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, KeySnapshot, Outcome, Verdict};
 use token_exchange_filter_fuzz::{decode, policy, NOW, SIGNED_ISS};
 
 struct Fixed;
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         authorization: input.authorization.iter().map(String::as_str).collect(),
         request_id: Some("fuzz"),
     };
-    let d = policy.decide(&req, Duration::from_secs(NOW), &mut Fixed);
+    let d = policy.decide(&req, &KeySnapshot::default(), Duration::from_secs(NOW), &mut Fixed);
     match &d.verdict {
         Verdict::Forward {
             authorization,

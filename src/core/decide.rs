@@ -6,10 +6,11 @@ use std::time::Duration;
 use super::audit::{bounded, AuditRecord, Outcome};
 use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
 use super::entropy::Entropy;
+use super::keyset::KeySnapshot;
 use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason};
 use super::syntax::is_http_token;
-use super::validate::{validate, TokenFacts, VerifiedToken};
+use super::validate::{validate, FetchedKeyUse, TokenFacts, VerifiedToken};
 
 /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
 type EvalResult = Result<Option<MintedToken>, (DenyReason, Option<String>)>;
@@ -42,6 +43,8 @@ pub struct Denial {
     pub body: String,
     /// Why.
     pub reason: DenyReason,
+    /// `Retry-After` seconds (when the refusal is the gateway's temporary state).
+    pub retry_after: Option<u64>,
 }
 
 /// What to do with the request.
@@ -67,6 +70,9 @@ pub struct Decision {
     pub verdict: Verdict,
     /// What to log (exactly once).
     pub audit: AuditRecord,
+    /// The token's issuer has fetched keys: which, and whether its key was missing (a
+    /// refetch could then change this decision; the glue may wait for one).
+    pub fetched_keys: Option<FetchedKeyUse>,
 }
 
 impl Decision {
@@ -87,10 +93,12 @@ impl Decision {
 }
 
 impl Policy {
-    /// Decides one request at `now` (since the Unix epoch).
+    /// Decides one request at `now` (since the Unix epoch) with the keys in force: the
+    /// policy's own and those in `keys` (fetched issuer keys, generated signing keys).
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
@@ -99,6 +107,7 @@ impl Policy {
         let mut facts = TokenFacts::default();
         let result = self.evaluate(
             req,
+            keys,
             path,
             now.as_secs(),
             entropy,
@@ -108,7 +117,7 @@ impl Policy {
         self.finish(audit, facts, result)
     }
 
-    fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
+    pub(crate) fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
         AuditRecord {
             event: "token_exchange",
             ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
@@ -138,6 +147,7 @@ impl Policy {
         audit.caller = facts.caller.map(|s| bounded(&s, 256));
         audit.token_id = facts.token_id;
         audit.token_verified = facts.verified;
+        let fetched_keys = facts.fetched_keys;
         let verdict = match result {
             Ok(Some(minted)) => {
                 audit.decision = Outcome::Allow;
@@ -161,10 +171,23 @@ impl Policy {
                 audit.decision = Outcome::Deny;
                 audit.reason = reason.code();
                 audit.status = Some(reason.status());
-                Verdict::Deny(self.denial(reason, required.as_deref()))
+                let mut denial = self.denial(reason, required.as_deref());
+                if reason == DenyReason::IssuerKeysUnavailable {
+                    // A retry sooner than the refetch interval cannot find new keys.
+                    denial.retry_after = fetched_keys
+                        .as_ref()
+                        .and_then(|f| self.trusted_issuer(&f.issuer))
+                        .and_then(|t| t.key_source.as_ref())
+                        .map(|s| s.min_refetch_seconds);
+                }
+                Verdict::Deny(denial)
             }
         };
-        Decision { verdict, audit }
+        Decision {
+            verdict,
+            audit,
+            fetched_keys,
+        }
     }
 
     /// A deny for a failure outside the policy (e.g. the host could not give the headers).
@@ -178,9 +201,11 @@ impl Policy {
     }
 
     /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
         path: &str,
         now: u64,
         entropy: &mut dyn Entropy,
@@ -201,9 +226,9 @@ impl Policy {
             return Err((DenyReason::TokenInQuery, None));
         }
         let token = bearer_token(&req.authorization).map_err(|r| (r, None))?;
-        let verified = validate(self, token, now, facts).map_err(|r| (r, None))?;
+        let verified = validate(self, keys, token, now, facts).map_err(|r| (r, None))?;
         check_requirements(rule, &verified)?;
-        mint(self, rule, &verified, now, entropy)
+        mint(self, keys, rule, &verified, now, entropy)
             .map(Some)
             .map_err(|r| match r {
                 DenyReason::NoGrantableScope => (r, Some(rule.mint.scopes.join(" "))),
@@ -215,7 +240,8 @@ impl Policy {
     pub fn denial(&self, reason: DenyReason, scope: Option<&str>) -> Denial {
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
-            (DenyReason::InternalError, _) => None,
+            // The gateway's failures, not the credentials': no challenge.
+            (DenyReason::InternalError | DenyReason::IssuerKeysUnavailable, _) => None,
             (_, None) => Some(format!("Bearer realm=\"{}\"", self.realm)),
             (_, Some(code)) => {
                 let mut c = format!(
@@ -232,6 +258,7 @@ impl Policy {
         let body = serde_json::json!({
             "error": error.code().unwrap_or(match reason {
                 DenyReason::InternalError => "server_error",
+                DenyReason::IssuerKeysUnavailable => "temporarily_unavailable",
                 DenyReason::NoMatchingRule => "access_denied",
                 _ => "unauthorized",
             }),
@@ -243,6 +270,7 @@ impl Policy {
             www_authenticate,
             body,
             reason,
+            retry_after: None,
         }
     }
 }
@@ -321,7 +349,7 @@ fn has_query_token(path: &str) -> bool {
 }
 
 /// The path without its query string or fragment.
-fn path_only(path: &str) -> &str {
+pub(crate) fn path_only(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::claims::RESERVED_CLAIMS;
 use super::config::{ExchangeRule, Policy};
 use super::entropy::Entropy;
+use super::keyset::KeySnapshot;
 use super::reason::DenyReason;
 use super::token::b64url_encode;
 use super::validate::VerifiedToken;
@@ -90,6 +91,7 @@ impl ClaimSet {
 /// - provenance: `exchanged_from: {iss, token_id}` names the original token.
 pub fn mint(
     policy: &Policy,
+    keys: &KeySnapshot,
     rule: &ExchangeRule,
     verified: &VerifiedToken<'_>,
     now: u64,
@@ -112,9 +114,7 @@ pub fn mint(
         // Accepted within clock skew, but nothing is left to grant: never outlive the original.
         return Err(DenyReason::TokenExpired);
     }
-    let key = policy
-        .active_signing_key()
-        .ok_or(DenyReason::InternalError)?;
+    let key = keys.signer(policy).ok_or(DenyReason::InternalError)?;
 
     let mut id = [0u8; 16];
     entropy

@@ -1,20 +1,26 @@
 //! The host-free policy core: configuration, token validation, rule matching, policy
-//! evaluation, minting and the audit record. No Proxy-Wasm call is made from here: time and
-//! randomness are arguments, decisions are values. It compiles and is tested natively.
+//! evaluation, minting and the audit record, the key snapshot decisions are made with, the
+//! fetch schedule of issuers' keys and the documents the gateway publishes. No Proxy-Wasm
+//! call is made from here: time, randomness and fetched bytes are arguments; decisions and
+//! I/O requests are values. It compiles and is tested natively.
 
 pub mod audit;
 pub mod claims;
 pub mod config;
 pub mod decide;
 pub mod entropy;
+pub mod fetch;
 pub mod json;
 pub mod jwks;
 pub mod keys;
+pub mod keyset;
 pub mod mint;
+pub mod publish;
 pub mod reason;
 pub mod signing;
 pub mod syntax;
 pub mod token;
+pub mod url;
 pub mod validate;
 
 pub use audit::{AuditRecord, Outcome};
@@ -22,5 +28,6 @@ pub use claims::ClaimMapping;
 pub use config::{ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, TrustedIssuer};
 pub use decide::{Decision, Denial, HttpRequest, Verdict};
 pub use entropy::{Entropy, EntropyError};
+pub use keyset::KeySnapshot;
 pub use mint::MintedToken;
 pub use reason::{BearerError, DenyReason};

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
 use super::config::{Policy, TrustedIssuer};
-use super::keys::Alg;
+use super::keys::{Alg, IssuerKey};
+use super::keyset::{KeyMiss, KeySnapshot};
 use super::reason::DenyReason;
 use super::token::{parse, ParsedToken};
 
@@ -24,6 +25,18 @@ pub struct TokenFacts {
     pub token_id: Option<String>,
     /// Whether the signature verified (facts from unverified tokens are attacker-supplied).
     pub verified: bool,
+    /// The trusted issuer with fetched keys whose key set was consulted, and what was
+    /// missing from it (for the glue: a refetch may change the decision).
+    pub fetched_keys: Option<FetchedKeyUse>,
+}
+
+/// A token's trusted issuer has fetched keys: which, and whether its key was missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedKeyUse {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// Why no key was found, when none was.
+    pub missing: Option<KeyMiss>,
 }
 
 /// A token that passed every issuer-level check.
@@ -49,9 +62,11 @@ pub struct VerifiedToken<'p> {
     pub token_id: String,
 }
 
-/// Validates `token` at time `now` (seconds since the epoch).
+/// Validates `token` at time `now` (seconds since the epoch), with the policy's inline keys
+/// and the fetched ones in `keys`.
 pub fn validate<'p>(
     policy: &'p Policy,
+    keys: &'p KeySnapshot,
     token: &str,
     now: u64,
     facts: &mut TokenFacts,
@@ -77,7 +92,18 @@ pub fn validate<'p>(
     if issuer.claims.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);
     }
-    verify_signature(issuer, alg, &parsed)?;
+    let key = keys.select(issuer, parsed.kid.as_deref(), now);
+    if issuer.key_source.is_some() {
+        facts.fetched_keys = Some(FetchedKeyUse {
+            issuer: issuer.issuer.clone(),
+            missing: key.as_ref().err().copied(),
+        });
+    }
+    let key = key.map_err(|miss| match miss {
+        KeyMiss::UnknownKid => DenyReason::UnknownKey,
+        KeyMiss::Unavailable => DenyReason::IssuerKeysUnavailable,
+    })?;
+    verify_signature(key, alg, &parsed)?;
     facts.verified = true;
 
     let expires_at = numeric_date(claims, "exp")?.ok_or(DenyReason::MissingClaim)?;
@@ -169,19 +195,7 @@ fn trusted_issuer<'p>(
         .ok_or(DenyReason::UntrustedIssuer)
 }
 
-fn verify_signature(
-    issuer: &TrustedIssuer,
-    alg: Alg,
-    parsed: &ParsedToken<'_>,
-) -> Result<(), DenyReason> {
-    let key = match parsed.kid.as_deref() {
-        Some(kid) => issuer.keys.iter().find(|k| k.kid() == Some(kid)),
-        None => match issuer.keys.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        },
-    }
-    .ok_or(DenyReason::UnknownKey)?;
+fn verify_signature(key: &IssuerKey, alg: Alg, parsed: &ParsedToken<'_>) -> Result<(), DenyReason> {
     if !key.accepts(alg) {
         // e.g. an ES256 token naming an RSA key's kid: algorithm confusion.
         return Err(DenyReason::AlgorithmNotAllowed);

@@ -1,54 +1,164 @@
 //! The request path: headers in, one decision, header replaced or local response sent, one
-//! audit line out.
+//! audit line out. A request whose token needs keys the filter does not have yet (an
+//! unknown `kid`, or none fetched) may pause once while they are fetched, and is then
+//! decided again the same way.
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 
 use super::abi::{self, Level, Map};
-use crate::core::{Decision, Entropy, EntropyError, HttpRequest, Policy, Verdict};
+use super::env::{now, now_ms, HostEntropy};
+use super::exports::{CONTINUE, PAUSE};
+use super::fetch::{Wait, WaitPlan};
+use super::root::ExchangeRoot;
+use crate::core::publish::Served;
+use crate::core::{Decision, HttpRequest, Policy, Verdict};
 
 /// One HTTP stream.
 pub struct ExchangeFilter {
+    context_id: u32,
     policy: Option<Rc<Policy>>,
+    /// The request, kept while it waits for keys.
+    request: Option<RequestHeaders>,
+    /// What it waits for.
+    wait: Option<Wait>,
+    /// It waited once already: the next decision is final.
+    waited: bool,
 }
 
 impl ExchangeFilter {
-    pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        ExchangeFilter { policy }
+    /// The stream `context_id` under `policy` (the one in force when it began).
+    pub fn new(context_id: u32, policy: Option<Rc<Policy>>) -> Self {
+        ExchangeFilter {
+            context_id,
+            policy,
+            request: None,
+            wait: None,
+            waited: false,
+        }
     }
-}
 
-impl Context for ExchangeFilter {}
-
-impl HttpContext for ExchangeFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
+    /// `proxy_on_request_headers`.
+    pub fn on_request_headers(&mut self, root: Option<&mut ExchangeRoot>) -> u32 {
+        let (Some(policy), Some(root)) = (self.policy.clone(), root) else {
             // No valid policy was ever loaded: refuse everything.
             abi::log(
                 Level::Error,
                 "token-exchange-filter: no policy loaded; denying",
             );
             let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
-            return Action::Pause;
+            return PAUSE;
         };
-        let mut decision = match RequestHeaders::read() {
-            Ok(h) => {
-                let request = h.request();
-                policy.decide(&request, now(), &mut HostEntropy)
+        root.before_request(now_ms());
+        let headers = match RequestHeaders::read() {
+            Ok(h) => h,
+            Err(_) => {
+                let mut decision = policy.internal_failure(&HttpRequest::default(), now());
+                let action = apply(&policy, &mut decision);
+                abi::log(Level::Info, &decision.audit.to_json_line());
+                return action;
             }
-            Err(_) => policy.internal_failure(&HttpRequest::default(), now()),
         };
+        if let Some(served) = policy.serve_published(&headers.request(), root.keys(), now()) {
+            serve(&served);
+            abi::log(Level::Info, &served.audit.to_json_line());
+            return PAUSE;
+        }
+        self.request = Some(headers);
+        self.decide(&policy, root)
+    }
+
+    /// Whether it is paused, waiting for keys.
+    pub fn is_waiting(&self) -> bool {
+        self.wait.is_some()
+    }
+
+    /// Whether its wait is over (keys changed, the attempt ended, or time is up).
+    pub fn wait_is_over(&self, root: &ExchangeRoot) -> bool {
+        self.wait
+            .as_ref()
+            .is_some_and(|w| root.wait_is_over(w, now_ms()))
+    }
+
+    /// Decides the paused request again (its context is the effective one) and lets it go
+    /// on, or answers it.
+    pub fn resume(&mut self, root: &mut ExchangeRoot) {
+        self.wait = None;
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        if self.decide(&policy, root) == CONTINUE && abi::continue_request().is_err() {
+            // The host would not let it go: it must not hang, and must not go unfiltered.
+            abi::log(
+                Level::Error,
+                "token-exchange-filter: resuming a request failed; refusing it",
+            );
+            let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
+        }
+    }
+
+    /// Refuses the request with a 500 (an answer to a call this VM does not know arrived
+    /// for it).
+    pub fn refuse_internal(&mut self) {
+        self.wait = None;
+        let Some(policy) = self.policy.clone() else {
+            let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
+            return;
+        };
+        let request = self
+            .request
+            .as_ref()
+            .map(RequestHeaders::request)
+            .unwrap_or_default();
+        let mut decision = policy.internal_failure(&request, now());
         let action = apply(&policy, &mut decision);
+        abi::log(Level::Info, &decision.audit.to_json_line());
+        let _ = action;
+    }
+
+    /// One decision with the keys at hand; at most once, a pause for keys instead.
+    fn decide(&mut self, policy: &Policy, root: &mut ExchangeRoot) -> u32 {
+        let Some(headers) = &self.request else {
+            return PAUSE;
+        };
+        let request = headers.request();
+        let mut decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+        if !self.waited {
+            self.waited = true;
+            match root.wait_for_keys(&decision, now_ms(), self.context_id) {
+                WaitPlan::Wait(wait) => {
+                    // No audit yet: the decision after the wait is the one logged.
+                    self.wait = Some(wait);
+                    return PAUSE;
+                }
+                WaitPlan::Redecide => {
+                    decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+                }
+                WaitPlan::Proceed => {}
+            }
+        }
+        let action = apply(policy, &mut decision);
         abi::log(Level::Info, &decision.audit.to_json_line());
         action
     }
 }
 
+/// Sends a published document (or its 405).
+fn serve(served: &Served) {
+    let headers: Vec<(&str, &str)> = served
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    if abi::send_local_response(served.status, &headers, served.body.as_bytes()).is_err() {
+        abi::log(
+            Level::Error,
+            "token-exchange-filter: local response failed; request held",
+        );
+    }
+}
+
 /// Carries out the verdict. Any host failure turns the decision into a 500 deny.
-fn apply(policy: &Policy, decision: &mut Decision) -> Action {
+fn apply(policy: &Policy, decision: &mut Decision) -> u32 {
     let forwarded = match &decision.verdict {
         Verdict::Forward { authorization, .. } => {
             abi::replace_header(Map::RequestHeaders, "authorization", authorization)
@@ -69,6 +179,10 @@ fn apply(policy: &Policy, decision: &mut Decision) -> Action {
             if let Some(challenge) = &denial.www_authenticate {
                 headers.push(("www-authenticate", challenge.as_str()));
             }
+            let retry_after = denial.retry_after.map(|s| s.to_string());
+            if let Some(seconds) = &retry_after {
+                headers.push(("retry-after", seconds.as_str()));
+            }
             if abi::send_local_response(denial.status, &headers, denial.body.as_bytes()).is_err() {
                 abi::log(
                     Level::Error,
@@ -76,9 +190,9 @@ fn apply(policy: &Policy, decision: &mut Decision) -> Action {
                 );
             }
             // Never continue a denied request, even if the response could not be sent.
-            Action::Pause
+            PAUSE
         }
-        _ => Action::Continue,
+        _ => CONTINUE,
     }
 }
 
@@ -87,24 +201,6 @@ fn strip(policy: &Policy) -> Result<(), abi::HostStatus> {
         abi::remove_header(Map::RequestHeaders, name)?;
     }
     Ok(())
-}
-
-/// The host clock; WASI's clock where the host lacks `proxy_get_current_time_nanoseconds`.
-fn now() -> Duration {
-    match abi::current_time_nanos() {
-        Some(ns) => Duration::from_nanos(ns),
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    }
-}
-
-struct HostEntropy;
-
-impl Entropy for HostEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        getrandom::fill(buf).map_err(|_| EntropyError)
-    }
 }
 
 /// The request headers the decision needs, read once.
