@@ -105,9 +105,9 @@ impl fmt::Display for SkipReason {
             SkipReason::DuplicateKid => {
                 f.write_str("another usable key has the same kid (ambiguous: neither is used)")
             }
-            SkipReason::MissingKid => {
-                f.write_str("no kid, and the set has several usable keys (it can never be selected)")
-            }
+            SkipReason::MissingKid => f.write_str(
+                "no kid, and the set has several usable keys (it can never be selected)",
+            ),
         }
     }
 }
@@ -161,8 +161,12 @@ pub fn import_jwks(doc: &Value, pinned: &[Alg]) -> Result<KeySet, Vec<KeySetErro
 /// entries; keys that do not import, and keys with an ambiguous or missing `kid`, are
 /// skipped with their reason. Refused only when no key is usable.
 pub fn import_fetched_jwks(bytes: &[u8], pinned: &[Alg]) -> Result<KeySet, KeySetError> {
-    let doc = parse_strict(bytes, MAX_JWKS_DEPTH).map_err(|e| KeySetError::new("", e.to_string()))?;
-    let count = doc.get("keys").and_then(Value::as_array).map_or(0, Vec::len);
+    let doc =
+        parse_strict(bytes, MAX_JWKS_DEPTH).map_err(|e| KeySetError::new("", e.to_string()))?;
+    let count = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if count > MAX_FETCHED_KEYS {
         return Err(KeySetError::new(
             "keys",
@@ -228,7 +232,10 @@ fn import_set(doc: &Value, pinned: &[Alg], source: Source) -> Result<KeySet, Vec
     }
     if fetched {
         // Among usable keys the kid selects the key: drop every key it cannot select.
-        let kids: Vec<Option<String>> = usable.iter().map(|(_, k)| k.kid().map(str::to_owned)).collect();
+        let kids: Vec<Option<String>> = usable
+            .iter()
+            .map(|(_, k)| k.kid().map(str::to_owned))
+            .collect();
         let several = usable.len() > 1;
         let mut kept = Vec::new();
         for (n, (index, key)) in usable.into_iter().enumerate() {
@@ -513,11 +520,21 @@ mod tests {
         let set = import_fetched_jwks(doc.to_string().as_bytes(), &[Alg::EdDSA]).unwrap();
         let kids: Vec<Option<&str>> = set.keys.iter().map(|k| k.kid()).collect();
         assert_eq!(kids, [Some("good")]);
-        let why: Vec<(usize, String)> = set.skipped.iter().map(|s| (s.index, s.to_string())).collect();
+        let why: Vec<(usize, String)> = set
+            .skipped
+            .iter()
+            .map(|s| (s.index, s.to_string()))
+            .collect();
         assert_eq!(why.len(), 7, "{why:?}");
-        assert!(why[0].1.contains("\"leaked\"") && why[0].1.contains("invalid key"), "{why:?}");
+        assert!(
+            why[0].1.contains("\"leaked\"") && why[0].1.contains("invalid key"),
+            "{why:?}"
+        );
         assert!(why[1].1.contains("\"short\""), "{why:?}");
-        assert!(why[2].1.contains("same kid") && why[3].1.contains("same kid"), "{why:?}");
+        assert!(
+            why[2].1.contains("same kid") && why[3].1.contains("same kid"),
+            "{why:?}"
+        );
         assert!(why[5].1.contains("no kid"), "{why:?}");
         assert!(why[6].1.contains("\"kyber\""), "{why:?}");
         // The same document in a policy is refused: there a broken key is a mistake.
@@ -544,10 +561,20 @@ mod tests {
             b"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":1e999999}]}",
             b"\xff\xfe",
         ] {
-            assert!(import_fetched_jwks(bad, pinned).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                import_fetched_jwks(bad, pinned).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // A huge number in a member nobody reads is just JSON.
         let big = format!("{{\"keys\":[{}],\"n\":{}}}", ed("a"), "9".repeat(300));
-        assert_eq!(import_fetched_jwks(big.as_bytes(), pinned).unwrap().keys.len(), 1);
+        assert_eq!(
+            import_fetched_jwks(big.as_bytes(), pinned)
+                .unwrap()
+                .keys
+                .len(),
+            1
+        );
     }
 }

@@ -203,7 +203,10 @@ mod tests {
         );
         assert_eq!(DenyReason::InternalError.status(), 500);
         assert_eq!(DenyReason::IssuerKeysUnavailable.status(), 503);
-        assert_eq!(DenyReason::IssuerKeysUnavailable.bearer_error().code(), None);
+        assert_eq!(
+            DenyReason::IssuerKeysUnavailable.bearer_error().code(),
+            None
+        );
     }
 
     #[test]

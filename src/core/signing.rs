@@ -381,8 +381,14 @@ mod tests {
             let again = SigningKey::from_jwk(&jwk, false).unwrap();
             assert_eq!(again.public_jwk(), key.public_jwk());
             assert!(key.public_jwk().unwrap().get("d").is_none());
-            let other = SigningKey::generate(alg, "gen-1", &mut Counter(9)).unwrap().0;
-            assert_ne!(other.public_jwk(), key.public_jwk(), "{alg}: randomness is used");
+            let other = SigningKey::generate(alg, "gen-1", &mut Counter(9))
+                .unwrap()
+                .0;
+            assert_ne!(
+                other.public_jwk(),
+                key.public_jwk(),
+                "{alg}: randomness is used"
+            );
         }
         assert!(SigningKey::generate(Alg::RS256, "r", &mut Counter(0)).is_err());
         struct Broken;

@@ -80,7 +80,10 @@ fn parse_authority(authority: &str) -> Result<String, String> {
         let (addr, after) = v6
             .split_once(']')
             .ok_or_else(|| "has an unclosed IPv6 bracket".to_owned())?;
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        if addr.is_empty()
+            || !addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
             return Err("has an invalid IPv6 address".into());
         }
@@ -131,7 +134,10 @@ mod tests {
         assert_eq!(u.path, "/tenant/keys?x=1");
         assert_eq!(u.to_string(), "https://login.example.com/tenant/keys?x=1");
         let u = HttpUrl::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!((u.https, u.authority.as_str(), u.path.as_str()), (false, "127.0.0.1:8080", "/"));
+        assert_eq!(
+            (u.https, u.authority.as_str(), u.path.as_str()),
+            (false, "127.0.0.1:8080", "/")
+        );
         let u = HttpUrl::parse("HTTP://[::1]:9/j").unwrap();
         assert_eq!(u.authority, "[::1]:9");
         assert_eq!(HttpUrl::parse("http://h?q").unwrap().path, "/?q");

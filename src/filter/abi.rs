@@ -314,9 +314,8 @@ pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> 
     let mut size: usize = 0;
     let mut cas: u32 = 0;
     // SAFETY: pointer and length of a live &str; valid out-pointers.
-    let s = unsafe {
-        proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
-    };
+    let s =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match s {
         OK => Ok(Some((take(data, size), cas))),
         NOT_FOUND => Ok(None),

@@ -21,8 +21,8 @@ use super::env::HostEntropy;
 use super::shared::{SharedStore, PREFIX};
 use crate::core::config::{KeySource, Policy};
 use crate::core::fetch::{
-    parse_discovery, parse_jwks, source_id, CallResponse, FetchFailure, FetchState, Plan,
-    Schedule, Step, Trigger,
+    parse_discovery, parse_jwks, source_id, CallResponse, FetchFailure, FetchState, Plan, Schedule,
+    Step, Trigger,
 };
 use crate::core::jwks::{import_fetched_jwks, KeySet};
 use crate::core::keys::Alg;
@@ -469,7 +469,9 @@ impl KeyFetcher {
             Plan::Claim { .. } => match stored_state {
                 // Another worker claimed first: wait for it.
                 Some(s) => match s.lease {
-                    Some(l) if now < l.until_ms => Plan::InFlight { until_ms: l.until_ms },
+                    Some(l) if now < l.until_ms => Plan::InFlight {
+                        until_ms: l.until_ms,
+                    },
                     _ => Plan::Refused,
                 },
                 None => Plan::Refused,
@@ -483,9 +485,7 @@ impl KeyFetcher {
         let Some(source) = self.sources.get(i) else {
             return;
         };
-        let request = source
-            .schedule
-            .request(step, &source.config, &source.state);
+        let request = source.schedule.request(step, &source.config, &source.state);
         let sent = request.and_then(|r| {
             let timeout = u32::try_from(r.timeout_ms).unwrap_or(u32::MAX);
             abi::http_call(&r.upstream, &r.headers(), timeout)
@@ -642,7 +642,10 @@ impl KeyFetcher {
             Err(s) => {
                 abi::log(
                     Level::Error,
-                    &format!("token-exchange-filter: shared data failed (host status {})", s.0),
+                    &format!(
+                        "token-exchange-filter: shared data failed (host status {})",
+                        s.0
+                    ),
                 );
                 None
             }
@@ -662,7 +665,10 @@ fn parse_state(bytes: Option<&[u8]>) -> Option<FetchState> {
 /// `<version>\n<key set bytes>`.
 fn split_record(record: &[u8]) -> Option<(u64, &[u8])> {
     let newline = record.iter().position(|b| *b == b'\n')?;
-    let version = std::str::from_utf8(record.get(..newline)?).ok()?.parse().ok()?;
+    let version = std::str::from_utf8(record.get(..newline)?)
+        .ok()?
+        .parse()
+        .ok()?;
     Some((version, record.get(newline.checked_add(1)?..)?))
 }
 

@@ -130,8 +130,16 @@ fn every_minted_jti_is_fresh() {
     };
     let mut rng = CountingEntropy(0);
     let now = std::time::Duration::from_secs(NOW);
-    let a = p.decide(&req, &KeySnapshot::default(), now, &mut rng).audit.minted_jti.unwrap();
-    let b = p.decide(&req, &KeySnapshot::default(), now, &mut rng).audit.minted_jti.unwrap();
+    let a = p
+        .decide(&req, &KeySnapshot::default(), now, &mut rng)
+        .audit
+        .minted_jti
+        .unwrap();
+    let b = p
+        .decide(&req, &KeySnapshot::default(), now, &mut rng)
+        .audit
+        .minted_jti
+        .unwrap();
     assert_ne!(a, b);
 }
 
@@ -565,7 +573,11 @@ fn rules_match_on_method_host_and_route_name() {
         request_id: None,
     };
     let now = std::time::Duration::from_secs(NOW);
-    let reason = |r| p.decide(&r, &KeySnapshot::default(), now, &mut CountingEntropy(0)).audit.reason;
+    let reason = |r| {
+        p.decide(&r, &KeySnapshot::default(), now, &mut CountingEntropy(0))
+            .audit
+            .reason
+    };
     assert_eq!(
         reason(req("GET", Some("api.example.com:443"), Some("orders"))),
         "exchanged"

@@ -53,7 +53,12 @@ fn decide(
         authorization: authorization.iter().map(String::as_str).collect(),
         request_id: Some("hostile"),
     };
-    p.decide(&req, &KeySnapshot::default(), Duration::from_secs(NOW), entropy)
+    p.decide(
+        &req,
+        &KeySnapshot::default(),
+        Duration::from_secs(NOW),
+        entropy,
+    )
 }
 
 /// Checks one case; returns a description of the mismatch, if any.

@@ -671,7 +671,9 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             let key = read_string(&mut c, kp, kl)?;
             let value = read(&mut c, vp, vl)?;
             let host = c.data().host.clone();
-            Ok(crate::callouts::set_shared_data(&host, key, value, cas as u32))
+            Ok(crate::callouts::set_shared_data(
+                &host, key, value, cas as u32,
+            ))
         },
     )?;
     def(

@@ -77,7 +77,11 @@ mod tests {
         let cas = |h: &HostShared, key: &str| h.shared_data.borrow().get(key).map(|(_, c)| *c);
 
         let envoy = Host::envoy().shared_state();
-        assert_eq!(set(&envoy, "a", 4242), OK, "Envoy writes a missing key whatever the CAS");
+        assert_eq!(
+            set(&envoy, "a", 4242),
+            OK,
+            "Envoy writes a missing key whatever the CAS"
+        );
         assert_eq!(set(&envoy, "a", 0), OK, "and overwrites with CAS 0");
         let c = cas(&envoy, "a").unwrap();
         assert_eq!(set(&envoy, "a", c + 7), CAS_MISMATCH);
@@ -86,7 +90,11 @@ mod tests {
         assert_eq!(cas(&envoy, "b"), Some(c + 2), "one counter for all keys");
 
         let kong = Host::kong().shared_state();
-        assert_eq!(set(&kong, "a", 4242), CAS_MISMATCH, "Kong never writes a missing key with a CAS");
+        assert_eq!(
+            set(&kong, "a", 4242),
+            CAS_MISMATCH,
+            "Kong never writes a missing key with a CAS"
+        );
         assert_eq!(cas(&kong, "a"), None);
         assert_eq!(set(&kong, "a", 0), OK);
         assert_eq!(cas(&kong, "a"), Some(1), "one counter per key, from 1");
@@ -100,7 +108,10 @@ mod tests {
     #[test]
     fn http_calls_as_each_host_checks_them() {
         let h = |names: &[&str]| -> Vec<(String, String)> {
-            names.iter().map(|n| (n.to_string(), "x".to_string())).collect()
+            names
+                .iter()
+                .map(|n| (n.to_string(), "x".to_string()))
+                .collect()
         };
         let full = h(&[":method", ":path", ":authority"]);
         assert_eq!(check_http_call(Profile::Envoy, &full, false).unwrap(), None);
@@ -108,7 +119,10 @@ mod tests {
             check_http_call(Profile::Envoy, &h(&[":method", ":path"]), false).unwrap(),
             Some(BAD_ARGUMENT)
         );
-        assert_eq!(check_http_call(Profile::Kong, &h(&[":method", ":path"]), false).unwrap(), None);
+        assert_eq!(
+            check_http_call(Profile::Kong, &h(&[":method", ":path"]), false).unwrap(),
+            None
+        );
         assert!(check_http_call(Profile::Kong, &h(&[":method"]), false).is_err());
         assert!(check_http_call(Profile::Kong, &full, true).is_err());
         assert_eq!(check_http_call(Profile::Envoy, &full, true).unwrap(), None);

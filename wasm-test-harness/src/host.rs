@@ -495,6 +495,29 @@ impl Host {
         self.finish_call(token, HttpCallResponse::default())
     }
 
+    /// Delivers `proxy_on_http_call_response(context_id, token, ...)` to `vm` for a call the
+    /// host never recorded, as Kong's host does to a new instance after a trap (the answer
+    /// to a call the trapped instance made).
+    pub fn deliver_unknown_http_call_response(
+        &self,
+        vm: &Vm,
+        context_id: u32,
+        token: u32,
+        response: HttpCallResponse,
+    ) -> Result<(), Error> {
+        let call = HttpCall {
+            token,
+            vm: vm.index(),
+            context_id,
+            upstream: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+            timeout: Duration::ZERO,
+        };
+        vm.deliver_http_call_response(&call, response)
+    }
+
     fn finish_call(&self, token: u32, response: HttpCallResponse) -> Result<(), Error> {
         let call = {
             let mut pending = self.inner.shared.pending_calls.borrow_mut();

@@ -113,11 +113,29 @@ pub(super) fn read_key_source(
             v => integer(v, &p, min, max, errs),
         }
     };
-    let refresh = bounded(o, "jwks_refresh_seconds", DEFAULT_REFRESH_SECONDS, 10, 86_400);
-    let max_stale = bounded(o, "jwks_max_stale_seconds", DEFAULT_MAX_STALE_SECONDS, 60, 604_800);
+    let refresh = bounded(
+        o,
+        "jwks_refresh_seconds",
+        DEFAULT_REFRESH_SECONDS,
+        10,
+        86_400,
+    );
+    let max_stale = bounded(
+        o,
+        "jwks_max_stale_seconds",
+        DEFAULT_MAX_STALE_SECONDS,
+        60,
+        604_800,
+    );
     let timeout = bounded(o, "jwks_timeout_ms", DEFAULT_TIMEOUT_MS, 100, 60_000);
     let max_bytes = bounded(o, "jwks_max_bytes", DEFAULT_MAX_BYTES, 1_024, 1_048_576);
-    let min_refetch = bounded(o, "jwks_min_refetch_seconds", DEFAULT_MIN_REFETCH_SECONDS, 1, 3_600);
+    let min_refetch = bounded(
+        o,
+        "jwks_min_refetch_seconds",
+        DEFAULT_MIN_REFETCH_SECONDS,
+        1,
+        3_600,
+    );
     if let (Some(r), Some(s)) = (refresh, max_stale) {
         if s < r {
             errs.push(
@@ -152,7 +170,10 @@ fn discovery_url(issuer: &str, path: &str, errs: &mut Errors) -> Option<HttpUrl>
             None
         }
         Err(why) => {
-            errs.push(path, format!("discovery needs an http(s) issuer URL: it {why}"));
+            errs.push(
+                path,
+                format!("discovery needs an http(s) issuer URL: it {why}"),
+            );
             None
         }
     }

@@ -107,7 +107,10 @@ fn read_entry(
             // The time is read below.
             "retired" => Some(KeyState::Retired { at: 0 }),
             _ => {
-                errs.push(&state_path, "must be \"active\", \"published\" or \"retired\"");
+                errs.push(
+                    &state_path,
+                    "must be \"active\", \"published\" or \"retired\"",
+                );
                 return None;
             }
         },
@@ -233,7 +236,8 @@ fn served_path(v: Option<&Value>, path: &str, errs: &mut Errors) -> Option<Optio
     };
     let s = string(Some(v), path, errs)?;
     let plain = s.starts_with('/')
-        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'\\')
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#' && b != b'\\')
         && !s.split('/').any(|seg| seg == "." || seg == "..")
         && !s.to_ascii_lowercase().contains('%');
     if !plain {

@@ -113,13 +113,16 @@ impl fmt::Display for FetchFailure {
             FetchFailure::NotJson(None) => f.write_str("no content-type (JSON expected)"),
             FetchFailure::NotJson(Some(t)) => write!(f, "content-type {t:?} is not JSON"),
             FetchFailure::TooLarge { size, max } => {
-                write!(f, "body of {size} bytes is larger than jwks_max_bytes ({max})")
+                write!(
+                    f,
+                    "body of {size} bytes is larger than jwks_max_bytes ({max})"
+                )
             }
             FetchFailure::Invalid(why) => write!(f, "invalid document: {why}"),
             FetchFailure::NoUsableKeys(why) => write!(f, "no usable key: {why}"),
-            FetchFailure::IssuerMismatch => f.write_str(
-                "the discovery document names another issuer (OIDC Discovery 4.3)",
-            ),
+            FetchFailure::IssuerMismatch => {
+                f.write_str("the discovery document names another issuer (OIDC Discovery 4.3)")
+            }
         }
     }
 }
@@ -133,7 +136,11 @@ pub fn source_id(issuer: &TrustedIssuer, source: &KeySource) -> String {
         JwksLocation::Uri(u) => format!("uri {u}"),
         JwksLocation::Discovery(u) => format!("discovery {u}"),
     };
-    for part in [issuer.issuer.as_str(), location.as_str(), source.upstream.as_str()] {
+    for part in [
+        issuer.issuer.as_str(),
+        location.as_str(),
+        source.upstream.as_str(),
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }

@@ -8,8 +8,8 @@
 use serde_json::Value;
 
 use super::FetchFailure;
-use crate::core::jwks::{import_fetched_jwks, KeySet, MAX_JWKS_DEPTH};
 use crate::core::json::parse_strict;
+use crate::core::jwks::{import_fetched_jwks, KeySet, MAX_JWKS_DEPTH};
 use crate::core::keys::Alg;
 use crate::core::url::HttpUrl;
 
@@ -87,14 +87,20 @@ pub fn parse_discovery(
     match members.get("issuer") {
         Some(Value::String(s)) if s == issuer => {}
         Some(Value::String(_)) => return Err(FetchFailure::IssuerMismatch),
-        _ => return Err(FetchFailure::Invalid("issuer is missing or not a string".into())),
+        _ => {
+            return Err(FetchFailure::Invalid(
+                "issuer is missing or not a string".into(),
+            ))
+        }
     }
     match members.get("jwks_uri") {
         Some(Value::String(uri)) => match HttpUrl::parse(uri) {
             Ok(url) => Ok(url.to_string()),
             Err(why) => Err(FetchFailure::Invalid(format!("jwks_uri {why}"))),
         },
-        _ => Err(FetchFailure::Invalid("jwks_uri is missing or not a string".into())),
+        _ => Err(FetchFailure::Invalid(
+            "jwks_uri is missing or not a string".into(),
+        )),
     }
 }
 
@@ -178,7 +184,11 @@ mod tests {
                 "no_response",
             ),
             (vec![], "", "no_response"),
-            (answer(Some("503"), Some("text/plain")), "upstream connect error", "http_503"),
+            (
+                answer(Some("503"), Some("text/plain")),
+                "upstream connect error",
+                "http_503",
+            ),
             (answer(Some("504"), ok), &body, "http_504"),
             (answer(Some("404"), ok), &body, "http_404"),
             (answer(Some("302"), ok), &body, "http_302"),
@@ -188,7 +198,11 @@ mod tests {
             (answer(Some("200"), ok), "<html>", "invalid"),
             (answer(Some("200"), ok), &body[..body.len() - 3], "invalid"),
             (answer(Some("200"), ok), "{\"keys\":[]}", "invalid"),
-            (answer(Some("200"), ok), "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"}]}", "no_usable_keys"),
+            (
+                answer(Some("200"), ok),
+                "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"}]}",
+                "no_usable_keys",
+            ),
         ];
         for (headers, body, kind) in cases {
             let e = jwks(&headers, body).unwrap_err();
@@ -210,7 +224,10 @@ mod tests {
         };
         assert_eq!(
             parse_jwks(&r, 65536, &[Alg::EdDSA]).unwrap_err(),
-            FetchFailure::TooLarge { size: 2 << 20, max: 65536 }
+            FetchFailure::TooLarge {
+                size: 2 << 20,
+                max: 65536
+            }
         );
         let big = format!("{}{}", one_key(), " ".repeat(70_000));
         assert_eq!(jwks(&headers, &big).unwrap_err().kind(), "too_large");
@@ -219,13 +236,17 @@ mod tests {
     #[test]
     fn hostile_key_sets() {
         let headers = answer(Some("200"), Some("application/json"));
-        let ed = |kid: &str| format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"{ED_X}"}}"#);
+        let ed =
+            |kid: &str| format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"{ED_X}"}}"#);
         // Duplicate kids: ambiguous, both skipped; with nothing else usable, a failure.
         let dup = format!(r#"{{"keys":[{},{}]}}"#, ed("a"), ed("a"));
         assert_eq!(jwks(&headers, &dup).unwrap_err().kind(), "no_usable_keys");
         let dup_and_good = format!(r#"{{"keys":[{},{},{}]}}"#, ed("a"), ed("a"), ed("b"));
         let set = jwks(&headers, &dup_and_good).unwrap();
-        assert_eq!(set.keys.iter().map(|k| k.kid()).collect::<Vec<_>>(), [Some("b")]);
+        assert_eq!(
+            set.keys.iter().map(|k| k.kid()).collect::<Vec<_>>(),
+            [Some("b")]
+        );
         // Private members: that key skipped, never used.
         let private = format!(
             r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"p","x":"{ED_X}","d":"{ED_X}"}},{}]}}"#,
@@ -243,16 +264,28 @@ mod tests {
         let large = format!(r#"{{"keys":[{}],"n":{}}}"#, ed("b"), "1".repeat(200));
         assert!(jwks(&headers, &large).is_ok());
         // Deep nesting.
-        let deep = format!(r#"{{"keys":[{}],"x":{}{}}}"#, ed("b"), "[".repeat(100), "]".repeat(100));
+        let deep = format!(
+            r#"{{"keys":[{}],"x":{}{}}}"#,
+            ed("b"),
+            "[".repeat(100),
+            "]".repeat(100)
+        );
         let e = jwks(&headers, &deep).unwrap_err();
         assert!(e.to_string().contains("nested too deeply"), "{e}");
         // Duplicate members anywhere.
         let twice = format!(r#"{{"keys":[{}],"keys":[]}}"#, ed("b"));
-        assert!(jwks(&headers, &twice).unwrap_err().to_string().contains("duplicate"));
+        assert!(jwks(&headers, &twice)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate"));
         // 10,000 keys within the byte cap: refused before any key is imported.
         let many: Vec<String> = (0..10_000).map(|i| ed(&format!("k{i}"))).collect();
         let many = format!(r#"{{"keys":[{}]}}"#, many.join(","));
-        let r = CallResponse { headers: &headers, body: many.as_bytes(), body_size: many.len() };
+        let r = CallResponse {
+            headers: &headers,
+            body: many.as_bytes(),
+            body_size: many.len(),
+        };
         let started = std::time::Instant::now();
         let e = parse_jwks(&r, 1 << 20, &[Alg::EdDSA]).unwrap_err();
         assert!(e.to_string().contains("10000 keys"), "{e}");
@@ -268,11 +301,17 @@ mod tests {
     fn discovery_documents() {
         let headers = answer(Some("200"), Some("application/json"));
         let doc = |body: &str| {
-            let r = CallResponse { headers: &headers, body: body.as_bytes(), body_size: body.len() };
+            let r = CallResponse {
+                headers: &headers,
+                body: body.as_bytes(),
+                body_size: body.len(),
+            };
             parse_discovery(&r, 65536, "https://idp.test/realm")
         };
         assert_eq!(
-            doc(r#"{"issuer":"https://idp.test/realm","jwks_uri":"https://idp.test/realm/certs","scopes_supported":["openid"]}"#),
+            doc(
+                r#"{"issuer":"https://idp.test/realm","jwks_uri":"https://idp.test/realm/certs","scopes_supported":["openid"]}"#
+            ),
             Ok("https://idp.test/realm/certs".into())
         );
         // Byte for byte: a trailing slash is another issuer.

@@ -328,13 +328,16 @@ impl Schedule {
         if !stale || matches!(state.health, Health::Unavailable { .. } | Health::Pending) {
             return None;
         }
-        let cause = match &state.health {
-            Health::Failing { cause, .. } => format!("last fetch failed: {cause}"),
-            _ => "no fetch since".to_owned(),
+        // The kind stays the failure's: the same failure next time is no news.
+        let (kind, cause) = match &state.health {
+            Health::Failing { kind, cause } => {
+                (kind.clone(), format!("last fetch failed: {cause}"))
+            }
+            _ => ("stale".to_owned(), "no fetch since".to_owned()),
         };
         let mut next = state.clone();
         next.health = Health::Unavailable {
-            kind: "stale".into(),
+            kind,
             cause: format!("keys older than jwks_max_stale_seconds; {cause}"),
         };
         let change = transition(state, &next)?;
@@ -489,7 +492,8 @@ mod tests {
     }
 
     fn succeed(s: &Schedule, state: &FetchState, now: u64, me: u64, changed: bool) -> Attempt {
-        s.fetched(state, now, me, Ok(changed), &mut Fixed(0)).unwrap()
+        s.fetched(state, now, me, Ok(changed), &mut Fixed(0))
+            .unwrap()
     }
 
     fn fail(s: &Schedule, state: &FetchState, now: u64, me: u64, why: FetchFailure) -> Attempt {
@@ -501,11 +505,19 @@ mod tests {
         let s = schedule(false);
         let start = FetchState::default();
         let claimed = claim(&s, &start, Trigger::Scheduled, T0, 1);
-        assert_eq!(claimed.lease, Some(Lease { holder: 1, until_ms: T0 + 3 * S }));
+        assert_eq!(
+            claimed.lease,
+            Some(Lease {
+                holder: 1,
+                until_ms: T0 + 3 * S
+            })
+        );
         // Another worker sees the lease and waits; so does the holder.
         assert_eq!(
             s.plan(&claimed, Trigger::Scheduled, T0 + S, 2),
-            Plan::InFlight { until_ms: T0 + 3 * S }
+            Plan::InFlight {
+                until_ms: T0 + 3 * S
+            }
         );
         let done = succeed(&s, &claimed, T0 + 100, 1, true);
         assert_eq!(done.state.version, 1);
@@ -514,7 +526,10 @@ mod tests {
         assert_eq!(done.change.as_ref().map(|c| c.to.clone()), Some(Health::Ok));
         assert!(!done.change.unwrap().is_warning());
         // Nothing until the refresh is due.
-        assert_eq!(s.plan(&done.state, Trigger::Scheduled, T0 + 299 * S, 2), Plan::Idle);
+        assert_eq!(
+            s.plan(&done.state, Trigger::Scheduled, T0 + 299 * S, 2),
+            Plan::Idle
+        );
         let again = claim(&s, &done.state, Trigger::Scheduled, T0 + 100 + 300 * S, 2);
         // The same content again: same version (no worker re-parses), newer fetched_at, and
         // nothing to log.
@@ -522,7 +537,13 @@ mod tests {
         assert_eq!(same.state.version, 1);
         assert_eq!(same.state.fetched_at_ms, T0 + 301 * S);
         assert_eq!(same.change, None);
-        let rotated = succeed(&s, &claim(&s, &same.state, Trigger::Scheduled, T0 + 602 * S, 1), T0 + 602 * S, 1, true);
+        let rotated = succeed(
+            &s,
+            &claim(&s, &same.state, Trigger::Scheduled, T0 + 602 * S, 1),
+            T0 + 602 * S,
+            1,
+            true,
+        );
         assert_eq!(rotated.state.version, 2);
     }
 
@@ -532,7 +553,10 @@ mod tests {
         let mine = claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1);
         // The lease ran out; worker 2 took over.
         let theirs = claim(&s, &mine, Trigger::Scheduled, T0 + 3 * S, 2);
-        assert_eq!(s.fetched(&theirs, T0 + 4 * S, 1, Ok(true), &mut Fixed(0)), None);
+        assert_eq!(
+            s.fetched(&theirs, T0 + 4 * S, 1, Ok(true), &mut Fixed(0)),
+            None
+        );
         assert_eq!(s.abandoned(&theirs, 1), None);
         assert_eq!(s.abandoned(&theirs, 2).unwrap().lease, None);
     }
@@ -549,8 +573,16 @@ mod tests {
             let full = (1000u64 << (failures - 1).min(32)).min(300 * S);
             assert!(d >= full / 2 && d <= full, "{failures}: {d} vs {full}");
         }
-        assert_eq!(s.backoff(30, &mut Fixed(0)), 150 * S, "capped at the refresh interval");
-        assert_eq!(s.backoff(3, &mut NoEntropy), 4000, "no randomness: the full delay");
+        assert_eq!(
+            s.backoff(30, &mut Fixed(0)),
+            150 * S,
+            "capped at the refresh interval"
+        );
+        assert_eq!(
+            s.backoff(3, &mut NoEntropy),
+            4000,
+            "no randomness: the full delay"
+        );
         // Different draws spread retries.
         assert_ne!(s.backoff(5, &mut Fixed(1)), s.backoff(5, &mut Fixed(7)));
     }
@@ -558,36 +590,86 @@ mod tests {
     #[test]
     fn failures_keep_the_last_keys_until_stale_then_recover() {
         let s = schedule(false);
-        let ok = succeed(&s, &claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1), T0, 1, true).state;
+        let ok = succeed(
+            &s,
+            &claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1),
+            T0,
+            1,
+            true,
+        )
+        .state;
         let now = T0 + 300 * S;
-        let down = fail(&s, &claim(&s, &ok, Trigger::Scheduled, now, 1), now + 10, 1, FetchFailure::Status(503));
+        let down = fail(
+            &s,
+            &claim(&s, &ok, Trigger::Scheduled, now, 1),
+            now + 10,
+            1,
+            FetchFailure::Status(503),
+        );
         assert_eq!(down.state.failures, 1);
         assert_eq!(down.state.due_ms, now + 10 + 500);
         assert!(matches!(&down.state.health, Health::Failing { kind, .. } if kind == "http_503"));
         let change = down.change.clone().unwrap();
         assert!(change.is_warning());
-        assert!(change.message("https://idp").contains("HTTP 503"), "{}", change.message("https://idp"));
+        assert!(
+            change.message("https://idp").contains("HTTP 503"),
+            "{}",
+            change.message("https://idp")
+        );
         assert!(s.fresh(&down.state, now + 10));
         // The same failure again: logged once only.
         let t = down.state.due_ms;
-        let again = fail(&s, &claim(&s, &down.state, Trigger::Scheduled, t, 2), t, 2, FetchFailure::Status(503));
+        let again = fail(
+            &s,
+            &claim(&s, &down.state, Trigger::Scheduled, t, 2),
+            t,
+            2,
+            FetchFailure::Status(503),
+        );
         assert_eq!(again.change, None);
         assert_eq!(again.state.failures, 2);
         assert_eq!(again.state.due_ms, t + 1000);
         // Another kind of failure: one more line.
         let t = again.state.due_ms;
-        let other = fail(&s, &claim(&s, &again.state, Trigger::Scheduled, t, 1), t, 1, FetchFailure::TimedOut);
+        let other = fail(
+            &s,
+            &claim(&s, &again.state, Trigger::Scheduled, t, 1),
+            t,
+            1,
+            FetchFailure::TimedOut,
+        );
         assert!(other.change.is_some());
         // Past max_stale: the tick notices once.
         let stale_at = T0 + 3600 * S;
         assert_eq!(s.observe(&other.state, stale_at - 1), None);
         let (unavailable, change) = s.observe(&other.state, stale_at).unwrap();
-        assert!(change.message("i").contains("issuer_keys_unavailable"), "{}", change.message("i"));
+        assert!(
+            change.message("i").contains("issuer_keys_unavailable"),
+            "{}",
+            change.message("i")
+        );
         assert!(!s.fresh(&unavailable, stale_at));
         assert_eq!(s.observe(&unavailable, stale_at + S), None, "logged once");
+        // The same failure afterwards is no news either.
+        let t = stale_at + 2 * S;
+        let same = fail(
+            &s,
+            &claim(&s, &unavailable, Trigger::Scheduled, t, 1),
+            t,
+            1,
+            FetchFailure::TimedOut,
+        );
+        assert_eq!(same.change, None);
+        assert!(matches!(same.state.health, Health::Unavailable { .. }));
         // Recovery: everything reset, logged as news.
         let t = stale_at + 10 * S;
-        let back = succeed(&s, &claim(&s, &unavailable, Trigger::Scheduled, t, 2), t, 2, false);
+        let back = succeed(
+            &s,
+            &claim(&s, &unavailable, Trigger::Scheduled, t, 2),
+            t,
+            2,
+            false,
+        );
         assert_eq!(back.state.failures, 0);
         assert_eq!(back.state.health, Health::Ok);
         assert_eq!(back.state.due_ms, t + 300 * S);
@@ -600,20 +682,39 @@ mod tests {
     fn never_fetched_is_unavailable_from_the_first_failure() {
         let s = schedule(false);
         let first = claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1);
-        let down = fail(&s, &first, T0 + 5, 1, FetchFailure::NoResponse(Some("timeout".into())));
+        let down = fail(
+            &s,
+            &first,
+            T0 + 5,
+            1,
+            FetchFailure::NoResponse(Some("timeout".into())),
+        );
         assert!(matches!(down.state.health, Health::Unavailable { .. }));
         assert!(!s.fresh(&down.state, T0 + 5));
         // A request needing keys waits for the retry only once it is due.
-        assert_eq!(s.plan(&down.state, Trigger::NoKeys, T0 + 10, 2), Plan::Refused);
+        assert_eq!(
+            s.plan(&down.state, Trigger::NoKeys, T0 + 10, 2),
+            Plan::Refused
+        );
         claim(&s, &down.state, Trigger::NoKeys, down.state.due_ms, 2);
     }
 
     #[test]
     fn unknown_kids_refetch_at_most_once_per_interval() {
         let s = schedule(false);
-        let ok = succeed(&s, &claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1), T0 + 50, 1, true).state;
+        let ok = succeed(
+            &s,
+            &claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1),
+            T0 + 50,
+            1,
+            true,
+        )
+        .state;
         // Within min_refetch of the last attempt (the start fetch): refused at once.
-        assert_eq!(s.plan(&ok, Trigger::UnknownKid, T0 + 29 * S, 1), Plan::Refused);
+        assert_eq!(
+            s.plan(&ok, Trigger::UnknownKid, T0 + 29 * S, 1),
+            Plan::Refused
+        );
         let mut state = ok;
         let mut fetches = 0;
         // A caller spraying random kids for ten minutes, one request every 100 ms.
@@ -632,34 +733,74 @@ mod tests {
         assert_eq!(fetches, 20, "one refetch per 30 s over 600 s");
         // While a fetch is in flight, requests wait for it instead.
         let claimed = claim(&s, &state, Trigger::UnknownKid, t + 30 * S, 2);
-        assert!(matches!(s.plan(&claimed, Trigger::UnknownKid, t + 30 * S, 1), Plan::InFlight { .. }));
+        assert!(matches!(
+            s.plan(&claimed, Trigger::UnknownKid, t + 30 * S, 1),
+            Plan::InFlight { .. }
+        ));
         // Never during back-off.
         let down = fail(&s, &claimed, t + 31 * S, 2, FetchFailure::Status(500));
-        assert_eq!(s.plan(&down.state, Trigger::UnknownKid, t + 31 * S + 400, 1), Plan::Refused);
+        assert_eq!(
+            s.plan(&down.state, Trigger::UnknownKid, t + 31 * S + 400, 1),
+            Plan::Refused
+        );
     }
 
     #[test]
     fn discovery_comes_first_and_again_after_a_failure() {
         let s = schedule(true);
         let claimed = claim(&s, &FetchState::default(), Trigger::Scheduled, T0, 1);
-        assert_eq!(claimed.lease.unwrap().until_ms, T0 + 5 * S, "two calls and slack");
-        assert!(matches!(s.plan(&FetchState::default(), Trigger::Scheduled, T0, 1), Plan::Claim { step: Step::Discovery, .. }));
+        assert_eq!(
+            claimed.lease.unwrap().until_ms,
+            T0 + 5 * S,
+            "two calls and slack"
+        );
+        assert!(matches!(
+            s.plan(&FetchState::default(), Trigger::Scheduled, T0, 1),
+            Plan::Claim {
+                step: Step::Discovery,
+                ..
+            }
+        ));
         let found = s
-            .discovered(&claimed, T0 + 10, 1, Ok("https://idp/keys".into()), &mut Fixed(0))
+            .discovered(
+                &claimed,
+                T0 + 10,
+                1,
+                Ok("https://idp/keys".into()),
+                &mut Fixed(0),
+            )
             .unwrap();
         assert_eq!(found.next, Some(Step::Jwks));
         assert_eq!(found.state.lease.unwrap().until_ms, T0 + 10 + 3 * S);
         let ok = succeed(&s, &found.state, T0 + 20, 1, true).state;
         // The next refresh goes straight to the key set.
-        assert!(matches!(s.plan(&ok, Trigger::Scheduled, ok.due_ms, 1), Plan::Claim { step: Step::Jwks, .. }));
+        assert!(matches!(
+            s.plan(&ok, Trigger::Scheduled, ok.due_ms, 1),
+            Plan::Claim {
+                step: Step::Jwks,
+                ..
+            }
+        ));
         let retry = claim(&s, &ok, Trigger::Scheduled, ok.due_ms, 1);
         let down = fail(&s, &retry, ok.due_ms + 1, 1, FetchFailure::Status(404));
         assert_eq!(down.state.jwks_uri, None);
-        assert!(matches!(s.plan(&down.state, Trigger::Scheduled, down.state.due_ms, 1), Plan::Claim { step: Step::Discovery, .. }));
+        assert!(matches!(
+            s.plan(&down.state, Trigger::Scheduled, down.state.due_ms, 1),
+            Plan::Claim {
+                step: Step::Discovery,
+                ..
+            }
+        ));
         // A failed discovery is a failure like any other.
         let d = claim(&s, &down.state, Trigger::Scheduled, down.state.due_ms, 1);
         let failed = s
-            .discovered(&d, down.state.due_ms, 1, Err(FetchFailure::IssuerMismatch), &mut Fixed(0))
+            .discovered(
+                &d,
+                down.state.due_ms,
+                1,
+                Err(FetchFailure::IssuerMismatch),
+                &mut Fixed(0),
+            )
             .unwrap();
         assert_eq!(failed.state.failures, 2);
         assert_eq!(failed.next, None);
@@ -668,7 +809,9 @@ mod tests {
     #[test]
     fn requests_carry_method_path_authority_and_scheme() {
         let source = KeySource {
-            location: JwksLocation::Discovery(HttpUrl::parse("https://idp.test/realm/.well-known/openid-configuration").unwrap()),
+            location: JwksLocation::Discovery(
+                HttpUrl::parse("https://idp.test/realm/.well-known/openid-configuration").unwrap(),
+            ),
             upstream: "idp_cluster".into(),
             refresh_seconds: 300,
             max_stale_seconds: 3600,
@@ -691,7 +834,10 @@ mod tests {
         assert!(s.request(Step::Jwks, &source, &state).is_err());
         state.jwks_uri = Some("http://keys.idp.test:8080/certs?v=2".into());
         let r = s.request(Step::Jwks, &source, &state).unwrap();
-        assert_eq!((r.authority.as_str(), r.path.as_str(), r.scheme), ("keys.idp.test:8080", "/certs?v=2", "http"));
+        assert_eq!(
+            (r.authority.as_str(), r.path.as_str(), r.scheme),
+            ("keys.idp.test:8080", "/certs?v=2", "http")
+        );
         state.jwks_uri = Some("ftp://x".into());
         assert!(s.request(Step::Jwks, &source, &state).is_err());
     }
@@ -700,7 +846,10 @@ mod tests {
     fn the_shared_state_round_trips_and_refuses_strangers() {
         let s = schedule(true);
         let mut state = claim(&s, &FetchState::default(), Trigger::Scheduled, T0, u64::MAX);
-        state.health = Health::Failing { kind: "timeout".into(), cause: "c".into() };
+        state.health = Health::Failing {
+            kind: "timeout".into(),
+            cause: "c".into(),
+        };
         state.jwks_uri = Some("https://x/\"quoted\"".into());
         let text = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<FetchState>(&text).unwrap(), state);
