@@ -101,9 +101,11 @@ impl Policy {
         json!({ "keys": published })
     }
 
-    /// `{"issuer", "jwks_uri"}`, the minimal OpenID configuration: `jwks_uri` is the
-    /// issuer's origin followed by `jwks_path`. `None` without both.
+    /// `{"issuer", "jwks_uri"}`, the minimal OpenID configuration served at
+    /// `discovery_path`: `jwks_uri` is the issuer's origin followed by `jwks_path`. `None`
+    /// unless both paths are set.
     pub fn openid_configuration(&self) -> Option<Value> {
+        self.publication.discovery_path.as_ref()?;
         let jwks_path = self.publication.jwks_path.as_deref()?;
         let origin = HttpUrl::parse(&self.issuer).ok()?.origin();
         Some(json!({

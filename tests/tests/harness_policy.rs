@@ -582,7 +582,6 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     f.host.inject_fault("random_get", 29);
     send("/orders", &signed(&f.idp, &|_| {}));
     f.host.clear_faults();
-    drop(send);
 
     // An issuer whose keys are fetched, and the first fetch failed.
     let fetched = Issuer::ed25519("https://fetched.test", "f1", 13);

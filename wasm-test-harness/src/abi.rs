@@ -14,7 +14,6 @@ const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
 const SERIALIZATION_FAILURE: i32 = 3;
 const EMPTY: i32 = 7;
-const CAS_MISMATCH: i32 = 8;
 const INTERNAL_FAILURE: i32 = 10;
 const UNIMPLEMENTED: i32 = 12;
 

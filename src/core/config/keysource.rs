@@ -95,14 +95,12 @@ pub(super) fn read_key_source(
     };
     let Some(location) = location else {
         // Inline keys only: the fetch settings would be silently unused.
-        let mut ok = true;
         for member in FETCH_MEMBERS {
             if let (Some(_), p) = o.get(member) {
                 errs.push(&p, "is only valid with jwks_uri or discovery");
-                ok = false;
             }
         }
-        return ok.then_some(None);
+        return Some(None);
     };
     let (v, p) = o.required("jwks_upstream", errs);
     let upstream = string(v, &p, errs);
