@@ -427,11 +427,11 @@ pub fn verifier_chain_config(
     })
 }
 
-fn admin(port: u16) -> Value {
+pub fn admin(port: u16) -> Value {
     json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } } })
 }
 
-fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value {
+pub fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value {
     json!({
         "name": name,
         "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
@@ -455,7 +455,7 @@ fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value 
     })
 }
 
-fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
+pub fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -478,14 +478,14 @@ fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
     })
 }
 
-fn router_filter() -> Value {
+pub fn router_filter() -> Value {
     json!({
         "name": "envoy.filters.http.router",
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
     })
 }
 
-fn cluster(name: &str, port: u16) -> Value {
+pub fn cluster(name: &str, port: u16) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
