@@ -9,9 +9,11 @@
 //! creates a missing key, refuses an existing one), then, only if the key is still missing,
 //! CAS 0 (Kong: creates only if absent). Callers then re-read and adopt what is stored.
 //!
-//! Kong needs `shm_kv` in its `wasm{}` block for shared data (without it every call traps);
-//! APISIX answers "unimplemented", and then this store keeps the data in the VM itself:
-//! each worker fetches and generates for itself.
+//! Kong needs a `shm_kv` zone in its `wasm{}` block for shared data (without one every call
+//! traps): the default zone `*`, or one named `token_exchange` (every key here starts with
+//! `token_exchange/`, which ngx_wasm_module reads as the namespace). APISIX answers
+//! "unimplemented", and then this store keeps the data in the VM itself: each worker fetches
+//! and generates for itself.
 
 use std::collections::HashMap;
 
@@ -20,8 +22,8 @@ use super::abi::{self, HostStatus, Level, CAS_MISMATCH, UNIMPLEMENTED};
 /// The CAS of a create: never a live value in practice (Envoy's counter would have to reach
 /// it; Kong's per-key counters start at 1).
 const CREATE_CAS: u32 = u32::MAX;
-/// Prefix of every key this filter writes.
-pub const PREFIX: &str = "token-exchange-filter/v1/";
+/// Prefix of every key this filter writes (its namespace on Kong's host).
+pub const PREFIX: &str = "token_exchange/v1/";
 /// Attempts of a read-modify-write before giving up (the next tick tries again).
 const UPDATE_TRIES: usize = 4;
 
