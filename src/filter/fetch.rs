@@ -21,8 +21,8 @@ use super::env::HostEntropy;
 use super::shared::{SharedStore, PREFIX};
 use crate::core::config::{KeySource, Policy};
 use crate::core::fetch::{
-    parse_discovery, parse_jwks, source_id, CallResponse, FetchFailure, FetchState, Plan, Schedule,
-    Step, Trigger,
+    parse_discovery, parse_jwks, source_id, Attempt, CallResponse, FetchFailure, FetchState,
+    HealthChange, Plan, Schedule, Step, Trigger,
 };
 use crate::core::jwks::{import_fetched_jwks, KeySet};
 use crate::core::keys::Alg;
@@ -334,7 +334,10 @@ impl KeyFetcher {
         };
         let calling = self.calls.iter().any(|c| c.source == wait.source);
         let leased = source.state.lease.is_some_and(|l| now < l.until_ms);
-        now >= wait.until_ms || source.loaded != wait.version || !(calling || leased)
+        // The fetcher writes the state, then the key set: a new version may not be readable
+        // yet (the next sync loads it).
+        let unloaded = source.state.version != source.loaded;
+        now >= wait.until_ms || source.loaded != wait.version || !(calling || leased || unloaded)
     }
 
     fn index_of_id(&self, id: &str) -> Option<usize> {
@@ -424,11 +427,7 @@ impl KeyFetcher {
         if source.schedule.observe(&source.state, now).is_none() {
             return;
         }
-        let (schedule, key, issuer) = (
-            source.schedule.clone(),
-            source.state_key(),
-            source.issuer.clone(),
-        );
+        let (schedule, key) = (source.schedule.clone(), source.state_key());
         let mut change = None;
         let stored = self.store.update(&key, |current| {
             let (next, c) = schedule.observe(&parse_state(current)?, now)?;
@@ -438,7 +437,7 @@ impl KeyFetcher {
         let won = self.adopt_stored(i, stored);
         if let Some((next, change)) = change {
             if won.as_ref() == Some(&next) {
-                log_change(&issuer, &change);
+                self.log_change(i, &change);
             }
         }
     }
@@ -515,34 +514,13 @@ impl KeyFetcher {
         now: u64,
         context: u32,
     ) {
-        let Some(source) = self.sources.get(i) else {
-            return;
-        };
-        let (me, schedule, key, issuer) = (
-            self.me,
-            source.schedule.clone(),
-            source.state_key(),
-            source.issuer.clone(),
-        );
-        let mut attempt = None;
-        let stored = self.store.update(&key, |current| {
-            let a = schedule.discovered(
-                &parse_state(current)?,
-                now,
-                me,
-                result.clone(),
-                &mut HostEntropy,
-            )?;
-            let bytes = serde_json::to_vec(&a.state).ok();
-            attempt = Some(a);
-            bytes
-        });
-        let stored = self.adopt_stored(i, stored);
-        let Some(attempt) = attempt.filter(|a| stored.as_ref() == Some(&a.state)) else {
+        let Some(attempt) = self.record(i, |schedule, state, me| {
+            schedule.discovered(state, now, me, result.clone(), &mut HostEntropy)
+        }) else {
             return;
         };
         if let Some(change) = &attempt.change {
-            log_change(&issuer, change);
+            self.log_change(i, change);
         }
         if attempt.next == Some(Step::Jwks) {
             self.dispatch(i, Step::Jwks, now, context);
@@ -553,13 +531,7 @@ impl KeyFetcher {
         let Some(source) = self.sources.get(i) else {
             return;
         };
-        let (me, schedule, state_key, keys_key, issuer) = (
-            self.me,
-            source.schedule.clone(),
-            source.state_key(),
-            source.keys_key(),
-            source.issuer.clone(),
-        );
+        let (keys_key, issuer) = (source.keys_key(), source.issuer.clone());
         let outcome = match &result {
             Ok((body, _)) => {
                 let stored = self.store.get(&keys_key).ok().flatten();
@@ -571,21 +543,9 @@ impl KeyFetcher {
             }
             Err(failure) => Err(failure.clone()),
         };
-        let mut attempt = None;
-        let stored = self.store.update(&state_key, |current| {
-            let a = schedule.fetched(
-                &parse_state(current)?,
-                now,
-                me,
-                outcome.clone(),
-                &mut HostEntropy,
-            )?;
-            let bytes = serde_json::to_vec(&a.state).ok();
-            attempt = Some(a);
-            bytes
-        });
-        let stored = self.adopt_stored(i, stored);
-        let Some(attempt) = attempt.filter(|a| stored.as_ref() == Some(&a.state)) else {
+        let Some(attempt) = self.record(i, |schedule, state, me| {
+            schedule.fetched(state, now, me, outcome.clone(), &mut HostEntropy)
+        }) else {
             return;
         };
         let version = attempt.state.version;
@@ -626,8 +586,44 @@ impl KeyFetcher {
             }
         }
         if let Some(change) = &attempt.change {
-            log_change(&issuer, change);
+            self.log_change(i, change);
         }
+    }
+
+    /// Applies one step of the schedule (`step(schedule, current state, me)`) to source
+    /// `i`'s shared state with compare-and-swap; the attempt when this worker's write is what
+    /// is stored (not when the step did not apply, or another worker's write won).
+    fn record(
+        &mut self,
+        i: usize,
+        mut step: impl FnMut(&Schedule, &FetchState, u64) -> Option<Attempt>,
+    ) -> Option<Attempt> {
+        let source = self.sources.get(i)?;
+        let (me, schedule, key) = (self.me, source.schedule.clone(), source.state_key());
+        let mut attempt = None;
+        let stored = self.store.update(&key, |current| {
+            let a = step(&schedule, &parse_state(current)?, me)?;
+            let bytes = serde_json::to_vec(&a.state).ok();
+            attempt = Some(a);
+            bytes
+        });
+        let stored = self.adopt_stored(i, stored);
+        attempt.filter(|a| stored.as_ref() == Some(&a.state))
+    }
+
+    fn log_change(&self, i: usize, change: &HealthChange) {
+        let Some(source) = self.sources.get(i) else {
+            return;
+        };
+        let level = if change.is_warning() {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        abi::log(
+            level,
+            &format!("token-exchange-filter: {}", change.message(&source.issuer)),
+        );
     }
 
     /// Records what `update` left in shared data as source `i`'s state; returns it.
@@ -670,16 +666,4 @@ fn split_record(record: &[u8]) -> Option<(u64, &[u8])> {
         .parse()
         .ok()?;
     Some((version, record.get(newline.checked_add(1)?..)?))
-}
-
-fn log_change(issuer: &str, change: &crate::core::fetch::HealthChange) {
-    let level = if change.is_warning() {
-        Level::Warn
-    } else {
-        Level::Info
-    };
-    abi::log(
-        level,
-        &format!("token-exchange-filter: {}", change.message(issuer)),
-    );
 }

@@ -110,9 +110,9 @@ impl ExchangeFilter {
             .map(RequestHeaders::request)
             .unwrap_or_default();
         let mut decision = policy.internal_failure(&request, now());
-        let action = apply(&policy, &mut decision);
+        // A deny: answered locally, never continued.
+        apply(&policy, &mut decision);
         abi::log(Level::Info, &decision.audit.to_json_line());
-        let _ = action;
     }
 
     /// One decision with the keys at hand; at most once, a pause for keys instead.

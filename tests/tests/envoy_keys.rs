@@ -241,20 +241,7 @@ fn bootstrap(dir: &Path, ports: &Ports) -> Value {
             "forward": true
         })
     };
-    let jwt_authn = json!({
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {
-                "orders-service": provider("orders-service"),
-                "billing-service": provider("billing-service")
-            },
-            "rules": [
-                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
-                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
-            ]
-        }
-    });
+    let jwt_authn = envoy::audience_checking_jwt_authn(provider);
     let to_upstream =
         json!([{ "name": "all", "match": { "prefix": "/" }, "route": { "cluster": "upstream" } }]);
     json!({

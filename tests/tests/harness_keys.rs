@@ -120,6 +120,13 @@ fn minted_kid(gw: &Gateway, r: &Request, at: u64) -> String {
     header["kid"].as_str().unwrap().to_owned()
 }
 
+/// One VM with `doc`, the clock at `NOW`, nothing fetched yet.
+fn loaded(host: &Host, doc: &Value) -> Vm {
+    host.set_unix_time(NOW);
+    host.load(&wasm(), doc.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{:?}: {e}", host.profile()))
+}
+
 /// A VM (or several) with the fetched issuer, its first fetch answered with `keys`.
 fn started(host: &Host, doc: &Value, workers: usize, keys: &[&Issuer]) -> Vec<Vm> {
     host.set_unix_time(NOW);
@@ -140,10 +147,7 @@ fn fetches_at_start_then_refreshes() {
         let profile = host.profile();
         let gw = Gateway::new();
         let k1 = Issuer::ed25519(IDP, "k1", 7);
-        host.set_unix_time(NOW);
-        let vm = host
-            .load(&wasm(), fetched_policy(&gw).to_string().as_bytes())
-            .unwrap();
+        let vm = loaded(&host, &fetched_policy(&gw));
         assert!(
             calls(&host).is_empty(),
             "{profile:?}: never calls out while configuring"
@@ -450,10 +454,7 @@ fn until_the_first_success_the_issuer_is_refused() {
     for host in [Host::envoy(), Host::kong()] {
         let gw = Gateway::new();
         let k1 = Issuer::ed25519(IDP, "k1", 7);
-        host.set_unix_time(NOW);
-        let vm = host
-            .load(&wasm(), fetched_policy(&gw).to_string().as_bytes())
-            .unwrap();
+        let vm = loaded(&host, &fetched_policy(&gw));
         host.tick().unwrap();
         let c = calls(&host).remove(0);
         host.fail_http_call(c.token).unwrap();
@@ -478,8 +479,7 @@ fn inline_and_fetched_keys_together() {
     let k1 = Issuer::ed25519(IDP, "k1", 7);
     let mut doc = fetched_policy(&gw);
     doc["trusted_issuers"][0]["jwks"] = json!({ "keys": [inline.public_jwk()] });
-    host.set_unix_time(NOW);
-    let vm = host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+    let vm = loaded(&host, &doc);
     // The inline key works before anything is fetched, and while nothing can be.
     assert!(get(&vm, "/orders", Some(&token(&host, &inline))).is_forwarded());
     host.tick().unwrap();
@@ -596,10 +596,7 @@ fn a_hanging_endpoint_is_given_up_at_the_deadline() {
     let host = Host::kong();
     let gw = Gateway::new();
     let k1 = Issuer::ed25519(IDP, "k1", 7);
-    host.set_unix_time(NOW);
-    let vm = host
-        .load(&wasm(), fetched_policy(&gw).to_string().as_bytes())
-        .unwrap();
+    let vm = loaded(&host, &fetched_policy(&gw));
     host.tick().unwrap();
     let hanging = calls(&host).remove(0);
     let r = get(&vm, "/orders", Some(&token(&host, &k1)));
@@ -628,10 +625,7 @@ fn answers_to_unknown_calls_never_let_a_request_through() {
     for host in [Host::envoy(), Host::kong()] {
         let gw = Gateway::new();
         let k1 = Issuer::ed25519(IDP, "k1", 7);
-        host.set_unix_time(NOW);
-        let vm = host
-            .load(&wasm(), fetched_policy(&gw).to_string().as_bytes())
-            .unwrap();
+        let vm = loaded(&host, &fetched_policy(&gw));
         host.tick().unwrap();
         let r = get(&vm, "/orders", Some(&token(&host, &k1)));
         assert!(r.is_paused());
@@ -662,8 +656,7 @@ fn discovery_finds_the_key_set() {
     issuer["discovery"] = json!(true);
     let mut doc = fetched_policy(&gw);
     doc["trusted_issuers"] = json!([issuer]);
-    host.set_unix_time(NOW);
-    let vm = host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+    let vm = loaded(&host, &doc);
     host.tick().unwrap();
     let c = calls(&host).remove(0);
     assert_eq!(

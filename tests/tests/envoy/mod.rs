@@ -398,20 +398,7 @@ pub fn verifier_chain_config(
             "forward": true
         })
     };
-    let jwt_authn = json!({
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {
-                "orders-service": provider("orders-service"),
-                "billing-service": provider("billing-service")
-            },
-            "rules": [
-                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
-                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
-            ]
-        }
-    });
+    let jwt_authn = audience_checking_jwt_authn(provider);
     listeners.push(listener(
         "verifier",
         verifier_port,
@@ -423,6 +410,25 @@ pub fn verifier_chain_config(
         "static_resources": {
             "listeners": listeners,
             "clusters": [cluster("upstream", upstream_port), cluster("verifier", verifier_port)]
+        }
+    })
+}
+
+/// Envoy's `jwt_authn` with two providers built by `provider(audience)`: paths under
+/// `/billing` need a token for `billing-service`, every other path one for `orders-service`.
+pub fn audience_checking_jwt_authn(provider: impl Fn(&str) -> Value) -> Value {
+    json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "orders-service": provider("orders-service"),
+                "billing-service": provider("billing-service")
+            },
+            "rules": [
+                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
+                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
+            ]
         }
     })
 }
