@@ -266,11 +266,26 @@ fn bootstrap(dir: &Path, ports: &Ports) -> Value {
             "clusters": [
                 envoy::cluster("upstream", ports.upstream),
                 envoy::cluster("verifier", ports.verifier),
-                envoy::cluster("gateway", ports.gateway),
+                gateway_cluster(ports.gateway),
                 envoy::cluster("idp_jwks", ports.jwks)
             ]
         }
     })
+}
+
+/// The cluster jwt_authn fetches the gateway's key set through: one request per connection,
+/// so that after a listener update the fetch reaches the new listener, not a kept-alive
+/// connection to the draining old one (which still serves the old key set).
+fn gateway_cluster(port: u16) -> Value {
+    let mut c = envoy::cluster("gateway", port);
+    c["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": { "max_requests_per_connection": 1 },
+            "explicit_http_config": { "http_protocol_options": {} }
+        }
+    });
+    c
 }
 
 struct Ports {
@@ -488,8 +503,11 @@ fn issuer_keys_fetched_and_gateway_keys_published_through_envoy() {
     );
     let after = eventually(20, "minting with gw-2", &envoy, || {
         let r = get(gateway, "/orders/6", Some(&token_b));
-        (r.status == 200 && minted_token_parts(&last_minted(&upstream)).0["kid"] == "gw-2")
-            .then(|| last_minted(&upstream))
+        let minted = (r.status == 200).then(|| last_minted(&upstream));
+        let done = minted
+            .as_ref()
+            .is_some_and(|t| minted_token_parts(t).0["kid"] == "gw-2");
+        done.then_some(minted).flatten()
     });
     assert_eq!(minted_token_parts(&after).1["aud"], "orders-service");
     // jwt_authn still refuses the wrong audience with the new key.
