@@ -93,14 +93,16 @@ impl ExchangeRoot {
             return false;
         }
         self.keys.configure(&policy);
-        // Ticks drive the fetch schedule; without key sources there is nothing to drive.
-        let period = if self.keys.has_sources() { TICK_MS } else { 0 };
-        self.ticks = abi::set_tick_period(period).is_ok() && period > 0;
+        // Ticks drive the fetch schedule. Without key sources there is nothing to drive and
+        // no timer is asked for (a tick left from an earlier policy finds nothing to do).
         if self.keys.has_sources() && !self.ticks {
-            abi::log(
-                Level::Info,
-                "token-exchange-filter: no timer on this host: requests start key fetches and refreshes",
-            );
+            self.ticks = abi::set_tick_period(TICK_MS).is_ok();
+            if !self.ticks {
+                abi::log(
+                    Level::Info,
+                    "token-exchange-filter: no timer on this host: requests start key fetches and refreshes",
+                );
+            }
         }
         abi::log(
             Level::Info,

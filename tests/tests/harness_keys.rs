@@ -757,6 +757,8 @@ fn the_published_jwks_and_openid_configuration() {
     let mut doc = published_policy(json!([gw.private_jwk(), hs.private_jwk()]));
     doc["allow_hs256_signing"] = json!(true);
     let vm = host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+    // Inline keys only: no timer is asked for (nothing to fetch).
+    assert_eq!(vm.tick_period(), None);
     host.clear_logs();
     let r = jwks_get(&vm, JWKS_PATH);
     assert_eq!(r.status, 200);
