@@ -23,6 +23,8 @@ pub struct ExchangeFilter {
     wait: Option<Wait>,
     /// It waited once already: the next decision is final.
     waited: bool,
+    /// Its decision was carried out and logged.
+    decided: bool,
 }
 
 impl ExchangeFilter {
@@ -34,6 +36,7 @@ impl ExchangeFilter {
             request: None,
             wait: None,
             waited: false,
+            decided: false,
         }
     }
 
@@ -64,7 +67,7 @@ impl ExchangeFilter {
             return PAUSE;
         }
         self.request = Some(headers);
-        self.decide(&policy, root)
+        self.decide(&policy, root, false)
     }
 
     /// Whether it is paused, waiting for keys.
@@ -86,20 +89,17 @@ impl ExchangeFilter {
         let Some(policy) = self.policy.clone() else {
             return;
         };
-        if self.decide(&policy, root) == CONTINUE && abi::continue_request().is_err() {
-            // The host would not let it go: it must not hang, and must not go unfiltered.
-            abi::log(
-                Level::Error,
-                "token-exchange-filter: resuming a request failed; refusing it",
-            );
-            let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
-        }
+        self.decide(&policy, root, true);
     }
 
     /// Refuses the request with a 500 (an answer to a call this VM does not know arrived
-    /// for it).
+    /// for it) unless it was decided already.
     pub fn refuse_internal(&mut self) {
+        if self.decided {
+            return;
+        }
         self.wait = None;
+        self.decided = true;
         let Some(policy) = self.policy.clone() else {
             let _ = abi::send_local_response(500, &[("cache-control", "no-store")], b"");
             return;
@@ -116,7 +116,8 @@ impl ExchangeFilter {
     }
 
     /// One decision with the keys at hand; at most once, a pause for keys instead.
-    fn decide(&mut self, policy: &Policy, root: &mut ExchangeRoot) -> u32 {
+    /// `resumed`: the request was paused, so going on upstream is a host call.
+    fn decide(&mut self, policy: &Policy, root: &mut ExchangeRoot, resumed: bool) -> u32 {
         let Some(headers) = &self.request else {
             return PAUSE;
         };
@@ -136,7 +137,13 @@ impl ExchangeFilter {
                 WaitPlan::Proceed => {}
             }
         }
-        let action = apply(policy, &mut decision);
+        let mut action = apply(policy, &mut decision);
+        if resumed && action == CONTINUE && abi::continue_request().is_err() {
+            // Resumed, and the host would not let it go: refuse it, never leave it hanging.
+            decision.fail_internal(policy);
+            action = apply(policy, &mut decision);
+        }
+        self.decided = true;
         abi::log(Level::Info, &decision.audit.to_json_line());
         action
     }

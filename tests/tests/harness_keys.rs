@@ -621,6 +621,26 @@ fn a_hanging_endpoint_is_given_up_at_the_deadline() {
 }
 
 #[test]
+fn a_resumed_request_the_host_will_not_continue_is_refused() {
+    let host = Host::envoy();
+    let gw = Gateway::new();
+    let k1 = Issuer::ed25519(IDP, "k1", 7);
+    let vm = loaded(&host, &fetched_policy(&gw));
+    host.tick().unwrap();
+    let r = get(&vm, "/orders", Some(&token(&host, &k1)));
+    assert!(r.is_paused());
+    host.inject_fault("proxy_continue_stream", 10);
+    assert_eq!(answer_all(&host, &json_answer(&keys_doc(&[&k1]))), 1);
+    host.clear_faults();
+    assert_eq!(r.status(), Some(500));
+    assert!(!r.is_forwarded());
+    let a = audits(&host);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["reason"], "internal_error");
+    assert!(a[0].get("minted_jti").is_none());
+}
+
+#[test]
 fn answers_to_unknown_calls_never_let_a_request_through() {
     for host in [Host::envoy(), Host::kong()] {
         let gw = Gateway::new();

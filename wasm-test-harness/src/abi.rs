@@ -772,6 +772,7 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
         ENV,
         "proxy_continue_stream",
         |mut c: Cx<'_>, ty: i32| -> Res {
+            gated!(c, "proxy_continue_stream");
             let Some(s) = c.data_mut().stream() else {
                 return Ok(NOT_FOUND);
             };
