@@ -61,13 +61,23 @@ pub fn build_wasm() -> PathBuf {
     wasm_test_harness::build::build_filter().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never returned before in this process
+/// (the OS may hand out a just-released port again: two listeners of one Envoy on the same
+/// port make it refuse the second).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh scratch directory under cargo's per-test-target tmp dir.
