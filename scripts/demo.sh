@@ -6,13 +6,15 @@
 #   bash scripts/demo.sh stop     stop it
 #
 # Ports (127.0.0.1 only): DEMO_PORT (10000, the gateway), DEMO_UPSTREAM_PORT (10001),
-# DEMO_ADMIN_PORT (9901). Files (config, logs, pids) go to .work/demo/.
+# DEMO_JWKS_PORT (10002, the demo issuer's key set), DEMO_ADMIN_PORT (9901). Files (config,
+# logs, pids) go to .work/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 STATE=$ROOT/.work/demo
 PORT=${DEMO_PORT:-10000}
 UPSTREAM_PORT=${DEMO_UPSTREAM_PORT:-10001}
+JWKS_PORT=${DEMO_JWKS_PORT:-10002}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-9901}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -20,7 +22,7 @@ die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
 stop() {
     local name pid
-    for name in envoy upstream; do
+    for name in envoy upstream jwks; do
         if [[ -f $STATE/$name.pid ]]; then
             pid=$(cat "$STATE/$name.pid")
             if kill -0 "$pid" 2>/dev/null; then
@@ -48,9 +50,9 @@ WASM=$(bash scripts/build-wasm.sh)
 stop
 mkdir -p "$STATE"
 say "rendering $STATE/envoy.yaml"
-.venv/bin/python - "$WASM" "$PORT" "$UPSTREAM_PORT" "$ADMIN_PORT" "$STATE/envoy.yaml" <<'PY'
+.venv/bin/python - "$WASM" "$PORT" "$UPSTREAM_PORT" "$ADMIN_PORT" "$JWKS_PORT" "$STATE/envoy.yaml" <<'PY'
 import json, sys
-wasm, port, upstream, admin, out = sys.argv[1:]
+wasm, port, upstream, admin, jwks, out = sys.argv[1:]
 template = open("envoy-example/envoy.yaml", encoding="utf-8").read()
 policy = json.load(open("envoy-example/demo-policy.json", encoding="utf-8"))
 values = {
@@ -60,6 +62,7 @@ values = {
     "LISTENER_PORT": port,
     "UPSTREAM_PORT": upstream,
     "ADMIN_PORT": admin,
+    "JWKS_PORT": jwks,
 }
 for k, v in values.items():
     template = template.replace("{{" + k + "}}", v)
@@ -72,6 +75,11 @@ nohup .venv/bin/python envoy-example/upstream.py --port "$UPSTREAM_PORT" \
     >"$STATE/upstream.log" 2>&1 </dev/null &
 echo $! >"$STATE/upstream.pid"
 
+say "starting the demo issuer's key set endpoint on 127.0.0.1:$JWKS_PORT"
+nohup .venv/bin/python envoy-example/jwks_server.py --port "$JWKS_PORT" \
+    >"$STATE/jwks.log" 2>&1 </dev/null &
+echo $! >"$STATE/jwks.pid"
+
 say "starting Envoy on 127.0.0.1:$PORT (admin 127.0.0.1:$ADMIN_PORT)"
 # Envoy logs to stderr (unbuffered); --log-path would hold lines back in a buffer.
 nohup .venv/bin/envoy -c "$STATE/envoy.yaml" --concurrency 2 --disable-hot-restart \
@@ -80,12 +88,13 @@ echo $! >"$STATE/envoy.pid"
 
 # Ready when Envoy's admin says LIVE and the upstream answers.
 ready() {
-    .venv/bin/python - "$ADMIN_PORT" "$UPSTREAM_PORT" <<'PY'
+    .venv/bin/python - "$ADMIN_PORT" "$UPSTREAM_PORT" "$JWKS_PORT" <<'PY'
 import sys, urllib.request
-admin, upstream = sys.argv[1:]
+admin, upstream, jwks = sys.argv[1:]
 try:
     live = urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).read()
     urllib.request.urlopen(f"http://127.0.0.1:{upstream}/ready", timeout=1).read()
+    urllib.request.urlopen(f"http://127.0.0.1:{jwks}/ready", timeout=1).read()
 except Exception:
     sys.exit(1)
 sys.exit(0 if live.strip() == b"LIVE" else 1)
@@ -96,6 +105,8 @@ for _ in $(seq 100); do
         { tail -n 20 "$STATE/envoy.log" >&2; die "Envoy exited; see $STATE/envoy.log"; }
     kill -0 "$(cat "$STATE/upstream.pid")" 2>/dev/null ||
         { cat "$STATE/upstream.log" >&2; die "the upstream exited; see $STATE/upstream.log"; }
+    kill -0 "$(cat "$STATE/jwks.pid")" 2>/dev/null ||
+        { cat "$STATE/jwks.log" >&2; die "the key set endpoint exited; see $STATE/jwks.log"; }
     if ready; then break; fi
     sleep 0.2
 done
@@ -105,7 +116,8 @@ MINT=".venv/bin/python envoy-example/mint_demo_token.py"
 cat <<TXT
 
 The demo is running: Envoy on http://127.0.0.1:$PORT with the token-exchange filter
-(policy: envoy-example/demo-policy.json), the echo upstream on 127.0.0.1:$UPSTREAM_PORT.
+(policy: envoy-example/demo-policy.json), the echo upstream on 127.0.0.1:$UPSTREAM_PORT, and
+the demo issuer's key set on 127.0.0.1:$JWKS_PORT (the filter fetches it through Envoy).
 Run these from $ROOT:
 
 # 1. Allowed: a valid ES256 token from the demo issuer (PyJWT) is exchanged. The upstream
@@ -124,6 +136,16 @@ curl -si -H "Authorization: Bearer \$($MINT --scope profile)" http://127.0.0.1:$
 curl -si -H "Authorization: Bearer \$($MINT --expired)" http://127.0.0.1:$PORT/orders/42
 curl -si -H "Authorization: Bearer \$($MINT --audience other-api)" http://127.0.0.1:$PORT/orders/42
 curl -si -H "Authorization: Bearer \$($MINT)" http://127.0.0.1:$PORT/admin
+
+# The gateway's own public keys and OpenID configuration, served by the filter itself:
+curl -s http://127.0.0.1:$PORT/.well-known/jwks.json
+curl -s http://127.0.0.1:$PORT/.well-known/openid-configuration
+
+# The issuer's keys are fetched (and refreshed every 60 s): stop the key set endpoint, and
+# the gateway keeps its last keys and logs the failure once; start it again and it recovers.
+kill \$(cat $STATE/jwks.pid)
+grep 'keys of issuer' $STATE/envoy.log
+nohup .venv/bin/python envoy-example/jwks_server.py --port $JWKS_PORT >$STATE/jwks.log 2>&1 & echo \$! >$STATE/jwks.pid
 
 # The audit log (one JSON line per decision):
 grep -o '{"event":"token_exchange".*' $STATE/envoy.log

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::{HttpRequest, Policy, Verdict};
+use token_exchange_filter::core::{HttpRequest, KeySnapshot, Policy, Verdict};
 use token_exchange_tests::{policy, CountingEntropy, Gateway, Issuer};
 
 use crate::Res;
@@ -91,7 +91,12 @@ pub fn check_forwarded(policy: &Policy, path: &str, token: &str, now: u64) -> Re
         request_id: None,
         header_names: vec!["host", "authorization"],
     };
-    let d = policy.decide(&req, Duration::from_secs(now), &mut CountingEntropy(0));
+    let d = policy.decide(
+        &req,
+        &KeySnapshot::new(),
+        Duration::from_secs(now),
+        &mut CountingEntropy(0),
+    );
     match d.verdict {
         Verdict::Forward { .. } => Ok(()),
         _ => Err(format!(

@@ -10,7 +10,7 @@ use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use serde_json::{json, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
-use token_exchange_filter::core::{HttpRequest, Policy, Verdict};
+use token_exchange_filter::core::{HttpRequest, KeySnapshot, Policy, Verdict};
 use token_exchange_tests::{b64, policy, unb64, CountingEntropy, Gateway};
 
 use crate::gen::{
@@ -66,6 +66,7 @@ fn rsa_jwk(sk: &rsa::RsaPrivateKey, private: bool) -> Value {
 fn decide_case(name: String, policy: Policy, path: String, token: String, now: u64) -> Case {
     let authorization = format!("Bearer {token}");
     let mut entropy = CountingEntropy(0);
+    let keys = KeySnapshot::new();
     Case {
         name,
         op: Box::new(move || {
@@ -78,7 +79,7 @@ fn decide_case(name: String, policy: Policy, path: String, token: String, now: u
                 request_id: Some("bench"),
                 header_names: vec!["host", "authorization"],
             };
-            let d = policy.decide(&req, Duration::from_secs(now), &mut entropy);
+            let d = policy.decide(&req, &keys, Duration::from_secs(now), &mut entropy);
             matches!(d.verdict, Verdict::Forward { .. })
         }),
     }

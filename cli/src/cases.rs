@@ -14,7 +14,7 @@ use token_exchange_filter::core::signing::SigningKey;
 use token_exchange_filter::core::DenyReason;
 
 use crate::input::{parse_json, read_text, relative_to, time_from_value, InputError};
-use crate::keys::{default_header, overlay, public_jwk, sign_token, signing_key};
+use crate::keys::{default_header, generated_keys, overlay, public_jwk, sign_token, signing_key};
 use crate::outcome::Outcome;
 use crate::policy::{check_token_text, PolicyDocument, RequestSpec};
 use crate::random::{entropy, OsEntropy};
@@ -323,6 +323,7 @@ pub fn run_file(
             Some(s) => entropy(Some(s.wrapping_add(i as u64))),
             None => Box::new(OsEntropy),
         };
+        let keys = generated_keys(&policy, rng.as_mut())?;
         let mut request = case.request.clone();
         request.token = match &case.token {
             TokenSource::None => None,
@@ -340,8 +341,8 @@ pub fn run_file(
             }
         };
         let head = request.head();
-        let decision = policy.decide(&head.request(), case.now, rng.as_mut());
-        let outcome = Outcome::of(&policy, &decision, head.grpc);
+        let decision = policy.decide(&head.request(), &keys, case.now, rng.as_mut());
+        let outcome = Outcome::of(&policy, &keys, &decision, head.grpc);
         let failures = compare(&case.expect, &outcome);
         results.push(CaseResult {
             name: case.name,

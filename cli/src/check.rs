@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 use token_exchange_filter::core::config::Unmatched;
 use token_exchange_filter::core::keys::Alg;
+use token_exchange_filter::core::signing::{GatewayKey, KeyMaterial, KeyState};
 use token_exchange_filter::core::{ExchangeRule, Policy, RuleFinding, TrustedIssuer};
 
 use crate::input::InputError;
@@ -144,7 +145,8 @@ fn summary(path: &str, policy: &Policy, findings: &[RuleFinding]) -> Value {
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            json!({"kid": k.kid(), "alg": k.alg().name(), "role": if i == 0 { "signs" } else { "published" }})
+            let _ = i;
+            json!({"kid": k.kid, "alg": k.alg().name(), "role": key_role(k), "generated": matches!(k.material, KeyMaterial::Generated(_))})
         })
         .collect();
     json!({
@@ -179,8 +181,13 @@ fn human(path: &str, policy: &Policy, findings: &[RuleFinding]) -> String {
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            let role = if i == 0 { "signs" } else { "published" };
-            format!("{} ({}, {role})", k.kid(), k.alg().name())
+            let _ = i;
+            let generated = if matches!(k.material, KeyMaterial::Generated(_)) {
+                ", generated at start"
+            } else {
+                ""
+            };
+            format!("{} ({}, {}{generated})", k.kid, k.alg().name(), key_role(k))
         })
         .collect();
     let _ = writeln!(t, "signing keys     {}", keys.join(", "));
@@ -330,4 +337,14 @@ fn describe_mint(r: &ExchangeRule) -> String {
         parts.push(format!("adds {}", added.join(", ")));
     }
     parts.join("; ")
+}
+
+/// What a gateway key does: signs (active), published ahead of use, or retired (published
+/// until the tokens it signed have expired).
+fn key_role(k: &GatewayKey) -> String {
+    match k.state {
+        KeyState::Active => "signs".to_owned(),
+        KeyState::Published => "published".to_owned(),
+        KeyState::Retired { at } => format!("retired at {at}"),
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::input::{format_time, inline_or_file, InputError};
-use crate::keys::{generate, public_jwk, KeyAlg};
+use crate::keys::{generate, generated_keys, public_jwk, KeyAlg};
 use crate::outcome::Outcome;
 use crate::policy::{check_token_text, PolicyDocument, RequestSpec};
 use crate::random::entropy;
@@ -54,8 +54,9 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     }
     let policy = doc.load()?;
     let head = req.request.head();
-    let decision = policy.decide(&head.request(), req.now, rng.as_mut());
-    let outcome = Outcome::of(&policy, &decision, head.grpc);
+    let keys = generated_keys(&policy, rng.as_mut())?;
+    let decision = policy.decide(&head.request(), &keys, req.now, rng.as_mut());
+    let outcome = Outcome::of(&policy, &keys, &decision, head.grpc);
 
     let signed_with = outcome.minted.as_ref().map(|m| {
         let kid = m

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::signing::SigningKey;
-use token_exchange_filter::core::Entropy;
+use token_exchange_filter::core::{Entropy, KeySnapshot, Policy};
 
 use crate::input::{inline_or_file, parse_json, InputError};
 use crate::random::EntropyRng;
@@ -176,6 +176,18 @@ pub fn sign_token(
         .sign(input.as_bytes(), entropy)
         .map_err(|_| InputError::new("signing failed (the random source failed)"))?;
     Ok(format!("{input}.{}", b64(&sig)))
+}
+
+/// The keys a policy's `{"generate": ...}` signing keys stand for in this process: generated
+/// here from `entropy` (the filter's workers share theirs through the host instead).
+pub fn generated_keys(
+    policy: &Policy,
+    entropy: &mut dyn Entropy,
+) -> Result<KeySnapshot, InputError> {
+    let mut keys = KeySnapshot::new();
+    keys.generate_missing(policy, entropy)
+        .map_err(|_| InputError::new("cannot generate the policy's generated signing keys"))?;
+    Ok(keys)
 }
 
 #[cfg(test)]

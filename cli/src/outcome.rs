@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::token::b64url_decode;
-use token_exchange_filter::core::{Decision, Policy, Verdict};
+use token_exchange_filter::core::{Decision, KeySnapshot, Policy, Verdict};
 
 /// The token the decision minted, decoded.
 #[derive(Debug, Clone)]
@@ -52,7 +52,12 @@ pub struct Outcome {
 
 impl Outcome {
     /// Describes `decision`, taken by `policy` for a request that was gRPC or not.
-    pub fn of(policy: &Policy, decision: &Decision, grpc_request: bool) -> Outcome {
+    pub fn of(
+        policy: &Policy,
+        keys: &KeySnapshot,
+        decision: &Decision,
+        grpc_request: bool,
+    ) -> Outcome {
         let audit_line = decision.audit.to_json_line();
         let audit = serde_json::from_str(&audit_line).unwrap_or(Value::Null);
         let mut out = Outcome {
@@ -79,7 +84,7 @@ impl Outcome {
                 }
             }
             Verdict::Forward { minted, .. } => {
-                out.minted = Some(view(policy, &minted.token));
+                out.minted = Some(view(policy, keys, &minted.token));
                 out.strip_headers = decision.strip_headers.clone();
             }
             Verdict::Pass => out.strip_headers = decision.strip_headers.clone(),
@@ -140,7 +145,7 @@ fn str_field(v: &Value, name: &str) -> String {
 }
 
 /// Decodes a minted token and checks its signature with the signing key's public half.
-fn view(policy: &Policy, token: &str) -> MintedView {
+fn view(policy: &Policy, keys: &KeySnapshot, token: &str) -> MintedView {
     let mut parts = token.split('.');
     let object = |part: Option<&str>| -> Map<String, Value> {
         part.and_then(b64url_decode)
@@ -153,10 +158,8 @@ fn view(policy: &Policy, token: &str) -> MintedView {
         .get("kid")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let verified = policy
-        .signing_keys
-        .iter()
-        .find(|k| k.kid() == kid)
+    let verified = keys
+        .signing_key(policy, kid)
         .and_then(|k| k.public_jwk().map(|jwk| (k.alg(), jwk)))
         .map(|(alg, jwk)| verify(token, alg, &jwk));
     MintedView {

@@ -354,6 +354,9 @@ fn explain_a_pyjwt_token_on_the_demo_policy() {
     let args = [
         "explain",
         "envoy-example/demo-policy.json",
+        // The demo fetches its issuer's keys at run time: give them here.
+        "--issuer-key",
+        "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/42",
         "--route",
@@ -540,6 +543,9 @@ fn explain_with_a_generated_signing_key_and_a_seed() {
     let base = [
         "explain",
         "envoy-example/demo-policy.json",
+        // The demo fetches its issuer's keys at run time: give them here.
+        "--issuer-key",
+        "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/42",
         "--route",

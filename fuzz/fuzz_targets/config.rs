@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use token_exchange_filter::core::lifecycle::notices;
-use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Policy};
+use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, KeySnapshot, Policy};
 
 struct Fixed;
 impl Entropy for Fixed {
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
                 header_names: vec!["x-forwarded-user", "x-auth-request-email"],
                 ..Default::default()
             };
-            let _ = policy.decide(&req, Duration::from_secs(1_767_225_600), &mut Fixed);
+            let _ = policy.decide(&req, &KeySnapshot::default(), Duration::from_secs(1_767_225_600), &mut Fixed);
         }
         Err(errs) => {
             assert!(!errs.0.is_empty());

@@ -13,7 +13,9 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Outcome, Verdict};
+use token_exchange_filter::core::{
+    Entropy, EntropyError, HttpRequest, KeySnapshot, Outcome, Verdict,
+};
 use token_exchange_filter_fuzz::{decode, policy, GATEWAY_ISS, MINTS, NOW, SIGNED_ISS};
 
 struct Fixed;
@@ -36,7 +38,12 @@ fuzz_target!(|data: &[u8]| {
         request_id: Some("fuzz"),
         header_names: vec!["x-forwarded-user"],
     };
-    let d = policy.decide(&req, Duration::from_secs(NOW), &mut Fixed);
+    let d = policy.decide(
+        &req,
+        &KeySnapshot::default(),
+        Duration::from_secs(NOW),
+        &mut Fixed,
+    );
     if !input.signed {
         assert_ne!(d.audit.decision, Outcome::Allow, "raw input allowed: {input:?}");
     }

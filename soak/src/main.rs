@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::{HttpRequest, Policy, Verdict};
+use token_exchange_filter::core::{HttpRequest, KeySnapshot, Policy, Verdict};
 use token_exchange_tests::{hostile, orders_rule, policy, CountingEntropy, Gateway, Issuer};
 
 type Res<T> = Result<T, String>;
@@ -101,7 +101,7 @@ fn decide(policy: &Policy, c: &Case, now: u64) -> (String, u16) {
         request_id: Some("soak"),
         header_names: vec![],
     };
-    let d = policy.decide(&req, Duration::from_secs(now), &mut CountingEntropy(0));
+    let d = policy.decide(&req, &KeySnapshot::default(), Duration::from_secs(now), &mut CountingEntropy(0));
     let status = match &d.verdict {
         Verdict::Forward { .. } | Verdict::Pass => 200,
         Verdict::Deny(denial) => denial.status,

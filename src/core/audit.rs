@@ -14,6 +14,9 @@ pub enum Outcome {
     Deny,
     /// No rule matched and policy says pass: forwarded untouched.
     Pass,
+    /// The filter answered itself with a public document (the gateway's key set or its
+    /// OpenID configuration).
+    Serve,
 }
 
 /// One audit record. Field order is the JSON order.
@@ -25,10 +28,11 @@ pub struct AuditRecord {
     pub ts_ms: u64,
     /// allow / deny / pass.
     pub decision: Outcome,
-    /// `exchanged`, `unmatched_pass`, or a deny reason code.
+    /// `exchanged`, `unmatched_pass`, a deny reason code, or what was served (`jwks`,
+    /// `openid_configuration`).
     pub reason: &'static str,
-    /// HTTP status of a local response (deny only; in shadow mode, the status enforcing would
-    /// have sent).
+    /// HTTP status of a local response (deny and serve; in shadow mode, the status enforcing
+    /// would have sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `shadow` when the matched rule is in shadow mode: `decision`, `reason` and `status`

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::claims::ClaimMapping;
 use super::config::{ExchangeRule, GatewayTokens, Policy};
 use super::keys::Alg;
+use super::keyset::KeySnapshot;
 use super::reason::DenyReason;
 use super::signing::MINTED_TOKEN_TYPE;
 use super::token::ParsedToken;
@@ -36,6 +37,7 @@ pub fn is_gateway_token(policy: &Policy, parsed: &ParsedToken<'_>) -> bool {
 /// revocation apply to every later hop.
 pub fn verify_gateway_token<'p>(
     policy: &'p Policy,
+    snapshot: &KeySnapshot,
     accept: &GatewayTokens,
     parsed: ParsedToken<'_>,
     now: u64,
@@ -48,14 +50,18 @@ pub fn verify_gateway_token<'p>(
     if parsed.header.get("typ").and_then(Value::as_str) != Some(MINTED_TOKEN_TYPE) {
         return Err(DenyReason::UnsupportedTokenType);
     }
-    let keys = policy.gateway_verification_keys();
+    // The gateway always names its key: one of the policy's, or a generated one.
+    let Some(kid) = parsed.kid.as_deref() else {
+        return Err(DenyReason::UnknownKey);
+    };
+    let generated = snapshot.generated(kid).and_then(|k| k.verification_key());
+    let keys = match &generated {
+        Some(k) => std::slice::from_ref(k),
+        None => policy.gateway_verification_keys(),
+    };
     let alg = Alg::from_verify_name(&parsed.alg)
         .filter(|a| keys.iter().any(|k| k.accepts(*a)))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
-    // The gateway always names its key.
-    if parsed.kid.is_none() {
-        return Err(DenyReason::UnknownKey);
-    }
     let mapping = gateway_claims();
     if mapping.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);

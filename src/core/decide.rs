@@ -10,13 +10,14 @@ use super::config::{ExchangeRule, Policy, RouteMatch, RuleMode, StripAction, Unm
 use super::entropy::Entropy;
 use super::grpc;
 use super::hygiene::identity_headers;
+use super::keyset::KeySnapshot;
 use super::lifecycle;
 use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason, Refusal};
 use super::step_up;
 use super::syntax::is_http_token;
 use super::token::parse;
-use super::validate::{validate, TokenFacts, VerifiedToken};
+use super::validate::{validate, FetchedKeyUse, TokenFacts, VerifiedToken};
 
 /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with what the challenge names).
 type EvalResult = Result<Option<MintedToken>, Refusal>;
@@ -58,6 +59,8 @@ pub struct Denial {
     pub grpc_status: u32,
     /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
     pub grpc_message: String,
+    /// `Retry-After` seconds (when the refusal is the gateway's temporary state).
+    pub retry_after: Option<u64>,
 }
 
 /// What to do with the request.
@@ -86,6 +89,9 @@ pub struct Decision {
     pub audit: AuditRecord,
     /// Request headers to remove before forwarding (those of `strip_headers` it carries).
     pub strip_headers: Vec<String>,
+    /// The token's issuer has fetched keys: which, and whether its key was missing (a
+    /// refetch could then change this decision; the glue may wait for one).
+    pub fetched_keys: Option<FetchedKeyUse>,
 }
 
 impl Decision {
@@ -108,10 +114,12 @@ impl Decision {
 }
 
 impl Policy {
-    /// Decides one request at `now` (since the Unix epoch).
+    /// Decides one request at `now` (since the Unix epoch) with the keys in force: the
+    /// policy's own and those in `keys` (fetched issuer keys, generated signing keys).
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
@@ -119,7 +127,15 @@ impl Policy {
         let mut audit = self.blank_audit(req, now);
         audit.identity_headers = identity_headers(&self.strip_headers, &req.header_names);
         let mut facts = TokenFacts::default();
-        let result = self.evaluate(req, path, now.as_secs(), entropy, &mut audit, &mut facts);
+        let result = self.evaluate(
+            req,
+            keys,
+            path,
+            now.as_secs(),
+            entropy,
+            &mut audit,
+            &mut facts,
+        );
         let mut decision = self.finish(audit, facts, result);
         if decision.audit.mode == Some(SHADOW) {
             // Audited as enforcing would have decided; forwarded as it came (minus the
@@ -130,7 +146,7 @@ impl Policy {
         decision
     }
 
-    fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
+    pub(crate) fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
         AuditRecord {
             event: "token_exchange",
             ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
@@ -148,6 +164,7 @@ impl Policy {
         audit.token_id = facts.token_id;
         audit.token_verified = facts.verified;
         audit.issuer_review_overdue = facts.review_overdue;
+        let fetched_keys = facts.fetched_keys;
         let verdict = match result {
             Ok(Some(minted)) => {
                 audit.decision = Outcome::Allow;
@@ -171,7 +188,16 @@ impl Policy {
                 audit.decision = Outcome::Deny;
                 audit.reason = refusal.reason.code();
                 audit.status = Some(refusal.reason.status());
-                Verdict::Deny(self.denial(&refusal))
+                let mut denial = self.denial(&refusal);
+                if refusal.reason == DenyReason::IssuerKeysUnavailable {
+                    // A retry sooner than the refetch interval cannot find new keys.
+                    denial.retry_after = fetched_keys
+                        .as_ref()
+                        .and_then(|f| self.trusted_issuer(&f.issuer))
+                        .and_then(|t| t.key_source.as_ref())
+                        .map(|s| s.min_refetch_seconds);
+                }
+                Verdict::Deny(denial)
             }
         };
         let strip_headers = match verdict {
@@ -182,6 +208,7 @@ impl Policy {
             verdict,
             audit,
             strip_headers,
+            fetched_keys,
         }
     }
 
@@ -197,9 +224,11 @@ impl Policy {
 
     /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny. Records the rule (and its shadow
     /// mode) and what the verified token says in `audit` as they become known.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
         path: &str,
         now: u64,
         entropy: &mut dyn Entropy,
@@ -224,7 +253,7 @@ impl Policy {
             return Err(DenyReason::TokenInQuery.into());
         }
         let token = bearer_token(&req.authorization)?;
-        let verified = self.verify(rule, token, now, facts)?;
+        let verified = self.verify(rule, keys, token, now, facts)?;
         audit.acr = verified.acr.as_deref().map(|a| bounded(a, 256));
         audit.auth_time = verified.auth_time;
         if verified.gateway_token {
@@ -248,6 +277,7 @@ impl Policy {
         })?;
         Ok(Some(mint(
             self,
+            keys,
             rule,
             &verified,
             &grant.scopes,
@@ -261,6 +291,7 @@ impl Policy {
     fn verify<'p>(
         &'p self,
         rule: &ExchangeRule,
+        keys: &'p KeySnapshot,
         token: &str,
         now: u64,
         facts: &mut TokenFacts,
@@ -268,9 +299,9 @@ impl Policy {
         let parsed = parse(token, &self.limits)?;
         match &rule.accept_gateway_tokens {
             Some(accept) if chain::is_gateway_token(self, &parsed) => {
-                chain::verify_gateway_token(self, accept, parsed, now, facts)
+                chain::verify_gateway_token(self, keys, accept, parsed, now, facts)
             }
-            _ => validate(self, parsed, now, facts),
+            _ => validate(self, keys, parsed, now, facts),
         }
     }
 
@@ -287,7 +318,8 @@ impl Policy {
         let reason = refusal.reason;
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
-            (DenyReason::InternalError, _) => None,
+            // The gateway's failures, not the credentials': no challenge.
+            (DenyReason::InternalError | DenyReason::IssuerKeysUnavailable, _) => None,
             (_, None) => Some(format!("Bearer realm=\"{}\"", self.realm)),
             (_, Some(code)) => {
                 let mut c = format!(
@@ -313,6 +345,7 @@ impl Policy {
         let body = serde_json::json!({
             "error": error.code().unwrap_or(match reason {
                 DenyReason::InternalError => "server_error",
+                DenyReason::IssuerKeysUnavailable => "temporarily_unavailable",
                 DenyReason::NoMatchingRule => "access_denied",
                 _ => "unauthorized",
             }),
@@ -330,6 +363,7 @@ impl Policy {
             reason,
             grpc_status: grpc::status_for_http(reason.status()),
             grpc_message: grpc::percent_encode_message(&grpc_message),
+            retry_after: None,
         }
     }
 }
@@ -407,7 +441,7 @@ fn has_query_token(path: &str) -> bool {
 }
 
 /// The path without its query string or fragment.
-fn path_only(path: &str) -> &str {
+pub(crate) fn path_only(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
 }
 

@@ -15,6 +15,12 @@
 //!
 //! Errors and skips carry paths relative to the document (`keys[1]`), so the configuration
 //! reader and a fetched-set loader can each prefix their own location.
+//!
+//! A set *fetched* from a provider's `jwks_uri` ([`import_fetched_jwks`]) is judged by the
+//! same rules, with one difference: a broken key there is the provider's doing, not a
+//! configuration mistake, so it is skipped (with its reason) instead of refusing the set, and
+//! so are keys whose `kid` is ambiguous. Only a set with no usable key at all, or one too
+//! large to be a real key set, is refused.
 
 use std::fmt;
 
@@ -25,6 +31,11 @@ use super::keys::{Alg, IssuerKey};
 
 /// Deepest nesting a key set document needs (`{"keys":[{"x5c":[…]}]}` is 3).
 pub const MAX_JWKS_DEPTH: usize = 8;
+
+/// Most entries a fetched set may list (real providers publish a handful); a longer one is
+/// refused before any key is imported, so a hostile endpoint cannot make every worker parse
+/// thousands of keys.
+pub const MAX_FETCHED_KEYS: usize = 100;
 
 /// The usable keys of a set, and the keys that were skipped.
 #[derive(Debug)]
@@ -62,6 +73,12 @@ pub enum SkipReason {
     UnsupportedKeyType(String),
     /// None of the key's algorithms is pinned for the issuer.
     AlgorithmNotPinned(Vec<Alg>),
+    /// A fetched key that does not import (private members, a wrong size, bad base64, …).
+    Invalid(String),
+    /// A fetched key whose `kid` another usable key also has: neither can be selected.
+    DuplicateKid,
+    /// A fetched key without a `kid` in a set with several usable keys: never selected.
+    MissingKid,
 }
 
 impl fmt::Display for SkipReason {
@@ -84,6 +101,13 @@ impl fmt::Display for SkipReason {
                     names.join(" ")
                 )
             }
+            SkipReason::Invalid(why) => write!(f, "{why}"),
+            SkipReason::DuplicateKid => {
+                f.write_str("another usable key has the same kid (ambiguous: neither is used)")
+            }
+            SkipReason::MissingKid => f.write_str(
+                "no kid, and the set has several usable keys (it can never be selected)",
+            ),
         }
     }
 }
@@ -129,6 +153,44 @@ pub fn import_jwks_json(bytes: &[u8], pinned: &[Alg]) -> Result<KeySet, Vec<KeyS
 /// Imports a JWK Set document for an issuer that pins `pinned`: every usable key, every
 /// skipped key with its reason, or every error found.
 pub fn import_jwks(doc: &Value, pinned: &[Alg]) -> Result<KeySet, Vec<KeySetError>> {
+    import_set(doc, pinned, Source::Configured)
+}
+
+/// Imports a key set fetched from the issuer's `jwks_uri` (the response body): strict JSON
+/// (no duplicate members, at most [`MAX_JWKS_DEPTH`] deep), at most [`MAX_FETCHED_KEYS`]
+/// entries; keys that do not import, and keys with an ambiguous or missing `kid`, are
+/// skipped with their reason. Refused only when no key is usable.
+pub fn import_fetched_jwks(bytes: &[u8], pinned: &[Alg]) -> Result<KeySet, KeySetError> {
+    let doc =
+        parse_strict(bytes, MAX_JWKS_DEPTH).map_err(|e| KeySetError::new("", e.to_string()))?;
+    let count = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if count > MAX_FETCHED_KEYS {
+        return Err(KeySetError::new(
+            "keys",
+            format!("{count} keys: more than {MAX_FETCHED_KEYS}, not a provider's key set"),
+        ));
+    }
+    import_set(&doc, pinned, Source::Fetched).map_err(|mut errors| {
+        // Per-key problems were turned into skips: what is left is about the whole set.
+        errors.truncate(1);
+        errors
+            .pop()
+            .unwrap_or_else(|| KeySetError::new("", "invalid key set"))
+    })
+}
+
+/// Where a set comes from: the policy (a broken key is a configuration error) or the network
+/// (a broken key is skipped).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Configured,
+    Fetched,
+}
+
+fn import_set(doc: &Value, pinned: &[Alg], source: Source) -> Result<KeySet, Vec<KeySetError>> {
     let Value::Object(set) = doc else {
         return Err(vec![KeySetError::new(
             "",
@@ -145,35 +207,63 @@ pub fn import_jwks(doc: &Value, pinned: &[Alg]) -> Result<KeySet, Vec<KeySetErro
             )])
         }
     };
+    let fetched = source == Source::Fetched;
     let mut errors = Vec::new();
     let mut usable: Vec<(usize, IssuerKey)> = Vec::new();
     let mut skipped = Vec::new();
+    let skip = |index: usize, reason: SkipReason| SkippedKey {
+        index,
+        kid: items
+            .get(index)
+            .and_then(|k| k.get("kid"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        reason,
+        kid_shared_with_usable_key: false,
+    };
     for (index, jwk) in items.iter().enumerate() {
         let path = format!("keys[{index}]");
         match import_key(jwk, pinned) {
             Ok(Use::Verify(key)) => usable.push((index, *key)),
-            Ok(Use::Skip(reason)) => skipped.push(SkippedKey {
-                index,
-                kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
-                reason,
-                kid_shared_with_usable_key: false,
-            }),
+            Ok(Use::Skip(reason)) => skipped.push(skip(index, reason)),
+            Err(message) if fetched => skipped.push(skip(index, SkipReason::Invalid(message))),
             Err(message) => errors.push(KeySetError::new(path, message)),
         }
     }
-    // Among usable keys the kid selects the key: it must be unambiguous.
-    let several = usable.len() > 1;
-    for (n, (index, key)) in usable.iter().enumerate() {
-        let path = format!("keys[{index}]");
-        match key.kid() {
-            None if several => errors.push(KeySetError::new(
-                path,
-                "kid is required when an issuer has more than one usable key",
-            )),
-            Some(kid) if usable.iter().take(n).any(|(_, k)| k.kid() == Some(kid)) => {
-                errors.push(KeySetError::new(path, format!("duplicate kid {kid:?}")));
+    if fetched {
+        // Among usable keys the kid selects the key: drop every key it cannot select.
+        let kids: Vec<Option<String>> = usable
+            .iter()
+            .map(|(_, k)| k.kid().map(str::to_owned))
+            .collect();
+        let several = usable.len() > 1;
+        let mut kept = Vec::new();
+        for (n, (index, key)) in usable.into_iter().enumerate() {
+            let kid = kids.get(n).cloned().flatten();
+            let shared = kid.is_some() && kids.iter().filter(|k| **k == kid).count() > 1;
+            match kid {
+                None if several => skipped.push(skip(index, SkipReason::MissingKid)),
+                Some(_) if shared => skipped.push(skip(index, SkipReason::DuplicateKid)),
+                _ => kept.push((index, key)),
             }
-            _ => {}
+        }
+        usable = kept;
+        skipped.sort_by_key(|s| s.index);
+    } else {
+        // Among usable keys the kid selects the key: it must be unambiguous.
+        let several = usable.len() > 1;
+        for (n, (index, key)) in usable.iter().enumerate() {
+            let path = format!("keys[{index}]");
+            match key.kid() {
+                None if several => errors.push(KeySetError::new(
+                    path,
+                    "kid is required when an issuer has more than one usable key",
+                )),
+                Some(kid) if usable.iter().take(n).any(|(_, k)| k.kid() == Some(kid)) => {
+                    errors.push(KeySetError::new(path, format!("duplicate kid {kid:?}")));
+                }
+                _ => {}
+            }
         }
     }
     for s in &mut skipped {
@@ -411,5 +501,80 @@ mod tests {
         assert!(import_jwks(&json!({"keys": []}), &[Alg::EdDSA]).is_err());
         assert!(import_jwks(&json!([]), &[Alg::EdDSA]).is_err());
         assert!(import_jwks_json(br#"{"keys":[],"keys":[]}"#, &[Alg::EdDSA]).is_err());
+    }
+
+    #[test]
+    fn fetched_sets_skip_what_cannot_be_used() {
+        let mut private = ed("leaked");
+        private["d"] = json!(ED_X);
+        let doc = json!({"keys": [
+            ed("good"),
+            private,
+            {"kty": "OKP", "crv": "Ed25519", "kid": "short", "x": "AAAA"},
+            ed("twin"),
+            ed("twin"),
+            {"kty": "RSA", "kid": "enc", "use": "enc", "alg": "RSA-OAEP", "n": "x", "e": "AQAB"},
+            {"kty": "OKP", "crv": "Ed25519", "x": ED_X},
+            {"kty": "kyber", "kid": "future", "x": "AA"},
+        ]});
+        let set = import_fetched_jwks(doc.to_string().as_bytes(), &[Alg::EdDSA]).unwrap();
+        let kids: Vec<Option<&str>> = set.keys.iter().map(|k| k.kid()).collect();
+        assert_eq!(kids, [Some("good")]);
+        let why: Vec<(usize, String)> = set
+            .skipped
+            .iter()
+            .map(|s| (s.index, s.to_string()))
+            .collect();
+        assert_eq!(why.len(), 7, "{why:?}");
+        assert!(
+            why[0].1.contains("\"leaked\"") && why[0].1.contains("invalid key"),
+            "{why:?}"
+        );
+        assert!(why[1].1.contains("\"short\""), "{why:?}");
+        assert!(
+            why[2].1.contains("same kid") && why[3].1.contains("same kid"),
+            "{why:?}"
+        );
+        assert!(why[5].1.contains("no kid"), "{why:?}");
+        assert!(why[6].1.contains("\"kyber\""), "{why:?}");
+        // The same document in a policy is refused: there a broken key is a mistake.
+        assert!(import_jwks(&doc, &[Alg::EdDSA]).is_err());
+    }
+
+    #[test]
+    fn fetched_sets_refused_whole() {
+        let pinned = &[Alg::EdDSA];
+        let nothing = json!({"keys": [ed("a"), ed("a")]}).to_string();
+        let e = import_fetched_jwks(nothing.as_bytes(), pinned).unwrap_err();
+        assert!(e.message.contains("no key can verify"), "{e:?}");
+        let many: Vec<Value> = (0..10_000).map(|i| ed(&format!("k{i}"))).collect();
+        let many = json!({ "keys": many }).to_string();
+        let e = import_fetched_jwks(many.as_bytes(), pinned).unwrap_err();
+        assert!(e.message.contains("10000 keys"), "{e:?}");
+        for bad in [
+            &b"{\"keys\":[]}"[..],
+            b"[]",
+            b"",
+            b"{\"keys\":[{\"kty\":\"OKP\"",
+            b"{\"keys\":1,\"keys\":2}",
+            b"{\"keys\":[{\"x5c\":[[[[[[[[[]]]]]]]]]}]}",
+            b"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":1e999999}]}",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                import_fetched_jwks(bad, pinned).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A huge number in a member nobody reads is just JSON.
+        let big = format!("{{\"keys\":[{}],\"n\":{}}}", ed("a"), "9".repeat(300));
+        assert_eq!(
+            import_fetched_jwks(big.as_bytes(), pinned)
+                .unwrap()
+                .keys
+                .len(),
+            1
+        );
     }
 }

@@ -10,6 +10,7 @@ use super::chain::act_claim;
 use super::claims::RESERVED_CLAIMS;
 use super::config::{ExchangeRule, Policy};
 use super::entropy::Entropy;
+use super::keyset::KeySnapshot;
 use super::reason::DenyReason;
 use super::token::b64url_encode;
 use super::validate::VerifiedToken;
@@ -93,6 +94,7 @@ impl ClaimSet {
 ///   token, also after chained hops), `act` records this exchange around the chain so far.
 pub fn mint(
     policy: &Policy,
+    keys: &KeySnapshot,
     rule: &ExchangeRule,
     verified: &VerifiedToken<'_>,
     granted: &[String],
@@ -109,9 +111,7 @@ pub fn mint(
         // Accepted within clock skew, but nothing is left to grant: never outlive the original.
         return Err(DenyReason::TokenExpired);
     }
-    let key = policy
-        .active_signing_key()
-        .ok_or(DenyReason::InternalError)?;
+    let key = keys.signer(policy).ok_or(DenyReason::InternalError)?;
 
     let mut id = [0u8; 16];
     entropy

@@ -1,6 +1,8 @@
 //! The host-free policy core: configuration, token validation, rule matching, policy
-//! evaluation, minting and the audit record. No Proxy-Wasm call is made from here: time and
-//! randomness are arguments, decisions are values. It compiles and is tested natively.
+//! evaluation, minting and the audit record, the key snapshot decisions are made with, the
+//! fetch schedule of issuers' keys and the documents the gateway publishes. No Proxy-Wasm
+//! call is made from here: time, randomness and fetched bytes are arguments; decisions and
+//! I/O requests are values. It compiles and is tested natively.
 
 pub mod audit;
 pub mod ceiling;
@@ -11,13 +13,16 @@ pub mod crypto;
 pub mod date;
 pub mod decide;
 pub mod entropy;
+pub mod fetch;
 pub mod grpc;
 pub mod hygiene;
 pub mod json;
 pub mod jwks;
 pub mod keys;
+pub mod keyset;
 pub mod lifecycle;
 pub mod mint;
+pub mod publish;
 pub mod reason;
 pub mod request;
 pub mod review;
@@ -25,6 +30,7 @@ pub mod signing;
 pub mod step_up;
 pub mod syntax;
 pub mod token;
+pub mod url;
 pub mod validate;
 
 pub use audit::{AuditRecord, Outcome};
@@ -35,6 +41,7 @@ pub use config::{
 };
 pub use decide::{Decision, Denial, HttpRequest, Verdict};
 pub use entropy::{Entropy, EntropyError};
+pub use keyset::KeySnapshot;
 pub use lifecycle::ReviewReminder;
 pub use mint::MintedToken;
 pub use reason::{BearerError, DenyReason, Refusal};

@@ -110,6 +110,9 @@ deny_reasons! {
     GatewayTokenReplay => "gateway_token_replay", "gateway-issued tokens are not accepted here";
     /// No key with this `kid` for the issuer, or no `kid` where the issuer has several keys.
     UnknownKey => "unknown_key", "unknown signing key";
+    /// The issuer's keys are fetched and none are usable: never fetched yet, or older than
+    /// `jwks_max_stale_seconds`. A server-side failure, not the token's (503).
+    IssuerKeysUnavailable => "issuer_keys_unavailable", "the issuer's signing keys are temporarily unavailable";
     /// The signature does not verify.
     InvalidSignature => "invalid_signature", "invalid signature";
     // --- the issuer's lifecycle and revocation (checked on verified tokens) ---
@@ -176,7 +179,7 @@ impl DenyReason {
             DuplicateAuthorization | MalformedAuthorization | AmbiguousPath | TokenInQuery => {
                 BearerError::InvalidRequest
             }
-            NoMatchingRule | InternalError => BearerError::None,
+            NoMatchingRule | InternalError | IssuerKeysUnavailable => BearerError::None,
             IdentityHeaderPresent => BearerError::InvalidRequest,
             InsufficientScope
             | AmrNotSatisfied
@@ -197,6 +200,7 @@ impl DenyReason {
     pub fn status(self) -> u16 {
         match (self, self.bearer_error()) {
             (DenyReason::InternalError, _) => 500,
+            (DenyReason::IssuerKeysUnavailable, _) => 503,
             (DenyReason::NoMatchingRule, _) => 403,
             (_, BearerError::InvalidRequest) => 400,
             (_, BearerError::InsufficientScope) => 403,
@@ -271,6 +275,11 @@ mod tests {
         assert_eq!(DenyReason::IdentityHeaderPresent.status(), 400);
         assert_eq!(DenyReason::TokenRevoked.status(), 401);
         assert_eq!(DenyReason::ChainCycle.status(), 403);
+        assert_eq!(DenyReason::IssuerKeysUnavailable.status(), 503);
+        assert_eq!(
+            DenyReason::IssuerKeysUnavailable.bearer_error().code(),
+            None
+        );
     }
 
     #[test]

@@ -24,6 +24,59 @@ const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
 /// The `typ` of every minted token (RFC 9068 §2.1).
 pub const MINTED_TOKEN_TYPE: &str = "at+jwt";
 
+/// A signing key's place in a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// It signs every minted token (exactly one key is active).
+    Active,
+    /// Announced in the published key set before it signs, so verifiers have it first.
+    Published,
+    /// No longer signs; published until every token it signed has expired.
+    Retired {
+        /// When it stopped signing (seconds since the Unix epoch).
+        at: u64,
+    },
+}
+
+/// Where a gateway key's private half comes from.
+#[derive(Debug)]
+pub enum KeyMaterial {
+    /// A private JWK in the policy.
+    Configured(SigningKey),
+    /// Generated at start with this algorithm and shared by every worker (never persisted).
+    Generated(Alg),
+}
+
+/// One entry of the policy's `signing_keys`.
+#[derive(Debug)]
+pub struct GatewayKey {
+    /// Its `kid`.
+    pub kid: String,
+    /// Active, published or retired.
+    pub state: KeyState,
+    /// The key itself, or how it is generated.
+    pub material: KeyMaterial,
+}
+
+impl GatewayKey {
+    /// Whether it is still in the published key set at `now` (seconds): retired keys stay
+    /// until `retired_at + longest_ttl`, when the last token they signed has expired.
+    pub fn published_at(&self, now: u64, longest_ttl: u64) -> bool {
+        match self.state {
+            KeyState::Active | KeyState::Published => true,
+            KeyState::Retired { at } => now < at.saturating_add(longest_ttl),
+        }
+    }
+
+    /// The algorithm it signs with.
+    pub fn alg(&self) -> Alg {
+        match &self.material {
+            KeyMaterial::Configured(key) => key.alg(),
+            KeyMaterial::Generated(alg) => *alg,
+        }
+    }
+}
+
 enum SigningMaterial {
     Ed25519(Box<ed25519_compact::KeyPair>),
     Es256(Box<p256::ecdsa::SigningKey>),
@@ -185,6 +238,44 @@ impl SigningKey {
         IssuerKey::from_jwk(self.public_jwk.as_ref()?, &[self.alg]).ok()
     }
 
+    /// A new key for `alg` (EdDSA or ES256) from `entropy`, and its private JWK (what the
+    /// workers share, so that each imports the same key through [`SigningKey::from_jwk`]).
+    pub fn generate(
+        alg: Alg,
+        kid: &str,
+        entropy: &mut dyn Entropy,
+    ) -> Result<(SigningKey, Value), SignError> {
+        let mut secret = [0u8; 32];
+        let jwk = match alg {
+            Alg::EdDSA => {
+                entropy.fill(&mut secret).map_err(|_| SignError)?;
+                let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(secret));
+                Ed25519KeyPair::from_bytes(&kp.to_vec())
+                    .map_err(|_| SignError)?
+                    .with_key_id(kid)
+                    .to_jwk()
+            }
+            Alg::ES256 => {
+                // A random 256-bit string is a valid scalar except with probability ~2^-32;
+                // draw again rather than bias it.
+                let mut pair = None;
+                for _ in 0..8 {
+                    entropy.fill(&mut secret).map_err(|_| SignError)?;
+                    if let Ok(k) = ES256KeyPair::from_bytes(&secret) {
+                        pair = Some(k);
+                        break;
+                    }
+                }
+                pair.ok_or(SignError)?.with_key_id(kid).to_jwk()
+            }
+            _ => return Err(SignError),
+        };
+        secret.fill(0);
+        let jwk: Value = serde_json::from_str(&jwk).map_err(|_| SignError)?;
+        let key = SigningKey::from_jwk(&jwk, false).map_err(|_| SignError)?;
+        Ok((key, jwk))
+    }
+
     /// A compact JWS of `payload` (the UTF-8 JSON of the claims) under this key's header.
     pub fn sign_compact(
         &self,
@@ -292,3 +383,60 @@ impl rsa::rand_core::RngCore for BlindingRng<'_> {
 }
 
 impl rsa::rand_core::CryptoRng for BlindingRng<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::entropy::EntropyError;
+
+    struct Counter(u8);
+    impl Entropy for Counter {
+        fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+            self.0 = self.0.wrapping_add(1);
+            buf.fill(self.0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn generated_keys_round_trip_through_their_jwk() {
+        for alg in [Alg::EdDSA, Alg::ES256] {
+            let (key, jwk) = SigningKey::generate(alg, "gen-1", &mut Counter(0)).unwrap();
+            assert_eq!((key.alg(), key.kid()), (alg, "gen-1"));
+            assert!(jwk.get("d").is_some(), "the shared JWK is the private key");
+            let again = SigningKey::from_jwk(&jwk, false).unwrap();
+            assert_eq!(again.public_jwk(), key.public_jwk());
+            assert!(key.public_jwk().unwrap().get("d").is_none());
+            let other = SigningKey::generate(alg, "gen-1", &mut Counter(9))
+                .unwrap()
+                .0;
+            assert_ne!(
+                other.public_jwk(),
+                key.public_jwk(),
+                "{alg}: randomness is used"
+            );
+        }
+        assert!(SigningKey::generate(Alg::RS256, "r", &mut Counter(0)).is_err());
+        struct Broken;
+        impl Entropy for Broken {
+            fn fill(&mut self, _: &mut [u8]) -> Result<(), EntropyError> {
+                Err(EntropyError)
+            }
+        }
+        assert!(SigningKey::generate(Alg::EdDSA, "g", &mut Broken).is_err());
+    }
+
+    #[test]
+    fn retired_keys_stay_published_for_the_longest_ttl() {
+        let key = |state| GatewayKey {
+            kid: "k".into(),
+            state,
+            material: KeyMaterial::Generated(Alg::EdDSA),
+        };
+        assert!(key(KeyState::Active).published_at(u64::MAX, 300));
+        assert!(key(KeyState::Published).published_at(0, 0));
+        let retired = key(KeyState::Retired { at: 1000 });
+        assert!(retired.published_at(1299, 300));
+        assert!(!retired.published_at(1300, 300));
+    }
+}

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
 use super::config::{Policy, TrustedIssuer};
 use super::keys::{Alg, IssuerKey};
+use super::keyset::{KeyMiss, KeySnapshot};
 use super::reason::DenyReason;
 use super::token::ParsedToken;
 
@@ -27,6 +28,9 @@ pub struct TokenFacts {
     pub token_id: Option<String>,
     /// Whether the signature verified (facts from unverified tokens are attacker-supplied).
     pub verified: bool,
+    /// The trusted issuer with fetched keys whose key set was consulted, and what was
+    /// missing from it (for the glue: a refetch may change the decision).
+    pub fetched_keys: Option<FetchedKeyUse>,
     /// Whether the (original) issuer's `review_by` date has passed.
     pub review_overdue: bool,
 }
@@ -89,10 +93,20 @@ pub struct VerifiedToken<'p> {
     pub gateway_token: bool,
 }
 
+/// A token's trusted issuer has fetched keys: which, and whether its key was missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedKeyUse {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// Why no key was found, when none was.
+    pub missing: Option<KeyMiss>,
+}
+
 /// Validates a parsed edge token at time `now` (seconds since the epoch). Gateway tokens are
 /// refused here (`gateway_token_replay`); rules that take them verify them in `chain`.
 pub fn validate<'p>(
     policy: &'p Policy,
+    keys: &'p KeySnapshot,
     parsed: ParsedToken<'_>,
     now: u64,
     facts: &mut TokenFacts,
@@ -115,7 +129,19 @@ pub fn validate<'p>(
     if issuer.claims.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);
     }
-    verify_signature(&issuer.keys, alg, &parsed)?;
+    // Inline keys first, then the issuer's fetched keys in force (`keys`).
+    let key = keys.select(issuer, parsed.kid.as_deref(), now);
+    if issuer.key_source.is_some() {
+        facts.fetched_keys = Some(FetchedKeyUse {
+            issuer: issuer.issuer.clone(),
+            missing: key.as_ref().err().copied(),
+        });
+    }
+    let key = key.map_err(|miss| match miss {
+        KeyMiss::UnknownKid => DenyReason::UnknownKey,
+        KeyMiss::Unavailable => DenyReason::IssuerKeysUnavailable,
+    })?;
+    check_signature(key, alg, &parsed)?;
     facts.verified = true;
 
     let lifetime = Lifetime::read(claims, policy.clock_skew_seconds, now)?;
@@ -293,6 +319,15 @@ pub(crate) fn verify_signature(
         },
     }
     .ok_or(DenyReason::UnknownKey)?;
+    check_signature(key, alg, parsed)
+}
+
+/// Verifies the signature with `key`, which must accept `alg`.
+pub(crate) fn check_signature(
+    key: &IssuerKey,
+    alg: Alg,
+    parsed: &ParsedToken<'_>,
+) -> Result<(), DenyReason> {
     if !key.accepts(alg) {
         // e.g. an ES256 token naming an RSA key's kid: algorithm confusion.
         return Err(DenyReason::AlgorithmNotAllowed);

@@ -23,16 +23,22 @@ pub enum Level {
 #[derive(Debug, Clone, Copy)]
 pub enum Map {
     RequestHeaders = 0,
+    HttpCallResponseHeaders = 6,
 }
 
 /// Buffers used by the filter.
 #[derive(Debug, Clone, Copy)]
 pub enum Buffer {
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+/// `proxy_set_shared_data` with a CAS value that is no longer current.
+pub const CAS_MISMATCH: u32 = 8;
+/// The host does not implement the function (APISIX: shared data, ticks, the clock).
+pub const UNIMPLEMENTED: u32 = 12;
 
 /// One header: name and value as the host gave them.
 pub type HeaderPair = (Vec<u8>, Vec<u8>);
@@ -43,7 +49,6 @@ pub struct HostStatus(pub u32);
 
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
-    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
@@ -71,6 +76,35 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout: u32,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -107,13 +141,6 @@ pub fn log(level: Level, message: &str) -> bool {
     unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) == OK }
 }
 
-/// Asks for `on_tick` every `period_ms`; false if the host refused (APISIX answers
-/// Unimplemented).
-pub fn set_tick_period(period_ms: u32) -> bool {
-    // SAFETY: no pointers.
-    unsafe { proxy_set_tick_period_milliseconds(period_ms) == OK }
-}
-
 /// The host clock in nanoseconds since the epoch, if the host implements it.
 pub fn current_time_nanos() -> Option<u64> {
     let mut t: u64 = 0;
@@ -124,11 +151,15 @@ pub fn current_time_nanos() -> Option<u64> {
 
 /// The whole buffer, `None` when empty/absent.
 pub fn buffer(buffer: Buffer) -> Result<Option<Vec<u8>>, HostStatus> {
+    buffer_prefix(buffer, usize::MAX)
+}
+
+/// At most `max` bytes from the start of the buffer, `None` when empty/absent.
+pub fn buffer_prefix(buffer: Buffer, max: usize) -> Result<Option<Vec<u8>>, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: valid out-pointers.
-    let status =
-        unsafe { proxy_get_buffer_bytes(buffer as u32, 0, usize::MAX, &mut data, &mut size) };
+    let status = unsafe { proxy_get_buffer_bytes(buffer as u32, 0, max, &mut data, &mut size) };
     match status {
         OK => {
             let v = take(data, size);
@@ -301,4 +332,82 @@ pub fn increment_counter(id: u32, delta: u32) -> Result<(), HostStatus> {
     } else {
         Err(HostStatus(status))
     }
+}
+
+fn status(s: u32) -> Result<(), HostStatus> {
+    if s == OK {
+        Ok(())
+    } else {
+        Err(HostStatus(s))
+    }
+}
+
+/// Asks for `proxy_on_tick` every `ms` milliseconds (0 stops it).
+pub fn set_tick_period(ms: u32) -> Result<(), HostStatus> {
+    // SAFETY: a plain value.
+    status(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// Shared data (every VM of the plugin on this host): `(value, cas)`, `None` when absent.
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostStatus> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    // SAFETY: pointer and length of a live &str; valid out-pointers.
+    let s =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match s {
+        OK => Ok(Some((take(data, size), cas))),
+        NOT_FOUND => Ok(None),
+        s => Err(HostStatus(s)),
+    }
+}
+
+/// Writes shared data; `cas` is the value from a read (0: unconditionally on some hosts,
+/// only-if-absent on others; see `shared`). `Err(HostStatus(CAS_MISMATCH))` when it lost.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostStatus> {
+    // SAFETY: pointers and lengths of live buffers.
+    status(unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Sends an HTTP call to `upstream`; its token, which `proxy_on_http_call_response` names.
+pub fn http_call(
+    upstream: &str,
+    headers: &[(&str, &str)],
+    timeout_ms: u32,
+) -> Result<u32, HostStatus> {
+    let headers = encode_pairs(headers);
+    let trailers = encode_pairs(&[]);
+    let mut token: u32 = 0;
+    // SAFETY: pointers and lengths of live buffers; valid out-pointer. No body.
+    let s = unsafe {
+        proxy_http_call(
+            upstream.as_ptr(),
+            upstream.len(),
+            headers.as_ptr(),
+            headers.len(),
+            std::ptr::null(),
+            0,
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    status(s).map(|()| token)
+}
+
+/// Lets the paused request of the effective context go on upstream.
+pub fn continue_request() -> Result<(), HostStatus> {
+    // SAFETY: a plain value (0: the request stream).
+    status(unsafe { proxy_continue_stream(0) })
+}
+
+/// Makes `context_id` the context later host calls act on (e.g. a paused request resumed
+/// from another context's callback).
+pub fn set_effective_context(context_id: u32) -> Result<(), HostStatus> {
+    // SAFETY: a plain value.
+    status(unsafe { proxy_set_effective_context(context_id) })
 }

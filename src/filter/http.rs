@@ -1,40 +1,54 @@
 //! The request path: headers in, one decision, header replaced or local response sent, one
-//! audit line out.
+//! audit line out. A request whose token needs keys the filter does not have yet (an
+//! unknown `kid`, or none fetched) may pause once while they are fetched, and is then
+//! decided again the same way.
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 
 use super::abi::{self, Level, Map};
+use super::env::{now, now_ms, HostEntropy};
+use super::exports::{CONTINUE, PAUSE};
+use super::fetch::{Wait, WaitPlan};
 use super::metrics::{self, Counter};
-use crate::core::{
-    grpc, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy, RequestHead,
-    Verdict,
-};
+use super::root::ExchangeRoot;
+use crate::core::publish::Served;
+use crate::core::{grpc, Decision, Denial, DenyReason, HttpRequest, Policy, RequestHead, Verdict};
 
 /// One HTTP stream.
 pub struct ExchangeFilter {
+    context_id: u32,
     policy: Option<Rc<Policy>>,
+    /// The request, kept while it waits for keys.
+    request: Option<RequestHeaders>,
+    /// What it waits for.
+    wait: Option<Wait>,
+    /// It waited once already: the next decision is final.
+    waited: bool,
+    /// Its decision was carried out and logged.
+    decided: bool,
 }
 
 impl ExchangeFilter {
-    pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        ExchangeFilter { policy }
+    /// The stream `context_id` under `policy` (the one in force when it began).
+    pub fn new(context_id: u32, policy: Option<Rc<Policy>>) -> Self {
+        ExchangeFilter {
+            context_id,
+            policy,
+            request: None,
+            wait: None,
+            waited: false,
+            decided: false,
+        }
     }
-}
 
-impl Context for ExchangeFilter {}
-
-impl HttpContext for ExchangeFilter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// `proxy_on_request_headers`.
+    pub fn on_request_headers(&mut self, root: Option<&mut ExchangeRoot>) -> u32 {
         let headers = RequestHeaders::read();
         if headers.is_err() {
             metrics::increment(Counter::HostCallFailed);
         }
         let grpc = headers.as_ref().is_ok_and(|h| h.head.grpc);
-        let Some(policy) = self.policy.clone() else {
+        let (Some(policy), Some(root)) = (self.policy.clone(), root) else {
             // No valid policy was ever loaded: refuse everything.
             abi::log(
                 Level::Error,
@@ -43,24 +57,137 @@ impl HttpContext for ExchangeFilter {
             metrics::increment(Counter::DecisionDeny);
             metrics::increment_deny(DenyReason::InternalError);
             send(&no_policy_denial(), grpc);
-            return Action::Pause;
+            return PAUSE;
         };
-        let mut decision = match &headers {
-            Ok(h) => policy.decide(&h.request(), now(), &mut HostEntropy),
-            Err(_) => policy.internal_failure(&HttpRequest::default(), now()),
+        root.before_request(now_ms());
+        let headers = match headers {
+            Ok(h) => h,
+            Err(_) => {
+                let mut decision = policy.internal_failure(&HttpRequest::default(), now());
+                let action = apply(&policy, &mut decision, false);
+                log_decision(&decision);
+                return action;
+            }
         };
+        if let Some(served) = policy.serve_published(&headers.request(), root.keys(), now()) {
+            serve(&served);
+            abi::log(Level::Info, &served.audit.to_json_line());
+            metrics::increment(Counter::DecisionServe);
+            return PAUSE;
+        }
+        self.request = Some(headers);
+        self.decide(&policy, root, false)
+    }
+
+    /// Whether it is paused, waiting for keys.
+    pub fn is_waiting(&self) -> bool {
+        self.wait.is_some()
+    }
+
+    /// Whether its wait is over (keys changed, the attempt ended, or time is up).
+    pub fn wait_is_over(&self, root: &ExchangeRoot) -> bool {
+        self.wait
+            .as_ref()
+            .is_some_and(|w| root.wait_is_over(w, now_ms()))
+    }
+
+    /// Decides the paused request again (its context is the effective one) and lets it go
+    /// on, or answers it.
+    pub fn resume(&mut self, root: &mut ExchangeRoot) {
+        self.wait = None;
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        self.decide(&policy, root, true);
+    }
+
+    /// Refuses the request with a 500 (an answer to a call this VM does not know arrived
+    /// for it) unless it was decided already.
+    pub fn refuse_internal(&mut self) {
+        if self.decided {
+            return;
+        }
+        self.wait = None;
+        self.decided = true;
+        let grpc = self.request.as_ref().is_some_and(|h| h.head.grpc);
+        let Some(policy) = self.policy.clone() else {
+            send(&no_policy_denial(), grpc);
+            return;
+        };
+        let request = self
+            .request
+            .as_ref()
+            .map(RequestHeaders::request)
+            .unwrap_or_default();
+        let mut decision = policy.internal_failure(&request, now());
+        // A deny: answered locally, never continued.
+        apply(&policy, &mut decision, grpc);
+        log_decision(&decision);
+    }
+
+    /// One decision with the keys at hand; at most once, a pause for keys instead.
+    /// `resumed`: the request was paused, so going on upstream is a host call.
+    fn decide(&mut self, policy: &Policy, root: &mut ExchangeRoot, resumed: bool) -> u32 {
+        let Some(headers) = &self.request else {
+            return PAUSE;
+        };
+        let grpc = headers.head.grpc;
+        let request = headers.request();
+        let mut decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+        if !self.waited {
+            self.waited = true;
+            match root.wait_for_keys(&decision, now_ms(), self.context_id) {
+                WaitPlan::Wait(wait) => {
+                    // No audit yet: the decision after the wait is the one logged.
+                    self.wait = Some(wait);
+                    return PAUSE;
+                }
+                WaitPlan::Redecide => {
+                    decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+                }
+                WaitPlan::Proceed => {}
+            }
+        }
         if matches!(decision.verdict, Verdict::Forward { .. }) {
             metrics::increment(Counter::TokensMinted);
         }
-        let action = apply(&policy, &mut decision, grpc);
-        abi::log(Level::Info, &decision.audit.to_json_line());
-        metrics::count_decision(&decision);
+        let mut action = apply(policy, &mut decision, grpc);
+        if resumed && action == CONTINUE && abi::continue_request().is_err() {
+            // Resumed, and the host would not let it go: refuse it, never leave it hanging.
+            metrics::increment(Counter::HostCallFailed);
+            decision.fail_internal(policy);
+            action = apply(policy, &mut decision, grpc);
+        }
+        self.decided = true;
+        log_decision(&decision);
         action
     }
 }
 
+/// The decision's one audit line, and its counters.
+fn log_decision(decision: &Decision) {
+    abi::log(Level::Info, &decision.audit.to_json_line());
+    metrics::count_decision(decision);
+}
+
+/// Sends a published document (or its 405).
+fn serve(served: &Served) {
+    let headers: Vec<(&str, &str)> = served
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    if abi::send_local_response(served.status, &headers, served.body.as_bytes(), None).is_err() {
+        metrics::increment(Counter::HostCallFailed);
+        abi::log(
+            Level::Error,
+            "token-exchange-filter: local response failed; request held",
+        );
+    }
+}
+
 /// Carries out the verdict. Any host failure turns the decision into a 500 deny.
-fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> Action {
+fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> u32 {
     let forwarded = match &decision.verdict {
         Verdict::Forward { authorization, .. } => {
             abi::replace_header(Map::RequestHeaders, "authorization", authorization)
@@ -77,9 +204,9 @@ fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> Action {
         Verdict::Deny(denial) => {
             send(denial, grpc);
             // Never continue a denied request, even if the response could not be sent.
-            Action::Pause
+            PAUSE
         }
-        _ => Action::Continue,
+        _ => CONTINUE,
     }
 }
 
@@ -90,9 +217,13 @@ fn apply(policy: &Policy, decision: &mut Decision, grpc: bool) -> Action {
 /// same code for 401 and 403).
 fn send(denial: &Denial, grpc: bool) {
     let grpc_status = denial.grpc_status.to_string();
+    let retry_after = denial.retry_after.map(|s| s.to_string());
     let mut headers = vec![("cache-control", "no-store")];
     if let Some(challenge) = &denial.www_authenticate {
         headers.push(("www-authenticate", challenge.as_str()));
+    }
+    if let Some(seconds) = &retry_after {
+        headers.push(("retry-after", seconds.as_str()));
     }
     let sent = if grpc {
         headers.push(("content-type", "application/grpc"));
@@ -122,6 +253,7 @@ fn no_policy_denial() -> Denial {
         reason,
         grpc_status: grpc::INTERNAL,
         grpc_message: reason.description().to_owned(),
+        retry_after: None,
     }
 }
 
@@ -132,25 +264,7 @@ fn strip(names: &[String]) -> Result<(), abi::HostStatus> {
     Ok(())
 }
 
-/// The host clock; WASI's clock where the host lacks `proxy_get_current_time_nanoseconds`.
-pub(super) fn now() -> Duration {
-    match abi::current_time_nanos() {
-        Some(ns) => Duration::from_nanos(ns),
-        None => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    }
-}
-
-struct HostEntropy;
-
-impl Entropy for HostEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        getrandom::fill(buf).map_err(|_| EntropyError)
-    }
-}
-
-/// The request headers the decision needs, read once (`RequestHead` reads the pairs).
+/// The request headers the decision needs, read once.
 struct RequestHeaders {
     head: RequestHead,
 }

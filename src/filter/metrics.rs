@@ -49,12 +49,18 @@ counters! {
     DecisionAllow => "token_exchange.decision.allow",
     /// Requests refused with a local response.
     DecisionDeny => "token_exchange.decision.deny",
-    /// Requests forwarded untouched (`unmatched: pass`).
+    /// Requests forwarded untouched (`unmatched: pass`, or a rule in shadow mode).
     DecisionPass => "token_exchange.decision.pass",
+    /// Requests the filter answered with a public document (`jwks_path`, `discovery_path`).
+    DecisionServe => "token_exchange.decision.serve",
     /// Tokens signed (a token minted and then refused because a host call failed counts).
     TokensMinted => "token_exchange.minted",
     /// Host calls on the request or configuration path that failed.
     HostCallFailed => "token_exchange.host_call_failed",
+    /// Issuer key sets fetched successfully by this host's VMs (changed or not).
+    JwksFetched => "token_exchange.jwks.fetched",
+    /// Key-set or discovery fetches that failed (down, timeout, status, body, no usable key).
+    JwksFetchFailed => "token_exchange.jwks.fetch_failed",
     /// Policies loaded (one per VM, and per accepted update).
     ConfigLoaded => "token_exchange.config.loaded",
     /// Configurations refused.
@@ -155,6 +161,7 @@ pub fn count_decision(decision: &Decision) {
         Outcome::Allow => Counter::DecisionAllow,
         Outcome::Deny => Counter::DecisionDeny,
         Outcome::Pass => Counter::DecisionPass,
+        Outcome::Serve => Counter::DecisionServe,
     });
     if let Verdict::Deny(denial) = &decision.verdict {
         increment_deny(denial.reason);
@@ -165,7 +172,7 @@ pub fn count_decision(decision: &Decision) {
                 bump(match outcome {
                     Outcome::Allow => c.allow,
                     Outcome::Deny => c.deny,
-                    Outcome::Pass => None,
+                    Outcome::Pass | Outcome::Serve => None,
                 });
             }
         }

@@ -1,30 +1,74 @@
-//! The root context: loads the policy from the plugin configuration, and reminds the
-//! operator of overdue allow-list reviews and expired issuers (at load, then once a day from
-//! `on_tick`).
+//! The root context: loads the policy from the plugin configuration, adopts generated
+//! signing keys, keeps the fetched issuer keys current on every tick, and reminds the
+//! operator of overdue allow-list reviews and expired issuers (at load, then once a day).
 
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
-
 use super::abi::{self, Buffer, Level};
-use super::http::{now, ExchangeFilter};
+use super::env::{now, now_ms, HostEntropy};
+use super::fetch::{KeyFetcher, Wait, WaitPlan};
+use super::generated;
 use super::metrics::{self, Counter};
+use crate::core::keyset::KeySnapshot;
 use crate::core::lifecycle;
-use crate::core::{Policy, ReviewReminder};
+use crate::core::{Decision, Entropy, Policy, ReviewReminder};
 
-/// How often `on_tick` checks for reminders; they are logged at most once per UTC day.
-const TICK_PERIOD_MS: u32 = 60_000;
+/// How often the root looks at the fetch schedule (and at requests waiting for keys).
+const FETCH_TICK_MS: u32 = 500;
+/// How often a root without key sources looks at its reminders (logged at most once per UTC
+/// day).
+const REMINDER_TICK_MS: u32 = 60_000;
 
-/// Holds the policy in force. A refused update leaves the previous policy in place.
-#[derive(Default)]
+/// Holds the policy in force and the keys. A refused update leaves the previous policy in
+/// place.
 pub struct ExchangeRoot {
+    context_id: u32,
     policy: Option<Rc<Policy>>,
+    keys: KeyFetcher,
     reminder: ReviewReminder,
-    tick_period_set: bool,
+    /// The tick period the host accepted, if any (APISIX gives none: requests then drive
+    /// refreshes).
+    tick_ms: Option<u32>,
 }
 
 impl ExchangeRoot {
+    /// The root context `context_id`.
+    pub fn new(context_id: u32) -> ExchangeRoot {
+        let mut id = [0u8; 8];
+        // A fixed id only makes this VM's lease indistinguishable from another's that also
+        // lacks randomness; the lease still expires.
+        let _ = HostEntropy.fill(&mut id);
+        ExchangeRoot {
+            context_id,
+            policy: None,
+            keys: KeyFetcher::new(u64::from_le_bytes(id)),
+            reminder: ReviewReminder::default(),
+            tick_ms: None,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Option<Rc<Policy>> {
+        self.policy.clone()
+    }
+
+    /// The keys requests are decided with.
+    pub fn keys(&self) -> &KeySnapshot {
+        self.keys.snapshot()
+    }
+
+    /// Whether ticks come often enough to drive the fetch schedule.
+    fn fetch_ticks(&self) -> bool {
+        self.tick_ms.is_some_and(|ms| ms <= FETCH_TICK_MS)
+    }
+
+    /// Asks for ticks at least every `ms` (a shorter period than the one in force only).
+    fn want_ticks(&mut self, ms: u32) {
+        if self.tick_ms.is_none_or(|current| current > ms) && abi::set_tick_period(ms).is_ok() {
+            self.tick_ms = Some(ms);
+        }
+    }
+
     /// Logs the allow list's reminders, if any are due today.
     fn remind(&mut self) {
         let Some(policy) = &self.policy else { return };
@@ -32,15 +76,13 @@ impl ExchangeRoot {
             abi::log(Level::Warn, &format!("token-exchange-filter: {notice}"));
         }
     }
-}
 
-impl Context for ExchangeRoot {}
-
-impl RootContext for ExchangeRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        // Never read properties here: some hosts trap on request-scoped reads at configure time.
-        // Metrics are defined here rather than in on_vm_start: after a trap, Kong starts a new
-        // instance with on_configure only.
+    /// `proxy_on_configure`: parse and validate the policy, adopt its generated keys, read
+    /// the keys other workers fetched, ask for ticks. Never calls out (Kong's host cannot
+    /// from here) and never reads properties (some hosts trap on that here). Metrics are
+    /// defined here rather than in `on_vm_start`: after a trap, Kong starts a new instance
+    /// with `on_configure` only.
+    pub fn on_configure(&mut self) -> bool {
         metrics::define_fixed();
         let bytes = match abi::buffer(Buffer::PluginConfiguration) {
             Ok(Some(b)) => b,
@@ -62,67 +104,117 @@ impl RootContext for ExchangeRoot {
                 return false;
             }
         };
-        match Policy::from_json(&bytes) {
-            Ok(policy) => {
-                abi::log(
-                    Level::Info,
-                    &format!(
-                        "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}",
-                        policy.issuer,
-                        policy.trusted_issuers.len(),
-                        policy.rules.len(),
-                        policy.active_signing_key().map(|k| k.kid()).unwrap_or("")
-                    ),
-                );
-                for warning in &policy.warnings {
-                    abi::log(
-                        Level::Warn,
-                        &format!("token-exchange-filter: configuration warning: {warning}"),
-                    );
-                }
-                let merged = metrics::define_rules(policy.rules.iter().map(|r| r.name.as_str()));
-                for rule in merged {
-                    abi::log(
-                        Level::Warn,
-                        &format!("token-exchange-filter: rule {rule:?} shares its metric name with an earlier rule (names keep only letters, digits, '-' and '_'): their counts merge"),
-                    );
-                }
-                metrics::increment(Counter::ConfigLoaded);
-                let dated = lifecycle::has_dates(&policy);
-                self.policy = Some(Rc::new(policy));
-                // A new policy is reminded about at once, whatever was logged today.
-                self.reminder = ReviewReminder::default();
-                self.remind();
-                if dated && !self.tick_period_set {
-                    self.tick_period_set = abi::set_tick_period(TICK_PERIOD_MS);
-                }
-                true
-            }
+        let kept = if self.policy.is_some() {
+            "; the previous policy stays in force"
+        } else {
+            ""
+        };
+        let policy = match Policy::from_json(&bytes) {
+            Ok(policy) => policy,
             Err(errors) => {
-                let kept = if self.policy.is_some() {
-                    "; the previous policy stays in force"
-                } else {
-                    ""
-                };
                 abi::log(
                     Level::Error,
                     &format!("token-exchange-filter: configuration refused{kept}: {errors}"),
                 );
                 metrics::increment(Counter::ConfigRejected);
-                false
+                return false;
             }
+        };
+        let (store, snapshot) = self.keys.store_and_snapshot();
+        if let Err(why) = generated::adopt(&policy, store, snapshot) {
+            abi::log(
+                Level::Error,
+                &format!("token-exchange-filter: configuration refused{kept}: {why}"),
+            );
+            metrics::increment(Counter::ConfigRejected);
+            return false;
         }
+        self.keys.configure(&policy);
+        // Ticks drive the fetch schedule and the daily reminders. Without either there is
+        // nothing to drive and no timer is asked for (a tick left from an earlier policy
+        // finds nothing to do).
+        if self.keys.has_sources() {
+            self.want_ticks(FETCH_TICK_MS);
+            if !self.fetch_ticks() {
+                abi::log(
+                    Level::Info,
+                    "token-exchange-filter: no timer on this host: requests start key fetches and refreshes",
+                );
+            }
+        } else if lifecycle::has_dates(&policy) {
+            self.want_ticks(REMINDER_TICK_MS);
+        }
+        abi::log(
+            Level::Info,
+            &format!(
+                "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}",
+                policy.issuer,
+                policy.trusted_issuers.len(),
+                policy.rules.len(),
+                policy.active_key().map(|k| k.kid.as_str()).unwrap_or("")
+            ),
+        );
+        for warning in &policy.warnings {
+            abi::log(
+                Level::Warn,
+                &format!("token-exchange-filter: configuration warning: {warning}"),
+            );
+        }
+        let merged = metrics::define_rules(policy.rules.iter().map(|r| r.name.as_str()));
+        for rule in merged {
+            abi::log(
+                Level::Warn,
+                &format!("token-exchange-filter: rule {rule:?} shares its metric name with an earlier rule (names keep only letters, digits, '-' and '_'): their counts merge"),
+            );
+        }
+        metrics::increment(Counter::ConfigLoaded);
+        self.policy = Some(Rc::new(policy));
+        // A new policy is reminded about at once, whatever was logged today.
+        self.reminder = ReviewReminder::default();
+        self.remind();
+        true
     }
 
-    fn on_tick(&mut self) {
+    /// `proxy_on_tick`: the fetch schedule and the reminders.
+    pub fn on_tick(&mut self) {
+        self.keys.tick(now_ms(), self.context_id);
         self.remind();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ExchangeFilter::new(self.policy.clone())))
+    /// Work a tick would do, on hosts without ticks (before each request).
+    pub fn before_request(&mut self, now: u64) {
+        if !self.fetch_ticks() {
+            self.keys.expire(now);
+        }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    /// Whether `token` is one of this root's calls.
+    pub fn owns_call(&self, token: u32) -> bool {
+        self.keys.owns_call(token)
+    }
+
+    /// The answer to call `token`.
+    pub fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize) {
+        self.keys.on_response(token, body_size, now_ms());
+    }
+
+    /// Request context `context` went away.
+    pub fn forget_calls_of(&mut self, context: u32) {
+        self.keys.forget_calls_of(context);
+    }
+
+    /// Whether the request of `context`, decided as `decision`, waits for keys.
+    pub fn wait_for_keys(&mut self, decision: &Decision, now: u64, context: u32) -> WaitPlan {
+        self.keys.wait_for(
+            decision.fetched_keys.as_ref(),
+            !self.fetch_ticks(),
+            now,
+            context,
+        )
+    }
+
+    /// Whether a request's wait for keys is over.
+    pub fn wait_is_over(&self, wait: &Wait, now: u64) -> bool {
+        self.keys.wait_is_over(wait, now)
     }
 }

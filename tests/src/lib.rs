@@ -676,6 +676,7 @@ pub fn decide_get(
     };
     policy.decide(
         &req,
+        &token_exchange_filter::core::KeySnapshot::default(),
         std::time::Duration::from_secs(now),
         &mut CountingEntropy(0),
     )

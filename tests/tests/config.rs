@@ -156,6 +156,56 @@ fn schema_and_parser_agree_on_bad_documents() {
     let mut b = good.clone();
     b["trusted_issuers"][0]["claims"] = json!({"scopes": ["exp"]});
     bads.push(b);
+    // Living keys (issue 9): fetched key sources, signing-key states, generated keys,
+    // publication.
+    let mut fetched = good.clone();
+    fetched["trusted_issuers"][0] = json!({
+        "issuer": "https://idp.test", "jwks_uri": "https://idp.test/keys",
+        "jwks_upstream": "idp", "algorithms": ["EdDSA"], "audiences": ["api"]
+    });
+    assert!(validator.is_valid(&fetched));
+    assert!(
+        config_errors(&fetched).is_empty(),
+        "{:?}",
+        config_errors(&fetched)
+    );
+    let edits: Vec<(&str, Value)> = vec![
+        ("/trusted_issuers/0/jwks_upstream", Value::Null),
+        ("/trusted_issuers/0/discovery", json!(true)),
+        ("/trusted_issuers/0/jwks_uri", Value::Null),
+        ("/trusted_issuers/0/jwks_uri", json!("ftp://idp.test/keys")),
+        ("/trusted_issuers/0/jwks_refresh_seconds", json!(5)),
+        ("/trusted_issuers/0/jwks_max_bytes", json!(10)),
+        ("/jwks_path", json!("jwks")),
+        ("/discovery_path", json!("/oidc")),
+        ("/jwks_max_age_seconds", json!(60)),
+        ("/signing_keys/0/state", json!("old")),
+        ("/signing_keys/0/retired_at", json!(5)),
+        (
+            "/signing_keys",
+            json!([{"generate": "EdDSA", "kid": "g", "d": "x"}]),
+        ),
+        ("/signing_keys", json!([{"generate": "RS256", "kid": "g"}])),
+        (
+            "/signing_keys",
+            json!([{"generate": "EdDSA", "kid": "g", "state": "retired"}]),
+        ),
+    ];
+    for (at, value) in edits {
+        let mut b = fetched.clone();
+        let (parent, name) = at.rsplit_once('/').unwrap();
+        let target = b.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+        if value.is_null() {
+            target.remove(name);
+        } else {
+            target.insert(name.to_owned(), value);
+        }
+        bads.push(b);
+    }
+    // Fetch settings on an issuer whose keys are all inline.
+    let mut b = good.clone();
+    b["trusted_issuers"][0]["jwks_timeout_ms"] = json!(1000);
+    bads.push(b);
     for b in bads {
         assert!(!validator.is_valid(&b), "schema accepted {b}");
         assert!(!config_errors(&b).is_empty(), "parser accepted {b}");

@@ -8,7 +8,7 @@
 )] // test code
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::{Outcome, Policy, Verdict};
+use token_exchange_filter::core::{KeySnapshot, Outcome, Policy, Verdict};
 use token_exchange_tests::*;
 
 fn setup() -> (Gateway, Issuer, Policy) {
@@ -130,8 +130,16 @@ fn every_minted_jti_is_fresh() {
     };
     let mut rng = CountingEntropy(0);
     let now = std::time::Duration::from_secs(NOW);
-    let a = p.decide(&req, now, &mut rng).audit.minted_jti.unwrap();
-    let b = p.decide(&req, now, &mut rng).audit.minted_jti.unwrap();
+    let a = p
+        .decide(&req, &KeySnapshot::default(), now, &mut rng)
+        .audit
+        .minted_jti
+        .unwrap();
+    let b = p
+        .decide(&req, &KeySnapshot::default(), now, &mut rng)
+        .audit
+        .minted_jti
+        .unwrap();
     assert_ne!(a, b);
 }
 
@@ -560,7 +568,11 @@ fn rules_match_on_method_host_and_route_name() {
         ..Default::default()
     };
     let now = std::time::Duration::from_secs(NOW);
-    let reason = |r| p.decide(&r, now, &mut CountingEntropy(0)).audit.reason;
+    let reason = |r| {
+        p.decide(&r, &KeySnapshot::default(), now, &mut CountingEntropy(0))
+            .audit
+            .reason
+    };
     assert_eq!(
         reason(req("GET", Some("api.example.com:443"), Some("orders"))),
         "exchanged"
@@ -613,6 +625,7 @@ fn internal_failures_deny() {
     };
     let d = p.decide(
         &req,
+        &KeySnapshot::default(),
         std::time::Duration::from_secs(NOW),
         &mut FailingEntropy,
     );

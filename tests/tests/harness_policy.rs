@@ -651,6 +651,26 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
         send("/loop", &t2, &[]);
     }
 
+    // An issuer whose keys are fetched, and the first fetch failed.
+    let fetched = Issuer::ed25519("https://fetched.test", "f1", 13);
+    let mut doc = policy(&gw, &[&fetched], json!([orders_rule()]));
+    doc["trusted_issuers"][0] = json!({
+        "issuer": fetched.iss, "jwks_uri": "https://fetched.test/keys", "jwks_upstream": "idp",
+        "algorithms": ["EdDSA"], "audiences": ["api"]
+    });
+    let vm = f.host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+    vm.tick().unwrap();
+    let call = f.host.pending_http_calls().remove(0);
+    f.host.fail_http_call(call.token).unwrap();
+    let r = get(&vm, "/orders", &[&signed(&fetched, &|_| {})[0]]);
+    seen.insert(
+        audits(&f.host).last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    assert_eq!(r.status(), Some(503));
+
     let all: BTreeSet<String> = DenyReason::ALL
         .iter()
         .map(|r| r.code().to_owned())

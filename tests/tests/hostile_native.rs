@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::{Entropy, EntropyError, HttpRequest, Outcome, Policy, Verdict};
+use token_exchange_filter::core::{
+    Entropy, EntropyError, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
+};
 use token_exchange_tests::hostile::{corpus, HostileCase};
 use token_exchange_tests::{b64, orders_rule, policy, unb64, Gateway, Issuer, NOW};
 
@@ -52,7 +54,12 @@ fn decide(
         request_id: Some("hostile"),
         header_names: vec![],
     };
-    p.decide(&req, Duration::from_secs(NOW), entropy)
+    p.decide(
+        &req,
+        &KeySnapshot::default(),
+        Duration::from_secs(NOW),
+        entropy,
+    )
 }
 
 /// Checks one case; returns a description of the mismatch, if any.

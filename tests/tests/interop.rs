@@ -10,7 +10,7 @@
 )] // test code
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::Verdict;
+use token_exchange_filter::core::{KeySnapshot, Verdict};
 use token_exchange_tests::providers;
 use token_exchange_tests::*;
 
@@ -111,7 +111,9 @@ fn rsa_signing_fails_closed_without_randomness() {
     };
     let now = std::time::Duration::from_secs(NOW);
     assert_eq!(
-        p.decide(&req, now, &mut OneShot(1)).audit.reason,
+        p.decide(&req, &KeySnapshot::default(), now, &mut OneShot(1))
+            .audit
+            .reason,
         "internal_error"
     );
     // A constant source (all 0xFF) cannot spin the blinding draw forever.
@@ -126,11 +128,15 @@ fn rsa_signing_fails_closed_without_randomness() {
         }
     }
     assert_eq!(
-        p.decide(&req, now, &mut Constant).audit.reason,
+        p.decide(&req, &KeySnapshot::default(), now, &mut Constant)
+            .audit
+            .reason,
         "internal_error"
     );
     assert_eq!(
-        p.decide(&req, now, &mut CountingEntropy(0)).audit.reason,
+        p.decide(&req, &KeySnapshot::default(), now, &mut CountingEntropy(0))
+            .audit
+            .reason,
         "exchanged"
     );
 }

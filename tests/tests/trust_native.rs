@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::lifecycle::{notices, ReviewReminder};
-use token_exchange_filter::core::{Decision, Denial, HttpRequest, Outcome, Policy, Verdict};
+use token_exchange_filter::core::{
+    Decision, Denial, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
+};
 use token_exchange_tests::trust::*;
 use token_exchange_tests::*;
 
@@ -630,7 +632,12 @@ fn shadow_rules_decide_mint_and_audit_but_forward_unchanged() {
             header_names: headers.to_vec(),
             ..Default::default()
         };
-        p.decide(&req, Duration::from_secs(NOW), &mut CountingEntropy(0))
+        p.decide(
+            &req,
+            &KeySnapshot::default(),
+            Duration::from_secs(NOW),
+            &mut CountingEntropy(0),
+        )
     };
     // No token: enforcing would answer 401; shadow forwards, and says so.
     let d = shadow(&[]);
@@ -687,7 +694,12 @@ fn shadow_rules_decide_mint_and_audit_but_forward_unchanged() {
             authorization: auth.to_vec(),
             ..Default::default()
         };
-        p.decide(&req, Duration::from_secs(NOW), &mut CountingEntropy(0))
+        p.decide(
+            &req,
+            &KeySnapshot::default(),
+            Duration::from_secs(NOW),
+            &mut CountingEntropy(0),
+        )
     };
     assert_eq!(denial(&enforce(&[])).status, 401);
     assert_eq!(denial(&enforce(&[&lacking])).status, 403);
@@ -703,7 +715,12 @@ fn a_host_failure_in_shadow_mode_is_audited_as_what_happened() {
         path: "/reports",
         ..Default::default()
     };
-    let mut d = p.decide(&req, Duration::from_secs(NOW), &mut CountingEntropy(0));
+    let mut d = p.decide(
+        &req,
+        &KeySnapshot::default(),
+        Duration::from_secs(NOW),
+        &mut CountingEntropy(0),
+    );
     assert_eq!(d.audit.mode, Some("shadow"));
     d.fail_internal(&p);
     assert_eq!(denial(&d).status, 500);
@@ -827,6 +844,7 @@ fn identity_headers_are_stripped_by_default() {
     ];
     let d = p.decide(
         &with_headers(&auth, &names),
+        &KeySnapshot::default(),
         Duration::from_secs(NOW),
         &mut CountingEntropy(0),
     );
@@ -848,6 +866,7 @@ fn identity_headers_are_stripped_by_default() {
     let p = load(&doc);
     let d = p.decide(
         &with_headers(&auth, &names),
+        &KeySnapshot::default(),
         Duration::from_secs(NOW),
         &mut CountingEntropy(0),
     );
@@ -869,7 +888,12 @@ fn identity_headers_can_refuse_the_request_instead() {
     let decide = |path: &'static str, names: &[&'static str]| {
         let mut r = with_headers(&auth, names);
         r.path = path;
-        p.decide(&r, Duration::from_secs(NOW), &mut CountingEntropy(0))
+        p.decide(
+            &r,
+            &KeySnapshot::default(),
+            Duration::from_secs(NOW),
+            &mut CountingEntropy(0),
+        )
     };
     let d = decide("/orders", &["x-auth-request-user", "accept"]);
     assert_denied(&d, "identity_header_present", 400, "invalid_request");

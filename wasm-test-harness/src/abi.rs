@@ -14,7 +14,6 @@ const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
 const SERIALIZATION_FAILURE: i32 = 3;
 const EMPTY: i32 = 7;
-const CAS_MISMATCH: i32 = 8;
 const INTERNAL_FAILURE: i32 = 10;
 const UNIMPLEMENTED: i32 = 12;
 
@@ -667,16 +666,9 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
             let key = read_string(&mut c, kp, kl)?;
             let value = read(&mut c, vp, vl)?;
             let host = c.data().host.clone();
-            let mut map = host.shared_data.borrow_mut();
-            if let Some((_, current)) = map.get(&key) {
-                if cas != 0 && *current != cas as u32 {
-                    return Ok(CAS_MISMATCH);
-                }
-            }
-            let next = host.next_cas.get();
-            host.next_cas.set(next.wrapping_add(1).max(1));
-            map.insert(key, (value, next));
-            Ok(OK)
+            Ok(crate::callouts::set_shared_data(
+                &host, key, value, cas as u32,
+            ))
         },
     )?;
     host_fn!(
@@ -849,12 +841,10 @@ fn add_env(l: &mut Linker<VmData>, p: Profile) -> wasmtime::Result<()> {
                     return Ok(BAD_ARGUMENT);
                 }
             }
-            if host.profile == Profile::Envoy
-                && [":method", ":path", ":authority"]
-                    .iter()
-                    .any(|h| !headers.iter().any(|(k, _)| k == h))
+            if let Some(status) =
+                crate::callouts::check_http_call(host.profile, &headers, d.in_configure)?
             {
-                return Ok(BAD_ARGUMENT);
+                return Ok(status);
             }
             let token = host.next_token.get();
             host.next_token.set(token + 1);

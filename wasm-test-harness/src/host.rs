@@ -150,6 +150,8 @@ pub(crate) struct VmData {
     pub tick_period_ms: u32,
     /// The HTTP-call response being delivered (during `proxy_on_http_call_response`).
     pub call_response: Option<HttpCallResponse>,
+    /// Inside `proxy_on_configure` (Kong's host refuses calls out there).
+    pub in_configure: bool,
 }
 
 impl VmData {
@@ -248,6 +250,7 @@ impl Host {
             properties: BTreeMap::new(),
             tick_period_ms: 0,
             call_response: None,
+            in_configure: false,
         };
         let mut store = Store::new(engine(), data);
         let mut linker: Linker<VmData> = Linker::new(engine());
@@ -308,6 +311,11 @@ impl Host {
     }
 
     fn clone_weakless(&self) -> Rc<HostShared> {
+        self.inner.shared.clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared_state(&self) -> Rc<HostShared> {
         self.inner.shared.clone()
     }
 
@@ -403,11 +411,18 @@ impl Host {
     /// Writes shared data as the host (bumps the cas).
     pub fn set_shared_data(&self, key: &str, value: &[u8]) {
         let s = &self.inner.shared;
-        let cas = s.next_cas.get();
-        s.next_cas.set(cas.wrapping_add(1).max(1));
-        s.shared_data
-            .borrow_mut()
-            .insert(key.to_string(), (value.to_vec(), cas));
+        let mut map = s.shared_data.borrow_mut();
+        let cas = match (s.profile, map.get(key)) {
+            // Kong: one counter per key.
+            (Profile::Kong, Some((_, c))) => c.wrapping_add(1).max(1),
+            (Profile::Kong, None) => 1,
+            _ => {
+                let cas = s.next_cas.get();
+                s.next_cas.set(cas.wrapping_add(1).max(1));
+                cas
+            }
+        };
+        map.insert(key.to_string(), (value.to_vec(), cas));
     }
 
     /// Current value of a metric by name.
@@ -485,6 +500,29 @@ impl Host {
         self.finish_call(token, HttpCallResponse::default())
     }
 
+    /// Delivers `proxy_on_http_call_response(context_id, token, ...)` to `vm` for a call the
+    /// host never recorded, as Kong's host does to a new instance after a trap (the answer
+    /// to a call the trapped instance made).
+    pub fn deliver_unknown_http_call_response(
+        &self,
+        vm: &Vm,
+        context_id: u32,
+        token: u32,
+        response: HttpCallResponse,
+    ) -> Result<(), Error> {
+        let call = HttpCall {
+            token,
+            vm: vm.index(),
+            context_id,
+            upstream: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+            timeout: Duration::ZERO,
+        };
+        vm.deliver_http_call_response(&call, response)
+    }
+
     fn finish_call(&self, token: u32, response: HttpCallResponse) -> Result<(), Error> {
         let call = {
             let mut pending = self.inner.shared.pending_calls.borrow_mut();
@@ -542,13 +580,14 @@ impl Vm {
 
     fn configure(&self) -> Result<(), Error> {
         let len = self.inner.store.borrow().data().plugin_config.len();
-        let ok = self
-            .call_opt::<(i32, i32), i32>(
-                ROOT_ID,
-                "proxy_on_configure",
-                (ROOT_ID as i32, len as i32),
-            )?
-            .unwrap_or(1);
+        self.inner.store.borrow_mut().data_mut().in_configure = true;
+        let ok = self.call_opt::<(i32, i32), i32>(
+            ROOT_ID,
+            "proxy_on_configure",
+            (ROOT_ID as i32, len as i32),
+        );
+        self.inner.store.borrow_mut().data_mut().in_configure = false;
+        let ok = ok?.unwrap_or(1);
         if ok == 0 {
             return Err(self.error_with_logs(
                 ErrorKind::ConfigureRejected,

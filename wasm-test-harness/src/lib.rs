@@ -18,6 +18,7 @@
 
 mod abi;
 pub mod build;
+mod callouts;
 mod host;
 pub mod imports;
 mod types;

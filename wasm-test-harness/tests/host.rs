@@ -228,14 +228,18 @@ fn tick_reaches_every_vm_that_asked() {
 
 #[test]
 fn integer_properties_follow_the_profile() {
-    for (host, expected) in [
-        (Host::envoy(), 51284i64.to_le_bytes().to_vec()),
-        (Host::kong(), b"51284".to_vec()),
+    for (make, expected) in [
+        (Host::envoy as fn() -> Host, 51284i64.to_le_bytes().to_vec()),
+        (Host::kong, b"51284".to_vec()),
     ] {
+        let host = make();
         let vm = host.load(&probe(), b"c").unwrap();
         vm.request(&[("x-mode", "p")]);
         assert_eq!(host.shared_data("prop").unwrap().0, expected);
-        // Request properties override the defaults.
+        // Request properties override the defaults (a fresh host: the probe writes with
+        // CAS 0, which Kong refuses on an existing key).
+        let host = make();
+        let vm = host.load(&probe(), b"c").unwrap();
         vm.send(RequestSpec::new(&[("x-mode", "p")]).property("source.port", "7"));
         assert_eq!(host.shared_data("prop").unwrap().0, b"7");
     }

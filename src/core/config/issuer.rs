@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::keysource::read_key_source;
 use super::reader::{any, join, non_empty, scope_check, string, string_list, Errors, Obj};
 use super::TrustedIssuer;
 use crate::core::claims::{
@@ -76,9 +77,18 @@ pub(super) fn read_trusted_issuer(
     )
     .map(|l| l.iter().filter_map(|a| Alg::from_verify_name(a)).collect::<Vec<_>>());
 
-    let (v, p) = o.required("jwks", errs);
-    let keys = match (v, &algorithms) {
-        (Some(v), Some(algs)) => read_jwks(v, &p, algs, errs),
+    let (jwks, jwks_path) = o.get("jwks");
+    let key_source = read_key_source(&mut o, path, issuer.as_deref(), errs);
+    let keys = match (jwks, &algorithms) {
+        (Some(v), Some(algs)) => read_jwks(v, &jwks_path, algs, errs),
+        // Keys fetched from the network only.
+        (None, _) if matches!(key_source, Some(Some(_))) => Some(Vec::new()),
+        (None, _) => {
+            if matches!(key_source, Some(None)) {
+                errs.push(&jwks_path, "is required (or jwks_uri, or discovery)");
+            }
+            None
+        }
         _ => None,
     };
     let (v, p) = o.required("audiences", errs);
@@ -114,6 +124,7 @@ pub(super) fn read_trusted_issuer(
         review_by: review_by?,
         expires: expires?,
         revoked_before: revoked_before?,
+        key_source: key_source?,
     })
 }
 

@@ -15,16 +15,22 @@ use super::date::UtcDate;
 use super::hygiene::{HeaderPattern, DEFAULT_STRIP_HEADERS};
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
-use super::signing::SigningKey;
+use super::signing::{GatewayKey, KeyMaterial, KeyState, SigningKey};
 use super::token::Limits;
 
 mod issuer;
+mod keysource;
 mod reader;
 mod rule;
+mod signing_keys;
+
+pub use keysource::{JwksLocation, KeySource};
+pub use signing_keys::Publication;
 
 use issuer::read_trusted_issuers;
 use reader::{any, boolean, integer, string, string_list, Errors, Obj};
 use rule::{check_chained_rules, read_rules, RuleContext};
+use signing_keys::{read_publication, read_signing_keys};
 
 /// One configuration mistake, with the JSON path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +91,7 @@ pub struct TrustedIssuer {
     pub issuer: String,
     /// Pinned algorithms.
     pub algorithms: Vec<Alg>,
-    /// Verification keys.
+    /// Verification keys given in the policy (empty when every key is fetched).
     pub keys: Vec<IssuerKey>,
     /// Accepted `aud` values (one must be present in the token).
     pub audiences: Vec<String>,
@@ -104,6 +110,8 @@ pub struct TrustedIssuer {
     /// Tokens (or, for gateway tokens, their originals) issued before this time (seconds
     /// since the epoch) are refused (`issued_before_revocation`).
     pub revoked_before: Option<u64>,
+    /// Where further keys are fetched from (`jwks_uri` or discovery), if anywhere.
+    pub key_source: Option<KeySource>,
 }
 
 impl TrustedIssuer {
@@ -230,8 +238,8 @@ pub enum StripAction {
 pub struct Policy {
     /// The gateway's `iss` for minted tokens.
     pub issuer: String,
-    /// Signing keys; the first signs.
-    pub signing_keys: Vec<SigningKey>,
+    /// The gateway's keys: exactly one active (it signs), others published or retired.
+    pub signing_keys: Vec<GatewayKey>,
     /// The issuer allow list.
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Tolerance for `exp`, `nbf`, `iat`.
@@ -250,6 +258,8 @@ pub struct Policy {
     pub revoked: Revocations,
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
+    /// Where the gateway's public keys are served.
+    pub publication: Publication,
     /// What the operator should know about this (valid) policy.
     pub warnings: Vec<ConfigWarning>,
     /// Public halves of the signing keys, to verify the gateway's own tokens.
@@ -281,9 +291,29 @@ impl Policy {
         }
     }
 
-    /// The key minted tokens are signed with.
+    /// The entry of the key that signs (exactly one is active in a valid policy).
+    pub fn active_key(&self) -> Option<&GatewayKey> {
+        self.signing_keys
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+    }
+
+    /// The active key when it is in the policy itself (a generated one is not: see
+    /// `KeySnapshot::signer`).
     pub fn active_signing_key(&self) -> Option<&SigningKey> {
-        self.signing_keys.first()
+        match &self.active_key()?.material {
+            KeyMaterial::Configured(k) => Some(k),
+            KeyMaterial::Generated(_) => None,
+        }
+    }
+
+    /// The longest `ttl_seconds` of any rule: how long a retired key stays published.
+    pub fn longest_ttl_seconds(&self) -> u64 {
+        self.rules
+            .iter()
+            .map(|r| r.mint.ttl_seconds)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The trusted issuer with this exact `iss`.
@@ -291,18 +321,24 @@ impl Policy {
         self.trusted_issuers.iter().find(|t| t.issuer == iss)
     }
 
-    /// The keys a gateway-issued token (chained exchange) is verified with: today the public
-    /// halves of the policy's signing keys (HS256 keys have none and verify nothing).
+    /// The keys a gateway-issued token (chained exchange) is verified with: the public halves
+    /// of the policy's configured signing keys, whatever their state (a retired key's tokens
+    /// still verify until they expire; generated keys come from the key snapshot).
     pub fn gateway_verification_keys(&self) -> &[IssuerKey] {
         &self.gateway_keys
     }
 
-    /// The gateway's public keys as a JWKS document (HS256 keys are never published).
+    /// The public halves of the policy's own (not generated) keys as a JWKS document,
+    /// whatever their state (HS256 keys are never published). What the filter serves is
+    /// `publish::published_jwks`, which also drops expired retired keys.
     pub fn public_jwks(&self) -> Value {
         let keys: Vec<Value> = self
             .signing_keys
             .iter()
-            .filter_map(SigningKey::public_jwk)
+            .filter_map(|k| match &k.material {
+                KeyMaterial::Configured(key) => key.public_jwk(),
+                KeyMaterial::Generated(_) => None,
+            })
             .collect();
         serde_json::json!({ "keys": keys })
     }
@@ -403,17 +439,33 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
     let ctx = RuleContext::new(doc.get("trusted_issuers"), trusted_issuers.as_deref());
     let rules = read_rules(v, &p, &ctx, errs);
 
+    let publication = read_publication(&mut o, issuer.as_deref(), errs);
+
     o.finish(errs);
 
     let mut limits = limits?;
     limits.max_token_bytes = usize::try_from(max_token_bytes?).ok()?;
     let signing_keys = signing_keys?;
+    // Every configured key whatever its state: a retired key's tokens verify until they
+    // expire. Generated keys (always EdDSA or ES256) are public too, but only at run time.
     let gateway_keys: Vec<IssuerKey> = signing_keys
         .iter()
-        .filter_map(SigningKey::verification_key)
+        .filter_map(|k| match &k.material {
+            KeyMaterial::Configured(key) => key.verification_key(),
+            KeyMaterial::Generated(_) => None,
+        })
         .collect();
+    let has_generated = signing_keys
+        .iter()
+        .any(|k| matches!(k.material, KeyMaterial::Generated(_)));
     let rules = rules?;
-    check_chained_rules(&rules, &p, !gateway_keys.is_empty(), &limits, errs);
+    check_chained_rules(
+        &rules,
+        &p,
+        !gateway_keys.is_empty() || has_generated,
+        &limits,
+        errs,
+    );
     Some(Policy {
         issuer: issuer?,
         signing_keys,
@@ -426,6 +478,7 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         strip_headers_action: strip_headers_action?,
         revoked: revoked?,
         realm: realm?,
+        publication: publication?,
         warnings: Vec::new(),
         gateway_keys,
     })
@@ -472,36 +525,4 @@ fn read_limits(v: &Value, path: &str, errs: &mut Errors) -> Option<Limits> {
         max_claims: max_claims?,
         max_scopes: max_scopes?,
     })
-}
-
-fn read_signing_keys(
-    v: Option<&Value>,
-    path: &str,
-    allow_hs256: bool,
-    errs: &mut Errors,
-) -> Option<Vec<SigningKey>> {
-    let items = match v? {
-        Value::Array(a) if !a.is_empty() => a,
-        _ => {
-            errs.push(path, "must be a non-empty array of private JWKs");
-            return None;
-        }
-    };
-    let mut keys: Vec<SigningKey> = Vec::new();
-    let mut ok = true;
-    for (i, jwk) in items.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        match SigningKey::from_jwk(jwk, allow_hs256) {
-            Ok(k) if keys.iter().any(|o| o.kid() == k.kid()) => {
-                errs.push(&p, format!("duplicate kid {:?}", k.kid()));
-                ok = false;
-            }
-            Ok(k) => keys.push(k),
-            Err(e) => {
-                errs.push(&p, e.0);
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(keys)
 }

@@ -61,13 +61,23 @@ pub fn build_wasm() -> PathBuf {
     wasm_test_harness::build::build_filter().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never returned before in this process
+/// (the OS may hand out a just-released port again: two listeners of one Envoy on the same
+/// port make it refuse the second).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh scratch directory under cargo's per-test-target tmp dir.
@@ -458,20 +468,7 @@ pub fn verifier_chain_config(
             "forward": true
         })
     };
-    let jwt_authn = json!({
-        "name": "envoy.filters.http.jwt_authn",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {
-                "orders-service": provider("orders-service"),
-                "billing-service": provider("billing-service")
-            },
-            "rules": [
-                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
-                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
-            ]
-        }
-    });
+    let jwt_authn = audience_checking_jwt_authn(provider);
     listeners.push(listener(
         "verifier",
         verifier_port,
@@ -487,11 +484,30 @@ pub fn verifier_chain_config(
     })
 }
 
-fn admin(port: u16) -> Value {
+/// Envoy's `jwt_authn` with two providers built by `provider(audience)`: paths under
+/// `/billing` need a token for `billing-service`, every other path one for `orders-service`.
+pub fn audience_checking_jwt_authn(provider: impl Fn(&str) -> Value) -> Value {
+    json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "orders-service": provider("orders-service"),
+                "billing-service": provider("billing-service")
+            },
+            "rules": [
+                { "match": { "prefix": "/billing" }, "requires": { "provider_name": "billing-service" } },
+                { "match": { "prefix": "/" }, "requires": { "provider_name": "orders-service" } }
+            ]
+        }
+    })
+}
+
+pub fn admin(port: u16) -> Value {
     json!({ "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } } })
 }
 
-fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value {
+pub fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value {
     json!({
         "name": name,
         "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
@@ -515,7 +531,7 @@ fn listener(name: &str, port: u16, routes: Value, http_filters: Value) -> Value 
     })
 }
 
-fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
+pub fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -538,14 +554,14 @@ fn wasm_filter(wasm: &Path, policy: &Value, vm_id: &str) -> Value {
     })
 }
 
-fn router_filter() -> Value {
+pub fn router_filter() -> Value {
     json!({
         "name": "envoy.filters.http.router",
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
     })
 }
 
-fn cluster(name: &str, port: u16) -> Value {
+pub fn cluster(name: &str, port: u16) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
