@@ -1269,9 +1269,27 @@ fn envoy_production_config_validates_and_serves() {
     let read_json = |path: &str| -> Value {
         serde_json::from_slice(&std::fs::read(envoy::root().join(path)).unwrap()).unwrap()
     };
-    let policy = read_json("envoy-example/demo-policy.json");
+    let mut policy = read_json("envoy-example/demo-policy.json");
+    // The demo issuer's keys are fetched through production.yaml's cluster.
+    policy["trusted_issuers"][0]["jwks_upstream"] = json!("idp_jwks");
     let jwks = json!({ "keys": [read_json("envoy-example/demo-keys/gateway-signing-key.public.jwk.json")] });
     let upstream = Upstream::start();
+    let jwks_port = envoy::free_port();
+    let mut jwks_server = Command::new(envoy::root().join(".venv/bin/python"))
+        .arg(envoy::root().join("envoy-example/jwks_server.py"))
+        .args(["--port", &jwks_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _jwks_server = KillOnDrop(&mut jwks_server);
     let (port, service_port, admin_port) =
         (envoy::free_port(), envoy::free_port(), envoy::free_port());
     // A JSON string literal is a valid YAML double-quoted scalar.
@@ -1288,6 +1306,7 @@ fn envoy_production_config_validates_and_serves() {
         ("SERVICE_PORT", service_port.to_string()),
         ("UPSTREAM_PORT", upstream.port.to_string()),
         ("ADMIN_PORT", admin_port.to_string()),
+        ("JWKS_PORT", jwks_port.to_string()),
     ]);
     let dir = envoy::scratch_dir("production");
     let config = dir.join("production.yaml");

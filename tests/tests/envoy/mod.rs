@@ -831,6 +831,7 @@ pub fn render_production(values: &[(&str, String)]) -> String {
         ("SERVICE_PORT", "2".to_owned()),
         ("UPSTREAM_PORT", "3".to_owned()),
         ("ADMIN_PORT", "4".to_owned()),
+        ("JWKS_PORT", "5".to_owned()),
     ] {
         text = text.replace(&format!("{{{{{name}}}}}"), &value);
     }
