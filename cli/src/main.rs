@@ -61,9 +61,13 @@ enum Command {
 struct CheckArgs {
     /// The policy file (JSON), or - for stdin.
     policy: String,
-    /// Exit 1 also when the valid policy has warnings or findings (e.g. shadowed rules).
+    /// Exit 1 also when the valid policy has warnings, findings (e.g. shadowed rules) or
+    /// lifecycle notices (an issuer overdue for review, or expired).
     #[arg(long)]
     strict: bool,
+    /// The time review dates are judged at: RFC 3339 or Unix seconds (default: now).
+    #[arg(long)]
+    now: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -209,11 +213,11 @@ fn now_arg(now: Option<&str>) -> Result<std::time::Duration, InputError> {
 }
 
 fn run_check(a: CheckArgs) -> Result<Answer, InputError> {
-    let (text, json, valid, notable) = check::check(&a.policy)?;
+    let report = check::check(&a.policy, now_arg(a.now.as_deref())?)?;
     Ok(Answer {
-        text,
-        json,
-        yes: valid && !(a.strict && notable),
+        yes: report.valid && !(a.strict && report.notable),
+        text: report.text,
+        json: report.json,
     })
 }
 
