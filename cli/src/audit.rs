@@ -74,6 +74,26 @@ pub struct Log {
     pub entries: Vec<Entry>,
     /// Lines that mention the audit event but hold no readable record (e.g. truncated).
     pub malformed: Vec<usize>,
+    /// The filter's warnings about the issuer allow list (an overdue review, an expired
+    /// issuer), each once: (first line number, the warning).
+    pub lifecycle: Vec<(usize, String)>,
+}
+
+/// How the filter starts the warnings it logs about its own policy.
+const FILTER_PREFIX: &str = "token-exchange-filter: ";
+
+/// The filter's lifecycle warning in a log line (see the core's `lifecycle::notices`).
+fn lifecycle_notice(line: &str) -> Option<String> {
+    let (_, notice) = line.split_once(FILTER_PREFIX)?;
+    let about_issuer = notice.starts_with("trusted issuer ")
+        && (notice.contains(" is overdue for review ") || notice.contains(" expired after "));
+    // Kong appends the request context after a comma; the notice itself has none there.
+    let notice = notice
+        .split(", client: ")
+        .next()
+        .unwrap_or(notice)
+        .trim_end();
+    about_issuer.then(|| notice.to_owned())
 }
 
 /// Reads every audit record in `text`.
@@ -81,6 +101,13 @@ pub fn read_log(text: &str) -> Log {
     let mut log = Log::default();
     for (i, line) in text.lines().enumerate() {
         log.lines += 1;
+        if let Some(notice) = lifecycle_notice(line) {
+            // Each worker logs its own copy: keep one.
+            if !log.lifecycle.iter().any(|(_, n)| *n == notice) {
+                log.lifecycle.push((i + 1, notice));
+            }
+            continue;
+        }
         if !(line.contains("token_exchange") && line.contains("event")) {
             continue;
         }
@@ -316,7 +343,9 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             }
         }
         if let Some(id) = s(r, "token_id") {
-            if caller != NONE {
+            // A gateway token refused at the edge names the caller it was minted from (its
+            // client_id), not its presenter: the replay is flagged on its own below.
+            if caller != NONE && s(r, "reason") != Some("gateway_token_replay") {
                 token_callers
                     .entry(id.to_owned())
                     .or_default()
@@ -470,7 +499,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     for ((reason, what), u) in &revoked {
         let callers: Vec<String> = u.callers.iter().cloned().collect();
         let when = match (u.first_ms, u.last_ms) {
-            (Some(a), Some(b)) if a != b => {
+            (Some(a), Some(b)) if a / 1000 != b / 1000 => {
                 format!(", {} to {}", format_time(a / 1000), format_time(b / 1000))
             }
             (Some(a), _) => format!(", {}", format_time(a / 1000)),
@@ -528,6 +557,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         "shadow": {"records": shadow_records, "by_rule": shadow_json},
         "chain": {"hops": hops.json(), "by_depth": depth_json},
         "review_overdue": overdue,
+        "lifecycle_notices": log.lifecycle.iter().map(|(line, n)| json!({"line": line, "message": n})).collect::<Vec<_>>(),
         "identity_headers": header_json,
         "ceiling_removed_scopes": removed,
         "minted": minted,
@@ -622,6 +652,12 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         let _ = writeln!(t, "\nissuers overdue for review (records flagged)");
         for (iss, n) in &overdue {
             let _ = writeln!(t, "  {iss:<40} {n}");
+        }
+    }
+    if !log.lifecycle.is_empty() {
+        let _ = writeln!(t, "\nthe filter's warnings about its issuer allow list");
+        for (line, n) in &log.lifecycle {
+            let _ = writeln!(t, "  line {line}: {n}");
         }
     }
     if !headers.is_empty() {
@@ -918,6 +954,25 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn keeps_each_lifecycle_warning_of_the_filter_once() {
+        let overdue = r#"trusted issuer "https://p" is overdue for review (review_by 2026-06-30, now 2026-07-01T00:00:00Z): review the entry and set a new review_by"#;
+        let text = [
+            format!("[2026-07-01 00:00:00.000][1][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
+            format!("[2026-07-01 00:00:00.000][2][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
+            format!(r#"2026/07/01 00:00:00 [warn] 1#0: [proxy-wasm]["f" #1] token-exchange-filter: {overdue}, client: 10.0.0.1, server: kong"#),
+            r#"... wasm log a b: token-exchange-filter: policy loaded: 2 trusted issuer(s)"#.to_owned(),
+            ENVOY.to_owned(),
+        ]
+        .join("\n");
+        let log = read_log(&text);
+        assert_eq!(log.lifecycle, [(1, overdue.to_owned())]);
+        assert_eq!(log.entries.len(), 1);
+        let (t, j, _) = summarise(&log, Thresholds::default());
+        assert_eq!(j["lifecycle_notices"][0]["message"], overdue);
+        assert!(t.contains(&format!("  line 1: {overdue}")), "{t}");
     }
 
     #[test]
