@@ -285,6 +285,191 @@ struct RevokedUse {
     last_ms: Option<u64>,
 }
 
+/// What the records say about the trust boundaries (issue 11's audit fields).
+#[derive(Default)]
+struct TrustSummary {
+    /// Shadow records by rule.
+    shadow: BTreeMap<String, ShadowCounts>,
+    /// Records flagged `issuer_review_overdue`, by original issuer.
+    overdue: BTreeMap<String, usize>,
+    /// Identity headers by name.
+    headers: BTreeMap<String, HeaderCounts>,
+    /// Scopes removed by ceilings, by original issuer.
+    removed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Records by `chain_depth`.
+    by_depth: BTreeMap<u64, usize>,
+    /// Records of gateway tokens presented (chained hops).
+    hops: Counts,
+}
+
+impl TrustSummary {
+    fn add(&mut self, r: &Map<String, Value>) {
+        let reason = s(r, "reason").unwrap_or_default();
+        let shadowed = is_shadow(r);
+        if shadowed {
+            let c = self.shadow.entry(text_of(r, "rule")).or_default();
+            match s(r, "decision") {
+                Some("allow") => c.allow += 1,
+                Some("deny") => {
+                    c.deny += 1;
+                    *c.denied_callers.entry(text_of(r, "caller")).or_default() += 1;
+                }
+                _ => {}
+            }
+            *c.reasons.entry(reason.to_owned()).or_default() += 1;
+        }
+        if r.get("issuer_review_overdue").and_then(Value::as_bool) == Some(true) {
+            *self.overdue.entry(original_issuer(r)).or_default() += 1;
+        }
+        if let Some(Value::Array(names)) = r.get("identity_headers") {
+            for name in names.iter().filter_map(Value::as_str) {
+                let h = self.headers.entry(name.to_owned()).or_default();
+                h.total += 1;
+                match (s(r, "decision"), shadowed) {
+                    (_, true) | (Some("allow" | "pass"), _) => h.stripped += 1,
+                    _ if reason == "identity_header_present" => h.refused += 1,
+                    _ => h.denied += 1,
+                }
+            }
+        }
+        if let Some(scopes) = s(r, "ceiling_removed_scopes") {
+            let per = self.removed.entry(original_issuer(r)).or_default();
+            for scope in scopes.split(' ').filter(|x| !x.is_empty()) {
+                *per.entry(scope.to_owned()).or_default() += 1;
+            }
+        }
+        if let Some(depth) = r.get("chain_depth").and_then(Value::as_u64) {
+            *self.by_depth.entry(depth).or_default() += 1;
+        }
+        if r.get("origin_token_id").is_some() {
+            self.hops.add(r);
+        }
+    }
+
+    fn shadow_records(&self) -> usize {
+        self.shadow.values().map(|c| c.allow + c.deny).sum()
+    }
+
+    /// The JSON members of the summary about trust boundaries.
+    fn json(&self, log: &Log) -> Map<String, Value> {
+        let shadow: Map<String, Value> = self
+            .shadow
+            .iter()
+            .map(|(rule, c)| {
+                let v = json!({"allow": c.allow, "deny": c.deny, "reasons": c.reasons,
+                               "denied_callers": c.denied_callers});
+                (rule.clone(), v)
+            })
+            .collect();
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(name, h)| {
+                let v = json!({"total": h.total, "refused": h.refused, "stripped": h.stripped,
+                               "denied": h.denied});
+                (name.clone(), v)
+            })
+            .collect();
+        let depths: Map<String, Value> = self
+            .by_depth
+            .iter()
+            .map(|(d, n)| (d.to_string(), json!(n)))
+            .collect();
+        let notices: Vec<Value> = log
+            .lifecycle
+            .iter()
+            .map(|(line, n)| json!({"line": line, "message": n}))
+            .collect();
+        let mut m = Map::new();
+        m.insert(
+            "shadow".into(),
+            json!({"records": self.shadow_records(), "by_rule": shadow}),
+        );
+        m.insert(
+            "chain".into(),
+            json!({"hops": self.hops.json(), "by_depth": depths}),
+        );
+        m.insert("review_overdue".into(), json!(self.overdue));
+        m.insert("lifecycle_notices".into(), json!(notices));
+        m.insert("identity_headers".into(), json!(headers));
+        m.insert("ceiling_removed_scopes".into(), json!(self.removed));
+        m
+    }
+
+    /// The human sections about trust boundaries (only those with something to say).
+    fn text(&self, t: &mut String, log: &Log) {
+        if !self.shadow.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nshadow rules (what enforcing would have done; the requests went on unchanged)"
+            );
+            for (rule, c) in &self.shadow {
+                let _ = writeln!(
+                    t,
+                    "  {rule:<40} would allow {:<5} would deny {:<5} ({})",
+                    c.allow,
+                    c.deny,
+                    counted(&c.reasons)
+                );
+                if !c.denied_callers.is_empty() {
+                    let _ = writeln!(
+                        t,
+                        "  {:<40} callers enforcing would deny: {}",
+                        "",
+                        counted(&c.denied_callers)
+                    );
+                }
+            }
+        }
+        if !self.by_depth.is_empty() {
+            let depths: Vec<String> = self
+                .by_depth
+                .iter()
+                .map(|(d, n)| format!("{d}: {n}"))
+                .collect();
+            let _ = writeln!(t, "\nchained exchange");
+            let _ = writeln!(t, "  gateway tokens presented  {}", self.hops.text());
+            let _ = writeln!(t, "  chain depth (records)     {}", depths.join(", "));
+        }
+        if !self.overdue.is_empty() {
+            let _ = writeln!(t, "\nissuers overdue for review (records flagged)");
+            for (iss, n) in &self.overdue {
+                let _ = writeln!(t, "  {iss:<40} {n}");
+            }
+        }
+        if !log.lifecycle.is_empty() {
+            let _ = writeln!(t, "\nthe filter's warnings about its issuer allow list");
+            for (line, n) in &log.lifecycle {
+                let _ = writeln!(t, "  line {line}: {n}");
+            }
+        }
+        if !self.headers.is_empty() {
+            let _ = writeln!(t, "\nidentity headers sent by clients");
+            for (name, h) in &self.headers {
+                let _ = writeln!(
+                    t,
+                    "  {name:<40} {} (refused {}, stripped {}, denied otherwise {})",
+                    h.total, h.refused, h.stripped, h.denied
+                );
+            }
+        }
+        if !self.removed.is_empty() {
+            let _ = writeln!(t, "\nscopes removed by issuer ceilings (max_scopes)");
+            for (iss, scopes) in &self.removed {
+                let _ = writeln!(t, "  {iss:<40} {}", counted(scopes));
+            }
+        }
+    }
+}
+
+/// `a ×2, b ×1`.
+fn counted(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The summary: (human text, JSON, number of anomalies).
 pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let mut decisions = Counts::default();
@@ -301,13 +486,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let mut token_clients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // probe or chain reason -> (caller -> n), (issuer -> n)
     let mut probes: BTreeMap<String, ProbeCounts> = BTreeMap::new();
-    // Trust boundaries.
-    let mut shadow: BTreeMap<String, ShadowCounts> = BTreeMap::new();
-    let mut overdue: BTreeMap<String, usize> = BTreeMap::new();
-    let mut headers: BTreeMap<String, HeaderCounts> = BTreeMap::new();
-    let mut removed: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut by_depth: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut hops = Counts::default();
+    let mut trust = TrustSummary::default();
     // (reason, what was revoked) -> uses
     let mut revoked: BTreeMap<(String, String), RevokedUse> = BTreeMap::new();
 
@@ -382,44 +561,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
                 u.last_ms = Some(u.last_ms.map_or(ts, |l| l.max(ts)));
             }
         }
-        if shadowed {
-            let c = shadow.entry(text_of(r, "rule")).or_default();
-            match s(r, "decision") {
-                Some("allow") => c.allow += 1,
-                Some("deny") => {
-                    c.deny += 1;
-                    *c.denied_callers.entry(caller.clone()).or_default() += 1;
-                }
-                _ => {}
-            }
-            *c.reasons.entry(reason.to_owned()).or_default() += 1;
-        }
-        if r.get("issuer_review_overdue").and_then(Value::as_bool) == Some(true) {
-            *overdue.entry(original_issuer(r)).or_default() += 1;
-        }
-        if let Some(Value::Array(names)) = r.get("identity_headers") {
-            for name in names.iter().filter_map(Value::as_str) {
-                let h = headers.entry(name.to_owned()).or_default();
-                h.total += 1;
-                match (s(r, "decision"), shadowed) {
-                    (_, true) | (Some("allow" | "pass"), _) => h.stripped += 1,
-                    _ if reason == "identity_header_present" => h.refused += 1,
-                    _ => h.denied += 1,
-                }
-            }
-        }
-        if let Some(scopes) = s(r, "ceiling_removed_scopes") {
-            let per = removed.entry(original_issuer(r)).or_default();
-            for scope in scopes.split(' ').filter(|x| !x.is_empty()) {
-                *per.entry(scope.to_owned()).or_default() += 1;
-            }
-        }
-        if let Some(depth) = r.get("chain_depth").and_then(Value::as_u64) {
-            *by_depth.entry(depth).or_default() += 1;
-        }
-        if r.get("origin_token_id").is_some() {
-            hops.add(r);
-        }
+        trust.add(r);
     }
 
     let mut anomalies: Vec<Value> = Vec::new();
@@ -476,12 +618,6 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             }));
         }
     }
-    let list = |m: &BTreeMap<String, usize>| {
-        m.iter()
-            .map(|(k, v)| format!("{k} ×{v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for (reason, (callers, issuers)) in &probes {
         let n: usize = callers.values().sum();
         if th.repeat > 0 && n >= th.repeat {
@@ -490,8 +626,8 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
                 "callers": callers, "issuers": issuers,
                 "message": format!(
                     "{reason} {n} times (callers: {}; issuers: {})",
-                    list(callers),
-                    list(issuers)
+                    counted(callers),
+                    counted(issuers)
                 ),
             }));
         }
@@ -519,32 +655,8 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let map_json = |m: &BTreeMap<String, Counts>| -> Value {
         Value::Object(m.iter().map(|(k, c)| (k.clone(), c.json())).collect())
     };
-    let shadow_json: Map<String, Value> = shadow
-        .iter()
-        .map(|(rule, c)| {
-            (
-                rule.clone(),
-                json!({"allow": c.allow, "deny": c.deny, "reasons": c.reasons,
-                       "denied_callers": c.denied_callers}),
-            )
-        })
-        .collect();
-    let header_json: Map<String, Value> = headers
-        .iter()
-        .map(|(name, h)| {
-            (
-                name.clone(),
-                json!({"total": h.total, "refused": h.refused, "stripped": h.stripped,
-                       "denied": h.denied}),
-            )
-        })
-        .collect();
-    let depth_json: Map<String, Value> = by_depth
-        .iter()
-        .map(|(d, n)| (d.to_string(), json!(n)))
-        .collect();
-    let shadow_records: usize = shadow.values().map(|c| c.allow + c.deny).sum();
-    let json = json!({
+    let shadow_records = trust.shadow_records();
+    let mut json = json!({
         "lines": log.lines,
         "records": log.entries.len(),
         "formats": formats,
@@ -554,12 +666,6 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         "by_reason": by_reason,
         "by_issuer": map_json(&by_issuer),
         "by_caller": map_json(&by_caller),
-        "shadow": {"records": shadow_records, "by_rule": shadow_json},
-        "chain": {"hops": hops.json(), "by_depth": depth_json},
-        "review_overdue": overdue,
-        "lifecycle_notices": log.lifecycle.iter().map(|(line, n)| json!({"line": line, "message": n})).collect::<Vec<_>>(),
-        "identity_headers": header_json,
-        "ceiling_removed_scopes": removed,
         "minted": minted,
         "anomalies": anomalies,
         "thresholds": {
@@ -567,6 +673,9 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             "repeat": th.repeat, "addresses": th.addresses,
         },
     });
+    if let Some(o) = json.as_object_mut() {
+        o.extend(trust.json(log));
+    }
 
     let mut t = String::new();
     let fmts: Vec<String> = formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -619,63 +728,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         "caller (unverified ones are what the token claimed)",
         &by_caller,
     );
-    if !shadow.is_empty() {
-        let _ = writeln!(
-            t,
-            "\nshadow rules (what enforcing would have done; the requests went on unchanged)"
-        );
-        for (rule, c) in &shadow {
-            let _ = writeln!(
-                t,
-                "  {rule:<40} would allow {:<5} would deny {:<5} ({})",
-                c.allow,
-                c.deny,
-                list(&c.reasons)
-            );
-            if !c.denied_callers.is_empty() {
-                let _ = writeln!(
-                    t,
-                    "  {:<40} callers enforcing would deny: {}",
-                    "",
-                    list(&c.denied_callers)
-                );
-            }
-        }
-    }
-    if hops.allow + hops.deny + hops.pass > 0 || !by_depth.is_empty() {
-        let depths: Vec<String> = by_depth.iter().map(|(d, n)| format!("{d}: {n}")).collect();
-        let _ = writeln!(t, "\nchained exchange");
-        let _ = writeln!(t, "  gateway tokens presented  {}", hops.text());
-        let _ = writeln!(t, "  chain depth (records)     {}", depths.join(", "));
-    }
-    if !overdue.is_empty() {
-        let _ = writeln!(t, "\nissuers overdue for review (records flagged)");
-        for (iss, n) in &overdue {
-            let _ = writeln!(t, "  {iss:<40} {n}");
-        }
-    }
-    if !log.lifecycle.is_empty() {
-        let _ = writeln!(t, "\nthe filter's warnings about its issuer allow list");
-        for (line, n) in &log.lifecycle {
-            let _ = writeln!(t, "  line {line}: {n}");
-        }
-    }
-    if !headers.is_empty() {
-        let _ = writeln!(t, "\nidentity headers sent by clients");
-        for (name, h) in &headers {
-            let _ = writeln!(
-                t,
-                "  {name:<40} {} (refused {}, stripped {}, denied otherwise {})",
-                h.total, h.refused, h.stripped, h.denied
-            );
-        }
-    }
-    if !removed.is_empty() {
-        let _ = writeln!(t, "\nscopes removed by issuer ceilings (max_scopes)");
-        for (iss, scopes) in &removed {
-            let _ = writeln!(t, "  {iss:<40} {}", list(scopes));
-        }
-    }
+    trust.text(&mut t, log);
     let _ = writeln!(
         t,
         "\nminted tokens ({}): minted jti <- original token id",

@@ -184,7 +184,9 @@ struct AuditArgs {
     /// Denies of one caller within the window that make a spike.
     #[arg(long, default_value_t = 10)]
     spike: usize,
-    /// Occurrences of gateway_token_replay, invalid_signature, unknown_key or algorithm_not_allowed that are flagged.
+    /// Occurrences of gateway_token_replay, invalid_signature, unknown_key, algorithm_not_allowed,
+    /// chain_cycle, chain_too_deep or actor_not_allowed that are flagged (revoked tokens are
+    /// flagged at every use).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Distinct client addresses (Kong's log lines) presenting one token that are flagged.

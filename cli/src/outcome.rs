@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::token::b64url_decode;
-use token_exchange_filter::core::{Decision, Entropy, Policy, Verdict};
+use token_exchange_filter::core::{AuditRecord, Decision, Entropy, Policy, Verdict};
 
 use crate::input::InputError;
 use crate::policy::{PolicyDocument, RequestSpec};
@@ -58,7 +58,13 @@ impl Decider {
         let enforced = match (&self.enforcing, decision.audit.mode) {
             (Some(enforcing), Some(SHADOW)) => {
                 let mut replay = Replay::new(recording.drawn);
-                Some(enforcing.decide(&req, now, &mut replay))
+                let twin = enforcing.decide(&req, now, &mut replay);
+                // Shown only if it is the decision the audit line describes.
+                let same = AuditRecord {
+                    mode: Some(SHADOW),
+                    ..twin.audit.clone()
+                } == decision.audit;
+                same.then_some(twin)
             }
             _ => None,
         };

@@ -1251,6 +1251,14 @@ fn audit_flags_anomalies_and_fails_on_them_when_asked() {
 
 // -------------------------------------------------------------------- trust boundaries
 
+/// Each of `wants` is in `text`.
+#[track_caller]
+fn assert_has(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
+
 const TRUST: &str = "filter-config/examples/trust-boundaries.json";
 const IDP_KEY: &str = "filter-config/tests/keys/idp-rs256.TEST-ONLY.jwk.json";
 const PARTNER_KEY: &str = "filter-config/tests/keys/partner-es256.TEST-ONLY.jwk.json";
@@ -1395,7 +1403,9 @@ fn check_reviews_issuer_dates_ceilings_chains_shadow_rules_revocation_and_hygien
     );
 
     let human = run(&["check", TRUST, "--now", "2026-05-01T09:00:00Z"]).stdout;
-    for want in [
+    assert_has(
+        &human,
+        &[
         "now              2026-05-01T09:00:00Z (review dates are judged at this time)",
         "header hygiene   refuse (400 identity_header_present): the policy's list, x-forwarded-user, x-forwarded-email, x-auth-request-*, x-user-id, x-consumer-*",
         "revoked          1 jti, 1 sub (original tokens and subjects refused: token_revoked, subject_revoked)",
@@ -1408,9 +1418,8 @@ fn check_reviews_issuer_dates_ceilings_chains_shadow_rules_revocation_and_hygien
         "acr one of urn:example:mfa, urn:example:hwk (step-up); authenticated at most 300 s ago (auth_time; step-up)",
         "     mode     shadow: decides, mints and audits as enforcing would, but forwards the request unchanged and never denies",
         "lifecycle notices (0), as the filter logs them at load and daily",
-    ] {
-        assert!(human.contains(want), "{want:?} not in:\n{human}");
-    }
+        ],
+    );
 
     // The day after the partner's review_by: flagged, with the filter's own warning; --strict fails.
     let j = at("2026-07-01T00:00:00Z");
@@ -1507,13 +1516,14 @@ fn check_finds_rules_whose_grant_can_never_meet_what_their_issuers_may_hold() {
     );
     let human = run(&["check", &p, "--now", "2026-05-01T09:00:00Z"]);
     assert!(human.stdout.contains("findings (3)"));
-    for want in [
+    assert_has(
+        &human.stdout,
+        &[
         "(\"partner-orders\" never mints: refused for every token of \"https://login.partner.example\")",
         "(\"shipments-write\" refuses every token of \"https://login.partner.example\")",
         "(\"archive\" refuses every gateway token minted for \"reports-service\")",
-    ] {
-        assert!(human.stdout.contains(want), "{want:?} not in:\n{}", human.stdout);
-    }
+        ],
+    );
     assert_eq!(
         run(&["check", &p, "--now", "2026-05-01T09:00:00Z", "--strict"]).code,
         1
@@ -1571,29 +1581,31 @@ fn explain_shows_what_a_shadow_rule_would_do_and_that_the_request_goes_on_unchan
     let mut a = base.to_vec();
     a.extend(["--token", &token]);
     let human = explain_trust(&a).stdout;
-    for want in [
+    assert_has(
+        &human,
+        &[
         "decision   allow (shadow mode: what enforcing the rule would decide)",
         "rule       reports-tightening (mode shadow)",
         "; discarded (shadow mode)",
         "forwarded  unchanged: the rule is in shadow mode, so the request goes on as it came (its own Authorization, if any) and is never denied\n",
-    ] {
-        assert!(human.contains(want), "{want:?} not in:\n{human}");
-    }
+        ],
+    );
     // No token: what enforcing would answer, marked as not sent; an identity header is
     // still stripped.
     let mut a = base.to_vec();
     a.extend(["--header", "X-Forwarded-User: mallory"]);
     let r = explain_trust(&a);
     assert_eq!(r.code, 0);
-    for want in [
+    assert_has(
+        &r.stdout,
+        &[
         "decision   deny (shadow mode: what enforcing the rule would decide)",
         "status     400 (shadow mode: not sent)",
         "challenge  WWW-Authenticate: Bearer realm=\"token-exchange\", error=\"invalid_request\", error_description=\"identity headers are not accepted from clients\" (shadow mode: not sent)",
         "identity   headers from the client: x-forwarded-user: removed before forwarding (enforcing the rule would refuse the request)",
         "; removes x-forwarded-user\n",
-    ] {
-        assert!(r.stdout.contains(want), "{want:?} not in:\n{}", r.stdout);
-    }
+        ],
+    );
     let mut a = base.to_vec();
     a.push("--json");
     let j = explain_trust(&a).json();
@@ -1680,13 +1692,14 @@ fn explain_shows_the_act_chain_of_a_two_hop_exchange_verified_by_pyjwt() {
     assert_eq!(verified["claims"]["act"]["act"]["sub"], "web-app");
     assert_eq!(verified["claims"], j["minted"]["claims"]);
     let human = explain_trust(&hop).stdout;
-    for want in [
+    assert_has(
+        &human,
+        &[
         "  act      1. shipments-service (named by https://gateway.example.internal) through rule billing-from-shipments for billing-service\n",
         "           2. web-app (named by https://idp.example.com) through rule shipments for shipments-service\n",
         "chain      2 exchange(s) recorded (rule billing-from-shipments allows at most 2); a gateway token, exchanged from token edge-7 of https://idp.example.com\n",
-    ] {
-        assert!(human.contains(want), "{want:?} not in:\n{human}");
-    }
+        ],
+    );
     // The billing token is not taken again; the edge token is not a caller of billing.
     let t2 = j["minted"]["token"].as_str().unwrap().to_owned();
     let r = explain_trust(&[
@@ -1736,14 +1749,15 @@ fn explain_shows_step_up_ceilings_overdue_reviews_and_identity_headers() {
     ];
     let r = explain_trust(&args);
     assert_eq!(r.code, 1);
-    for want in [
+    assert_has(
+        &r.stdout,
+        &[
         "reason     acr_not_satisfied: a different authentication level is required\n",
         "status     401\n",
         "challenge  WWW-Authenticate: Bearer realm=\"token-exchange\", error=\"insufficient_user_authentication\", error_description=\"a different authentication level is required\", acr_values=\"urn:example:mfa urn:example:hwk\", max_age=\"300\"\n",
         "step-up    re-authenticate the user (RFC 9470) with acr one of urn:example:mfa, urn:example:hwk and at most 300 s before the request, then retry with the new token; this token: acr urn:example:pwd, authenticated 1010 s before the request\n",
-    ] {
-        assert!(r.stdout.contains(want), "{want:?} not in:\n{}", r.stdout);
-    }
+        ],
+    );
     let mut a = args.to_vec();
     a.push("--json");
     let j = explain_trust(&a).json();
@@ -1768,12 +1782,13 @@ fn explain_shows_step_up_ceilings_overdue_reviews_and_identity_headers() {
         &partner,
     ]);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    for want in [
+    assert_has(
+        &r.stdout,
+        &[
         "ceiling    removed shipments:write: outside the max_scopes of https://login.partner.example\n",
         "review     trusted issuer https://login.partner.example is overdue for review (review_by 2026-06-30): its tokens are still accepted\n",
-    ] {
-        assert!(r.stdout.contains(want), "{want:?} not in:\n{}", r.stdout);
-    }
+        ],
+    );
     // An identity header: refused by this policy.
     let r = explain_trust(&[
         "--path",
@@ -1818,7 +1833,9 @@ fn test_reports_failing_trust_expectations_and_runs_what_a_selected_case_present
     let f = write(&dir, "trust-failing.cases.json", &cases.to_string());
     let r = run(&["test", &f]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    for want in [
+    assert_has(
+        &r.stdout,
+        &[
         "  PASS  edge\n",
         "  FAIL  claims the shadow rule is enforced and forwards the minted token\n",
         "          mode: expected \"enforce\", got \"shadow\"\n",
@@ -1831,9 +1848,8 @@ fn test_reports_failing_trust_expectations_and_runs_what_a_selected_case_present
         "  FAIL  claims a wrong step-up challenge\n",
         "          challenge: expected \"Bearer realm=\\\"token-exchange\\\", error=\\\"insufficient_user_authentication\\\", error_description=\\\"more recent authentication is required\\\", max_age=\\\"300\\\"\", got \"Bearer realm=\\\"token-exchange\\\", error=\\\"insufficient_user_authentication\\\", error_description=\\\"more recent authentication is required\\\", acr_values=\\\"urn:example:mfa urn:example:hwk\\\", max_age=\\\"300\\\"\"\n",
         "6 case(s) in 1 file(s): 2 passed, 4 failed\n",
-    ] {
-        assert!(r.stdout.contains(want), "{want:?} not in:\n{}", r.stdout);
-    }
+        ],
+    );
     let j = run(&["test", &f, "--json"]).json();
     let case = &j["files"][0]["cases"][1];
     assert_eq!(
@@ -1992,7 +2008,9 @@ fn audit_summarises_the_trust_fields_of_a_real_envoy_log() {
     );
     // Every chain refusal is flagged from --repeat 1.
     let r = run(&["audit", ENVOY_TRUST_LOG, "--repeat", "1"]);
-    for want in [
+    assert_has(
+        &r.stdout,
+        &[
         "chain_cycle 1 times (callers: billing-service ×1; issuers: https://gateway.test ×1)",
         "chain_too_deep 1 times (callers: billing-service ×1; issuers: https://gateway.test ×1)",
         "gateway_token_replay 1 times",
@@ -2003,9 +2021,8 @@ fn audit_summarises_the_trust_fields_of_a_real_envoy_log() {
         "the filter's warnings about its issuer allow list",
         "[shadow: discarded]",
         "(a hop; the chain started from chain-4302)",
-    ] {
-        assert!(r.stdout.contains(want), "{want:?} not in:\n{}", r.stdout);
-    }
+        ],
+    );
 }
 
 // ----------------------------------------------------------------------------- --help
