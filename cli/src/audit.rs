@@ -75,8 +75,25 @@ pub struct Log {
     /// Lines that mention the audit event but hold no readable record (e.g. truncated).
     pub malformed: Vec<usize>,
     /// The filter's warnings about the issuer allow list (an overdue review, an expired
-    /// issuer), each once: (first line number, the warning).
-    pub lifecycle: Vec<(usize, String)>,
+    /// issuer), each once.
+    pub lifecycle: Vec<LifecycleNotice>,
+}
+
+/// One of the filter's warnings about its issuer allow list, as first logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleNotice {
+    /// 1-based line number of its first occurrence.
+    pub line: usize,
+    /// The warning, as first logged.
+    pub message: String,
+    /// How many lines repeat it (every worker logs it, and again every day).
+    pub count: usize,
+}
+
+/// A warning without the time it was logged at (`now …` in an overdue review's), so that
+/// the repeats of one warning are counted together.
+fn notice_key(message: &str) -> &str {
+    message.split(", now ").next().unwrap_or(message)
 }
 
 /// How the filter starts the warnings it logs about its own policy.
@@ -102,9 +119,18 @@ pub fn read_log(text: &str) -> Log {
     for (i, line) in text.lines().enumerate() {
         log.lines += 1;
         if let Some(notice) = lifecycle_notice(line) {
-            // Each worker logs its own copy: keep one.
-            if !log.lifecycle.iter().any(|(_, n)| *n == notice) {
-                log.lifecycle.push((i + 1, notice));
+            // Each worker logs its own copy, and the filter repeats it daily: keep one.
+            match log
+                .lifecycle
+                .iter_mut()
+                .find(|n| notice_key(&n.message) == notice_key(&notice))
+            {
+                Some(n) => n.count += 1,
+                None => log.lifecycle.push(LifecycleNotice {
+                    line: i + 1,
+                    message: notice,
+                    count: 1,
+                }),
             }
             continue;
         }
@@ -378,7 +404,7 @@ impl TrustSummary {
         let notices: Vec<Value> = log
             .lifecycle
             .iter()
-            .map(|(line, n)| json!({"line": line, "message": n}))
+            .map(|n| json!({"line": n.line, "message": n.message, "count": n.count}))
             .collect();
         let mut m = Map::new();
         m.insert(
@@ -439,8 +465,8 @@ impl TrustSummary {
         }
         if !log.lifecycle.is_empty() {
             let _ = writeln!(t, "\nthe filter's warnings about its issuer allow list");
-            for (line, n) in &log.lifecycle {
-                let _ = writeln!(t, "  line {line}: {n}");
+            for n in &log.lifecycle {
+                let _ = writeln!(t, "  line {} (×{}): {}", n.line, n.count, n.message);
             }
         }
         if !self.headers.is_empty() {
@@ -1016,16 +1042,25 @@ mod tests {
             format!("[2026-07-01 00:00:00.000][1][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
             format!("[2026-07-01 00:00:00.000][2][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
             format!(r#"2026/07/01 00:00:00 [warn] 1#0: [proxy-wasm]["f" #1] token-exchange-filter: {overdue}, client: 10.0.0.1, server: kong"#),
+            format!("... wasm log a b: token-exchange-filter: {}", overdue.replace("00:00:00Z", "00:00:01Z")),
             r#"... wasm log a b: token-exchange-filter: policy loaded: 2 trusted issuer(s)"#.to_owned(),
             ENVOY.to_owned(),
         ]
         .join("\n");
         let log = read_log(&text);
-        assert_eq!(log.lifecycle, [(1, overdue.to_owned())]);
+        assert_eq!(
+            log.lifecycle,
+            [LifecycleNotice {
+                line: 1,
+                message: overdue.to_owned(),
+                count: 4
+            }]
+        );
         assert_eq!(log.entries.len(), 1);
         let (t, j, _) = summarise(&log, Thresholds::default());
         assert_eq!(j["lifecycle_notices"][0]["message"], overdue);
-        assert!(t.contains(&format!("  line 1: {overdue}")), "{t}");
+        assert_eq!(j["lifecycle_notices"][0]["count"], 4);
+        assert!(t.contains(&format!("  line 1 (×4): {overdue}")), "{t}");
     }
 
     #[test]

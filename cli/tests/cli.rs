@@ -1983,6 +1983,8 @@ fn audit_summarises_the_trust_fields_of_a_real_envoy_log() {
         .map(|n| n["message"].as_str().unwrap())
         .collect();
     assert_eq!(notices.len(), 2);
+    // Logged by every Envoy thread at each of the two loads.
+    assert_eq!(j["lifecycle_notices"][0]["count"], 6);
     assert!(notices[0].starts_with("trusted issuer \"https://partner.test\" is overdue for review"));
     assert!(notices[1].starts_with("trusted issuer \"https://retired.test\" expired after"));
     let hops: Vec<&Value> = j["minted"]
