@@ -18,11 +18,11 @@ use token_exchange_cli::{audit, cases, check, explain};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success: the policy is valid, the request is allowed or passed, every case passed,
-     the key or token was written, the log was summarised
-  1  the answer is no: the policy is invalid (check), the request is denied (explain),
-     a case failed (test), anomalies were found (audit --fail-on-anomaly), warnings or
-     findings with check --strict
+  0  success: the policy is valid, the request is forwarded (allowed, passed, or under a
+     shadow rule), every case passed, the key or token was written, the log was summarised
+  1  the answer is no: the policy is invalid (check), the request is refused (explain),
+     a case failed (test), anomalies were found (audit --fail-on-anomaly), warnings,
+     findings or lifecycle notices with check --strict
   2  the command could not answer: bad usage, a missing or unreadable file, bad JSON,
      a bad key, token or time, an invalid policy given to explain or test, a bad case file";
 
