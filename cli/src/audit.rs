@@ -1,7 +1,8 @@
 //! `audit`: reads the filter's audit records from a log (Envoy's format, Kong's, bare JSON
 //! lines, or JSON log wrappers such as container logs) and summarises them for a reviewer:
 //! decisions by rule, reason, issuer and caller, the original token behind each minted
-//! `jti`, and the anomalies a reviewer looks for.
+//! `jti`, the trust-boundary fields (shadow rules, chained hops, overdue reviews, identity
+//! headers, scopes removed by ceilings), and the anomalies a reviewer looks for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -16,6 +17,18 @@ pub const PROBE_REASONS: [&str; 4] = [
     "invalid_signature",
     "unknown_key",
     "algorithm_not_allowed",
+];
+
+/// Reasons that, repeated, suggest a service trying to stretch a delegation chain, or a
+/// caller presenting tokens meant for another actor.
+pub const CHAIN_REASONS: [&str; 3] = ["chain_cycle", "chain_too_deep", "actor_not_allowed"];
+
+/// Reasons that mean a revoked token (or subject) was presented: each is flagged, once is
+/// enough for incident response.
+pub const REVOKED_REASONS: [&str; 3] = [
+    "token_revoked",
+    "subject_revoked",
+    "issued_before_revocation",
 ];
 
 /// Where a record was found.
@@ -61,6 +74,43 @@ pub struct Log {
     pub entries: Vec<Entry>,
     /// Lines that mention the audit event but hold no readable record (e.g. truncated).
     pub malformed: Vec<usize>,
+    /// The filter's warnings about the issuer allow list (an overdue review, an expired
+    /// issuer), each once.
+    pub lifecycle: Vec<LifecycleNotice>,
+}
+
+/// One of the filter's warnings about its issuer allow list, as first logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleNotice {
+    /// 1-based line number of its first occurrence.
+    pub line: usize,
+    /// The warning, as first logged.
+    pub message: String,
+    /// How many lines repeat it (every worker logs it, and again every day).
+    pub count: usize,
+}
+
+/// A warning without the time it was logged at (`now …` in an overdue review's), so that
+/// the repeats of one warning are counted together.
+fn notice_key(message: &str) -> &str {
+    message.split(", now ").next().unwrap_or(message)
+}
+
+/// How the filter starts the warnings it logs about its own policy.
+const FILTER_PREFIX: &str = "token-exchange-filter: ";
+
+/// The filter's lifecycle warning in a log line (see the core's `lifecycle::notices`).
+fn lifecycle_notice(line: &str) -> Option<String> {
+    let (_, notice) = line.split_once(FILTER_PREFIX)?;
+    let about_issuer = notice.starts_with("trusted issuer ")
+        && (notice.contains(" is overdue for review ") || notice.contains(" expired after "));
+    // Kong appends the request context after a comma; the notice itself has none there.
+    let notice = notice
+        .split(", client: ")
+        .next()
+        .unwrap_or(notice)
+        .trim_end();
+    about_issuer.then(|| notice.to_owned())
 }
 
 /// Reads every audit record in `text`.
@@ -68,6 +118,22 @@ pub fn read_log(text: &str) -> Log {
     let mut log = Log::default();
     for (i, line) in text.lines().enumerate() {
         log.lines += 1;
+        if let Some(notice) = lifecycle_notice(line) {
+            // Each worker logs its own copy, and the filter repeats it daily: keep one.
+            match log
+                .lifecycle
+                .iter_mut()
+                .find(|n| notice_key(&n.message) == notice_key(&notice))
+            {
+                Some(n) => n.count += 1,
+                None => log.lifecycle.push(LifecycleNotice {
+                    line: i + 1,
+                    message: notice,
+                    count: 1,
+                }),
+            }
+            continue;
+        }
         if !(line.contains("token_exchange") && line.contains("event")) {
             continue;
         }
@@ -196,6 +262,240 @@ impl Counts {
     }
 }
 
+/// A record's field as text.
+fn text_of(r: &Map<String, Value>, name: &str) -> String {
+    s(r, name).unwrap_or("(none)").to_owned()
+}
+
+/// The issuer a record's trust facts belong to: the original issuer of a chained hop, else
+/// the token's own.
+fn original_issuer(r: &Map<String, Value>) -> String {
+    s(r, "origin_iss")
+        .or_else(|| s(r, "iss"))
+        .unwrap_or("(none)")
+        .to_owned()
+}
+
+fn is_shadow(r: &Map<String, Value>) -> bool {
+    s(r, "mode") == Some("shadow")
+}
+
+/// Shadow records of one rule: what enforcing it would have done.
+#[derive(Default)]
+struct ShadowCounts {
+    allow: usize,
+    deny: usize,
+    reasons: BTreeMap<String, usize>,
+    /// Callers enforcing would have denied, with how often.
+    denied_callers: BTreeMap<String, usize>,
+}
+
+/// One identity header sent by clients: how its requests ended.
+#[derive(Default)]
+struct HeaderCounts {
+    total: usize,
+    /// Refused for carrying it (`identity_header_present`, enforced).
+    refused: usize,
+    /// Forwarded without it (allowed, passed, or a shadow rule's request).
+    stripped: usize,
+    /// Denied for another reason (nothing forwarded).
+    denied: usize,
+}
+
+/// Presentations of one revoked token or subject.
+#[derive(Default)]
+struct RevokedUse {
+    count: usize,
+    callers: BTreeSet<String>,
+    first_ms: Option<u64>,
+    last_ms: Option<u64>,
+}
+
+/// What the records say about the trust boundaries (issue 11's audit fields).
+#[derive(Default)]
+struct TrustSummary {
+    /// Shadow records by rule.
+    shadow: BTreeMap<String, ShadowCounts>,
+    /// Records flagged `issuer_review_overdue`, by original issuer.
+    overdue: BTreeMap<String, usize>,
+    /// Identity headers by name.
+    headers: BTreeMap<String, HeaderCounts>,
+    /// Scopes removed by ceilings, by original issuer.
+    removed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Records by `chain_depth`.
+    by_depth: BTreeMap<u64, usize>,
+    /// Records of gateway tokens presented (chained hops).
+    hops: Counts,
+}
+
+impl TrustSummary {
+    fn add(&mut self, r: &Map<String, Value>) {
+        let reason = s(r, "reason").unwrap_or_default();
+        let shadowed = is_shadow(r);
+        if shadowed {
+            let c = self.shadow.entry(text_of(r, "rule")).or_default();
+            match s(r, "decision") {
+                Some("allow") => c.allow += 1,
+                Some("deny") => {
+                    c.deny += 1;
+                    *c.denied_callers.entry(text_of(r, "caller")).or_default() += 1;
+                }
+                _ => {}
+            }
+            *c.reasons.entry(reason.to_owned()).or_default() += 1;
+        }
+        if r.get("issuer_review_overdue").and_then(Value::as_bool) == Some(true) {
+            *self.overdue.entry(original_issuer(r)).or_default() += 1;
+        }
+        if let Some(Value::Array(names)) = r.get("identity_headers") {
+            for name in names.iter().filter_map(Value::as_str) {
+                let h = self.headers.entry(name.to_owned()).or_default();
+                h.total += 1;
+                match (s(r, "decision"), shadowed) {
+                    (_, true) | (Some("allow" | "pass"), _) => h.stripped += 1,
+                    _ if reason == "identity_header_present" => h.refused += 1,
+                    _ => h.denied += 1,
+                }
+            }
+        }
+        if let Some(scopes) = s(r, "ceiling_removed_scopes") {
+            let per = self.removed.entry(original_issuer(r)).or_default();
+            for scope in scopes.split(' ').filter(|x| !x.is_empty()) {
+                *per.entry(scope.to_owned()).or_default() += 1;
+            }
+        }
+        if let Some(depth) = r.get("chain_depth").and_then(Value::as_u64) {
+            *self.by_depth.entry(depth).or_default() += 1;
+        }
+        if r.get("origin_token_id").is_some() {
+            self.hops.add(r);
+        }
+    }
+
+    fn shadow_records(&self) -> usize {
+        self.shadow.values().map(|c| c.allow + c.deny).sum()
+    }
+
+    /// The JSON members of the summary about trust boundaries.
+    fn json(&self, log: &Log) -> Map<String, Value> {
+        let shadow: Map<String, Value> = self
+            .shadow
+            .iter()
+            .map(|(rule, c)| {
+                let v = json!({"allow": c.allow, "deny": c.deny, "reasons": c.reasons,
+                               "denied_callers": c.denied_callers});
+                (rule.clone(), v)
+            })
+            .collect();
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(name, h)| {
+                let v = json!({"total": h.total, "refused": h.refused, "stripped": h.stripped,
+                               "denied": h.denied});
+                (name.clone(), v)
+            })
+            .collect();
+        let depths: Map<String, Value> = self
+            .by_depth
+            .iter()
+            .map(|(d, n)| (d.to_string(), json!(n)))
+            .collect();
+        let notices: Vec<Value> = log
+            .lifecycle
+            .iter()
+            .map(|n| json!({"line": n.line, "message": n.message, "count": n.count}))
+            .collect();
+        let mut m = Map::new();
+        m.insert(
+            "shadow".into(),
+            json!({"records": self.shadow_records(), "by_rule": shadow}),
+        );
+        m.insert(
+            "chain".into(),
+            json!({"hops": self.hops.json(), "by_depth": depths}),
+        );
+        m.insert("review_overdue".into(), json!(self.overdue));
+        m.insert("lifecycle_notices".into(), json!(notices));
+        m.insert("identity_headers".into(), json!(headers));
+        m.insert("ceiling_removed_scopes".into(), json!(self.removed));
+        m
+    }
+
+    /// The human sections about trust boundaries (only those with something to say).
+    fn text(&self, t: &mut String, log: &Log) {
+        if !self.shadow.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nshadow rules (what enforcing would have done; the requests went on unchanged)"
+            );
+            for (rule, c) in &self.shadow {
+                let _ = writeln!(
+                    t,
+                    "  {rule:<40} would allow {:<5} would deny {:<5} ({})",
+                    c.allow,
+                    c.deny,
+                    counted(&c.reasons)
+                );
+                if !c.denied_callers.is_empty() {
+                    let _ = writeln!(
+                        t,
+                        "  {:<40} callers enforcing would deny: {}",
+                        "",
+                        counted(&c.denied_callers)
+                    );
+                }
+            }
+        }
+        if !self.by_depth.is_empty() {
+            let depths: Vec<String> = self
+                .by_depth
+                .iter()
+                .map(|(d, n)| format!("{d}: {n}"))
+                .collect();
+            let _ = writeln!(t, "\nchained exchange");
+            let _ = writeln!(t, "  gateway tokens presented  {}", self.hops.text());
+            let _ = writeln!(t, "  chain depth (records)     {}", depths.join(", "));
+        }
+        if !self.overdue.is_empty() {
+            let _ = writeln!(t, "\nissuers overdue for review (records flagged)");
+            for (iss, n) in &self.overdue {
+                let _ = writeln!(t, "  {iss:<40} {n}");
+            }
+        }
+        if !log.lifecycle.is_empty() {
+            let _ = writeln!(t, "\nthe filter's warnings about its issuer allow list");
+            for n in &log.lifecycle {
+                let _ = writeln!(t, "  line {} (×{}): {}", n.line, n.count, n.message);
+            }
+        }
+        if !self.headers.is_empty() {
+            let _ = writeln!(t, "\nidentity headers sent by clients");
+            for (name, h) in &self.headers {
+                let _ = writeln!(
+                    t,
+                    "  {name:<40} {} (refused {}, stripped {}, denied otherwise {})",
+                    h.total, h.refused, h.stripped, h.denied
+                );
+            }
+        }
+        if !self.removed.is_empty() {
+            let _ = writeln!(t, "\nscopes removed by issuer ceilings (max_scopes)");
+            for (iss, scopes) in &self.removed {
+                let _ = writeln!(t, "  {iss:<40} {}", counted(scopes));
+            }
+        }
+    }
+}
+
+/// `a ×2, b ×1`.
+fn counted(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} ×{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The summary: (human text, JSON, number of anomalies).
 pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let mut decisions = Counts::default();
@@ -210,42 +510,47 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     // token id -> callers, client addresses
     let mut token_callers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut token_clients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    // probe reason -> (caller -> n), (issuer -> n)
+    // probe or chain reason -> (caller -> n), (issuer -> n)
     let mut probes: BTreeMap<String, ProbeCounts> = BTreeMap::new();
+    let mut trust = TrustSummary::default();
+    // (reason, what was revoked) -> uses
+    let mut revoked: BTreeMap<(String, String), RevokedUse> = BTreeMap::new();
 
     const NONE: &str = "(none)";
     for e in &log.entries {
         let r = &e.record;
         *formats.entry(e.format.name()).or_default() += 1;
         decisions.add(r);
-        by_rule
-            .entry(s(r, "rule").unwrap_or(NONE).to_owned())
-            .or_default()
-            .add(r);
-        *by_reason
-            .entry(s(r, "reason").unwrap_or(NONE).to_owned())
-            .or_default() += 1;
-        let iss = s(r, "iss").unwrap_or(NONE).to_owned();
-        let caller = s(r, "caller").unwrap_or(NONE).to_owned();
+        by_rule.entry(text_of(r, "rule")).or_default().add(r);
+        *by_reason.entry(text_of(r, "reason")).or_default() += 1;
+        let iss = text_of(r, "iss");
+        let caller = text_of(r, "caller");
         by_issuer.entry(iss.clone()).or_default().add(r);
         by_caller.entry(caller.clone()).or_default().add(r);
+        let shadowed = is_shadow(r);
+        let ts = r.get("ts_ms").and_then(Value::as_u64);
         if let Some(jti) = s(r, "minted_jti") {
             minted.push(json!({
                 "minted_jti": jti,
                 "token_id": s(r, "token_id"),
+                "origin_token_id": s(r, "origin_token_id"),
                 "iss": s(r, "iss"), "sub": s(r, "sub"), "caller": s(r, "caller"),
                 "rule": s(r, "rule"), "minted_aud": s(r, "minted_aud"),
-                "minted_scope": s(r, "minted_scope"), "ts_ms": r.get("ts_ms"),
+                "minted_scope": s(r, "minted_scope"), "chain_depth": r.get("chain_depth"),
+                "shadow": shadowed, "ts_ms": r.get("ts_ms"),
                 "line": e.line,
             }));
         }
-        if s(r, "decision") == Some("deny") && caller != NONE {
-            if let Some(ts) = r.get("ts_ms").and_then(Value::as_u64) {
+        // A shadow rule's deny was not carried out: no spike, but the rollout review below.
+        if s(r, "decision") == Some("deny") && caller != NONE && !shadowed {
+            if let Some(ts) = ts {
                 deny_times.entry(caller.clone()).or_default().push(ts);
             }
         }
         if let Some(id) = s(r, "token_id") {
-            if caller != NONE {
+            // A gateway token refused at the edge names the caller it was minted from (its
+            // client_id), not its presenter: the replay is flagged on its own below.
+            if caller != NONE && s(r, "reason") != Some("gateway_token_replay") {
                 token_callers
                     .entry(id.to_owned())
                     .or_default()
@@ -258,11 +563,31 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
                     .insert(c.clone());
             }
         }
-        if let Some(reason) = s(r, "reason").filter(|x| PROBE_REASONS.contains(x)) {
+        let reason = s(r, "reason").unwrap_or_default();
+        if PROBE_REASONS.contains(&reason) || CHAIN_REASONS.contains(&reason) {
             let entry = probes.entry(reason.to_owned()).or_default();
             *entry.0.entry(caller.clone()).or_default() += 1;
             *entry.1.entry(iss.clone()).or_default() += 1;
         }
+        if REVOKED_REASONS.contains(&reason) {
+            let what = match reason {
+                "subject_revoked" => format!("subject {}", text_of(r, "sub")),
+                _ => format!(
+                    "token {}",
+                    s(r, "origin_token_id")
+                        .or_else(|| s(r, "token_id"))
+                        .unwrap_or(NONE)
+                ),
+            };
+            let u = revoked.entry((reason.to_owned(), what)).or_default();
+            u.count += 1;
+            u.callers.insert(caller.clone());
+            if let Some(ts) = ts {
+                u.first_ms = Some(u.first_ms.map_or(ts, |f| f.min(ts)));
+                u.last_ms = Some(u.last_ms.map_or(ts, |l| l.max(ts)));
+            }
+        }
+        trust.add(r);
     }
 
     let mut anomalies: Vec<Value> = Vec::new();
@@ -322,28 +647,42 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     for (reason, (callers, issuers)) in &probes {
         let n: usize = callers.values().sum();
         if th.repeat > 0 && n >= th.repeat {
-            let list = |m: &BTreeMap<String, usize>| {
-                m.iter()
-                    .map(|(k, v)| format!("{k} ×{v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             anomalies.push(json!({
                 "kind": "repeated_reason", "reason": reason, "count": n,
                 "callers": callers, "issuers": issuers,
                 "message": format!(
                     "{reason} {n} times (callers: {}; issuers: {})",
-                    list(callers),
-                    list(issuers)
+                    counted(callers),
+                    counted(issuers)
                 ),
             }));
         }
+    }
+    for ((reason, what), u) in &revoked {
+        let callers: Vec<String> = u.callers.iter().cloned().collect();
+        let when = match (u.first_ms, u.last_ms) {
+            (Some(a), Some(b)) if a / 1000 != b / 1000 => {
+                format!(", {} to {}", format_time(a / 1000), format_time(b / 1000))
+            }
+            (Some(a), _) => format!(", {}", format_time(a / 1000)),
+            _ => String::new(),
+        };
+        anomalies.push(json!({
+            "kind": "revoked_token_use", "reason": reason, "revoked": what, "count": u.count,
+            "callers": callers, "first_ms": u.first_ms, "last_ms": u.last_ms,
+            "message": format!(
+                "{what} presented {} time(s) after its revocation ({reason}; callers: {}{when})",
+                u.count,
+                callers.join(", ")
+            ),
+        }));
     }
 
     let map_json = |m: &BTreeMap<String, Counts>| -> Value {
         Value::Object(m.iter().map(|(k, c)| (k.clone(), c.json())).collect())
     };
-    let json = json!({
+    let shadow_records = trust.shadow_records();
+    let mut json = json!({
         "lines": log.lines,
         "records": log.entries.len(),
         "formats": formats,
@@ -360,6 +699,9 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             "repeat": th.repeat, "addresses": th.addresses,
         },
     });
+    if let Some(o) = json.as_object_mut() {
+        o.extend(trust.json(log));
+    }
 
     let mut t = String::new();
     let fmts: Vec<String> = formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -385,6 +727,12 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         let _ = writeln!(t, "  malformed lines: {}", lines.join(", "));
     }
     let _ = writeln!(t, "decisions  {}", decisions.text());
+    if shadow_records > 0 {
+        let _ = writeln!(
+            t,
+            "           {shadow_records} of them by shadow rules: what enforcing would have decided, forwarded unchanged"
+        );
+    }
     let section = |t: &mut String, title: &str, m: &BTreeMap<String, Counts>| {
         let _ = writeln!(t, "\nby {title}");
         for (k, c) in m {
@@ -406,6 +754,7 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         "caller (unverified ones are what the token claimed)",
         &by_caller,
     );
+    trust.text(&mut t, log);
     let _ = writeln!(
         t,
         "\nminted tokens ({}): minted jti <- original token id",
@@ -417,9 +766,20 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             .get("ts_ms")
             .and_then(Value::as_u64)
             .map_or("-".to_owned(), |ms| format_time(ms / 1000));
+        let origin = m
+            .get("origin_token_id")
+            .and_then(Value::as_str)
+            .map_or(String::new(), |o| {
+                format!(" (a hop; the chain started from {o})")
+            });
+        let discarded = if m.get("shadow").and_then(Value::as_bool) == Some(true) {
+            " [shadow: discarded]"
+        } else {
+            ""
+        };
         let _ = writeln!(
             t,
-            "  {} <- {}  (iss {}, sub {}, caller {}, rule {}, {when})",
+            "  {} <- {}{origin}  (iss {}, sub {}, caller {}, rule {}, {when}){discarded}",
             g("minted_jti"),
             g("token_id"),
             g("iss"),
@@ -551,6 +911,156 @@ mod tests {
         assert_eq!(j["anomalies"][0]["denies"], 10);
         assert_eq!(j["by_reason"]["invalid_signature"], 3);
         assert_eq!(j["by_caller"]["bad"]["deny"], 10);
+    }
+
+    #[test]
+    fn summarises_the_trust_boundary_fields() {
+        let base = |extra: Value| {
+            let mut r = json!({"event":"token_exchange","ts_ms":1_000_000,"decision":"allow","reason":"exchanged",
+                               "rule":"r","method":"GET","path":"/a","iss":"https://idp","caller":"app",
+                               "token_id":"t","token_verified":true});
+            if let (Some(o), Value::Object(e)) = (r.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            r.to_string()
+        };
+        let lines = [
+            // Shadow: one would-be allow (minted and discarded), two would-be denies.
+            base(json!({"mode":"shadow","rule":"tight","minted_jti":"s1","minted_aud":"x"})),
+            base(
+                json!({"mode":"shadow","rule":"tight","decision":"deny","reason":"insufficient_scope","status":403,"caller":"old-app","token_id":"o1"}),
+            ),
+            base(
+                json!({"mode":"shadow","rule":"tight","decision":"deny","reason":"missing_token","status":401,"caller":"old-app","token_id":"o2","identity_headers":["x-user-id"]}),
+            ),
+            // A partner: overdue review, a scope removed by its ceiling, an identity header stripped.
+            base(
+                json!({"iss":"https://partner","issuer_review_overdue":true,"ceiling_removed_scopes":"a:write b:write","identity_headers":["x-forwarded-user"],"minted_jti":"m1","chain_depth":1}),
+            ),
+            // A chained hop from the partner's token, overdue too.
+            base(
+                json!({"iss":"https://gw","origin_iss":"https://partner","origin_token_id":"t","token_id":"m1","caller":"svc","issuer_review_overdue":true,"chain_depth":2,"minted_jti":"m2"}),
+            ),
+            // Refused for an identity header; refused otherwise with one.
+            base(
+                json!({"decision":"deny","reason":"identity_header_present","status":400,"identity_headers":["x-forwarded-user","x-user-id"],"token_verified":false}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"missing_token","status":401,"identity_headers":["x-forwarded-user"]}),
+            ),
+            // Chain limits twice each (below the default repeat of 3), then a third cycle.
+            base(
+                json!({"decision":"deny","reason":"chain_cycle","status":403,"caller":"svc","token_id":"c1","chain_depth":2}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"chain_cycle","status":403,"caller":"svc","token_id":"c2","chain_depth":2}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"chain_too_deep","status":403,"caller":"svc","token_id":"c3","chain_depth":3}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"chain_cycle","status":403,"caller":"svc2","token_id":"c4","chain_depth":2}),
+            ),
+            // Revoked: a token twice (once through a hop), a subject once.
+            base(
+                json!({"decision":"deny","reason":"token_revoked","status":401,"token_id":"leaked","ts_ms":2_000_000}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"token_revoked","status":401,"token_id":"m9","origin_token_id":"leaked","caller":"svc","ts_ms":3_000_000}),
+            ),
+            base(
+                json!({"decision":"deny","reason":"subject_revoked","status":401,"sub":"mallory"}),
+            ),
+        ];
+        let log = read_log(&lines.join("\n"));
+        let (text, j, n) = summarise(&log, Thresholds::default());
+        assert_eq!(j["shadow"]["records"], 3);
+        assert_eq!(
+            j["shadow"]["by_rule"]["tight"],
+            json!({"allow": 1, "deny": 2, "reasons": {"exchanged": 1, "insufficient_scope": 1, "missing_token": 1},
+                   "denied_callers": {"old-app": 2}})
+        );
+        assert_eq!(j["review_overdue"], json!({"https://partner": 2}));
+        assert_eq!(
+            j["ceiling_removed_scopes"],
+            json!({"https://partner": {"a:write": 1, "b:write": 1}})
+        );
+        assert_eq!(
+            j["identity_headers"],
+            json!({"x-forwarded-user": {"total": 3, "refused": 1, "stripped": 1, "denied": 1},
+                   "x-user-id": {"total": 2, "refused": 1, "stripped": 1, "denied": 0}})
+        );
+        assert_eq!(j["chain"]["by_depth"], json!({"1": 1, "2": 4, "3": 1}));
+        assert_eq!(j["chain"]["hops"]["allow"], 1);
+        assert_eq!(j["chain"]["hops"]["deny"], 1);
+        assert_eq!(j["minted"][0]["shadow"], true);
+        assert_eq!(j["minted"][2]["origin_token_id"], "t");
+        let anomalies: Vec<String> = j["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["message"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            anomalies,
+            [
+                "chain_cycle 3 times (callers: svc ×2, svc2 ×1; issuers: https://idp ×3)",
+                "subject mallory presented 1 time(s) after its revocation (subject_revoked; callers: app, 1970-01-01T00:16:40Z)",
+                "token leaked presented 2 time(s) after its revocation (token_revoked; callers: app, svc, 1970-01-01T00:33:20Z to 1970-01-01T00:50:00Z)",
+            ]
+        );
+        assert_eq!(n, 3);
+        // Shadow denies are not denials: no spike from them, whatever the threshold.
+        let strict = Thresholds {
+            spike: 2,
+            ..Thresholds::default()
+        };
+        let (_, j, _) = summarise(&log, strict);
+        assert!(!j["anomalies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["caller"] == "old-app"));
+        for want in [
+            "3 of them by shadow rules",
+            "tight                                    would allow 1     would deny 2     (exchanged ×1, insufficient_scope ×1, missing_token ×1)",
+            "callers enforcing would deny: old-app ×2",
+            "https://partner                          2",
+            "x-forwarded-user                         3 (refused 1, stripped 1, denied otherwise 1)",
+            "https://partner                          a:write ×1, b:write ×1",
+            "m2 <- m1 (a hop; the chain started from t)",
+            "s1 <- t  (iss https://idp, sub -, caller app, rule tight, 1970-01-01T00:16:40Z) [shadow: discarded]",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn keeps_each_lifecycle_warning_of_the_filter_once() {
+        let overdue = r#"trusted issuer "https://p" is overdue for review (review_by 2026-06-30, now 2026-07-01T00:00:00Z): review the entry and set a new review_by"#;
+        let text = [
+            format!("[2026-07-01 00:00:00.000][1][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
+            format!("[2026-07-01 00:00:00.000][2][warning][wasm] [context.cc:1154] wasm log a b: token-exchange-filter: {overdue}"),
+            format!(r#"2026/07/01 00:00:00 [warn] 1#0: [proxy-wasm]["f" #1] token-exchange-filter: {overdue}, client: 10.0.0.1, server: kong"#),
+            format!("... wasm log a b: token-exchange-filter: {}", overdue.replace("00:00:00Z", "00:00:01Z")),
+            r#"... wasm log a b: token-exchange-filter: policy loaded: 2 trusted issuer(s)"#.to_owned(),
+            ENVOY.to_owned(),
+        ]
+        .join("\n");
+        let log = read_log(&text);
+        assert_eq!(
+            log.lifecycle,
+            [LifecycleNotice {
+                line: 1,
+                message: overdue.to_owned(),
+                count: 4
+            }]
+        );
+        assert_eq!(log.entries.len(), 1);
+        let (t, j, _) = summarise(&log, Thresholds::default());
+        assert_eq!(j["lifecycle_notices"][0]["message"], overdue);
+        assert_eq!(j["lifecycle_notices"][0]["count"], 4);
+        assert!(t.contains(&format!("  line 1 (×4): {overdue}")), "{t}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `test`: table-driven policy tests. A case file names a policy, test issuers with their
-//! private keys, and cases (a request, a token to sign or a literal token, a fixed `now`,
-//! and what must come out); each case goes through the core's `decide`. The format is
-//! described in the README ("Policy tests"); unknown fields are errors, like in policies.
+//! private keys (or the policy's own signing key, for gateway tokens), and cases (a request,
+//! a token to sign, a literal token or the token an earlier case minted, a fixed `now`, and
+//! what must come out); each case goes through the core's `decide`. The format is described
+//! in the README ("Policy tests"); unknown fields are errors, like in policies.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,12 +11,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
-use token_exchange_filter::core::signing::SigningKey;
-use token_exchange_filter::core::DenyReason;
+use token_exchange_filter::core::audit::Outcome as AuditOutcome;
+use token_exchange_filter::core::signing::{SigningKey, MINTED_TOKEN_TYPE};
+use token_exchange_filter::core::{AuditRecord, DenyReason, Policy};
 
 use crate::input::{parse_json, read_text, relative_to, time_from_value, InputError};
-use crate::keys::{default_header, generated_keys, overlay, public_jwk, sign_token, signing_key};
-use crate::outcome::Outcome;
+use crate::keys::{default_header, overlay, public_jwk, sign_token, signing_key};
+use crate::outcome::{Decider, Forwarded, Outcome};
 use crate::policy::{check_token_text, PolicyDocument, RequestSpec};
 use crate::random::{entropy, OsEntropy};
 
@@ -43,7 +45,11 @@ struct CaseFileDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestIssuerDoc {
-    key: Value,
+    #[serde(default)]
+    key: Option<Value>,
+    /// Sign with the policy's own active signing key: gateway tokens, as for chained exchange.
+    #[serde(default)]
+    policy_signing_key: bool,
     #[serde(default)]
     iss: Option<String>,
     #[serde(default)]
@@ -106,6 +112,12 @@ struct ExpectDoc {
     #[serde(default)]
     decision: Option<String>,
     #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    forwarded: Option<String>,
+    #[serde(default)]
+    strip_headers: Option<Vec<String>>,
+    #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
     status: Option<u16>,
@@ -134,12 +146,38 @@ struct MintedDoc {
     absent: Vec<String>,
     #[serde(default)]
     lifetime: Option<u64>,
+    #[serde(default)]
+    act: Option<Vec<Map<String, Value>>>,
+}
+
+/// `"token": {"minted_by": "<an earlier case's name>"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintedByDoc {
+    minted_by: String,
 }
 
 /// A test issuer, ready to sign.
 struct TestIssuer {
-    key: SigningKey,
+    key: TestKey,
     iss: Option<String>,
+}
+
+/// The key a test issuer signs with.
+enum TestKey {
+    /// Its own private JWK.
+    Own(SigningKey),
+    /// The policy's active signing key: its tokens are the gateway's own.
+    PolicySigningKey,
+}
+
+impl TestKey {
+    fn get<'k>(&'k self, policy: &'k Policy) -> Option<&'k SigningKey> {
+        match self {
+            TestKey::Own(k) => Some(k),
+            TestKey::PolicySigningKey => policy.active_signing_key(),
+        }
+    }
 }
 
 /// One case, resolved: request, token source, time, expectations.
@@ -154,6 +192,8 @@ struct Case {
 enum TokenSource {
     None,
     Literal(String),
+    /// The token minted by the earlier case with this index (and name).
+    MintedBy(usize, String),
     Signed {
         issuer: String,
         header: Map<String, Value>,
@@ -254,43 +294,45 @@ pub fn run_file(
     let mut issuers = BTreeMap::new();
     for (name, t) in &doc.issuers {
         let p = format!("issuers.{name}");
-        let jwk = match &t.key {
-            Value::String(s) => {
-                let key_path = s.strip_prefix('@').ok_or_else(|| {
-                    at(
-                        &file,
-                        format!("{p}.key"),
-                        "must be a private JWK or \"@file\"",
-                    )
-                })?;
-                let key_path = relative_to(path, key_path).display().to_string();
-                let text =
-                    read_text(&key_path, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
-                parse_json(&text, &key_path).map_err(|e| at(&file, format!("{p}.key"), e))?
+        let key = match (&t.key, t.policy_signing_key) {
+            (Some(_), true) => {
+                return Err(at(&file, &p, "give key or policy_signing_key, not both"))
             }
-            Value::Object(_) => t.key.clone(),
-            _ => {
+            (None, false) => {
                 return Err(at(
                     &file,
                     format!("{p}.key"),
-                    "must be a private JWK or \"@file\"",
+                    "required: a private JWK or \"@file\" (or policy_signing_key: true)",
                 ))
             }
-        };
-        let key = signing_key(&jwk, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
-        if t.replace_policy_keys {
-            let iss = t.iss.as_deref().ok_or_else(|| {
-                at(
+            (None, true) if t.replace_policy_keys => {
+                return Err(at(
                     &file,
-                    format!("{p}.iss"),
-                    "required with replace_policy_keys",
-                )
-            })?;
-            let public = public_jwk(&jwk, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
-            policy_doc
-                .replace_issuer_keys(iss, public)
-                .map_err(|e| at(&file, format!("{p}.iss"), e))?;
-        }
+                    format!("{p}.replace_policy_keys"),
+                    "not with policy_signing_key: the gateway is not one of its trusted issuers",
+                ))
+            }
+            (None, true) => TestKey::PolicySigningKey,
+            (Some(k), false) => {
+                let jwk = read_key(&file, path, &p, k)?;
+                let key = signing_key(&jwk, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
+                if t.replace_policy_keys {
+                    let iss = t.iss.as_deref().ok_or_else(|| {
+                        at(
+                            &file,
+                            format!("{p}.iss"),
+                            "required with replace_policy_keys",
+                        )
+                    })?;
+                    let public =
+                        public_jwk(&jwk, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
+                    policy_doc
+                        .replace_issuer_keys(iss, public)
+                        .map_err(|e| at(&file, format!("{p}.iss"), e))?;
+                }
+                TestKey::Own(key)
+            }
+        };
         issuers.insert(
             name.clone(),
             TestIssuer {
@@ -299,51 +341,93 @@ pub fn run_file(
             },
         );
     }
-    let policy = policy_doc.load().map_err(|e| at(&file, "policy", e))?;
-
-    let mut cases = Vec::new();
-    for (i, c) in doc.cases.into_iter().enumerate() {
-        let p = format!("cases[{i}]");
-        if run.is_some_and(|r| !c.name.contains(r)) {
-            continue;
+    let decider = Decider::load(&policy_doc).map_err(|e| at(&file, "policy", e))?;
+    let policy = &decider.policy;
+    for t in issuers.values_mut() {
+        if matches!(t.key, TestKey::PolicySigningKey) && t.iss.is_none() {
+            t.iss = Some(policy.issuer.clone());
         }
-        cases.push(resolve_case(
-            &file,
-            &p,
-            c,
-            doc.now.as_ref(),
-            &doc.defaults,
-            &issuers,
-        )?);
     }
 
+    // Every case is resolved (so a bad one is reported whatever --run selects); the selected
+    // ones run, with the earlier cases whose minted tokens they present.
+    let mut cases: Vec<Case> = Vec::new();
+    let mut selected: Vec<bool> = Vec::new();
+    for (i, c) in doc.cases.into_iter().enumerate() {
+        let p = format!("cases[{i}]");
+        selected.push(run.is_none_or(|r| c.name.contains(r)));
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        let ctx = CaseContext {
+            file: &file,
+            file_now: doc.now.as_ref(),
+            defaults: &doc.defaults,
+            issuers: &issuers,
+            policy,
+            earlier: &names,
+        };
+        let case = resolve_case(&ctx, &p, c)?;
+        cases.push(case);
+    }
+    let mut needed = selected.clone();
+    for (i, case) in cases.iter().enumerate().rev() {
+        if let (true, TokenSource::MintedBy(j, _)) =
+            (needed.get(i).copied().unwrap_or(false), &case.token)
+        {
+            if let Some(n) = needed.get_mut(*j) {
+                *n = true;
+            }
+        }
+    }
+
+    let mut minted: Vec<Option<String>> = Vec::new();
     let mut results = Vec::new();
     for (i, case) in cases.into_iter().enumerate() {
+        if !needed.get(i).copied().unwrap_or(false) {
+            minted.push(None);
+            continue;
+        }
         let mut rng = match seed {
             Some(s) => entropy(Some(s.wrapping_add(i as u64))),
             None => Box::new(OsEntropy),
         };
-        let keys = generated_keys(&policy, rng.as_mut())?;
         let mut request = case.request.clone();
+        let mut failures = Vec::new();
         request.token = match &case.token {
             TokenSource::None => None,
             TokenSource::Literal(t) => Some(t.clone()),
+            TokenSource::MintedBy(j, name) => {
+                let token = minted.get(*j).cloned().flatten();
+                if token.is_none() {
+                    failures.push(format!("token: case {name:?} minted no token to present"));
+                }
+                token
+            }
             TokenSource::Signed {
                 issuer,
                 header,
                 claims,
             } => {
-                let key = &issuers
+                let key = issuers
                     .get(issuer)
-                    .ok_or_else(|| at(&file, &case.name, format!("no test issuer {issuer:?}")))?
-                    .key;
+                    .and_then(|t| t.key.get(policy))
+                    .ok_or_else(|| {
+                        at(
+                            &file,
+                            &case.name,
+                            format!("no key for test issuer {issuer:?}"),
+                        )
+                    })?;
                 Some(sign_token(key, header, claims, rng.as_mut())?)
             }
         };
-        let head = request.head();
-        let decision = policy.decide(&head.request(), &keys, case.now, rng.as_mut());
-        let outcome = Outcome::of(&policy, &keys, &decision, head.grpc);
-        let failures = compare(&case.expect, &outcome);
+        let outcome = decider.decide(&request, case.now, rng.as_mut());
+        minted.push(outcome.minted.as_ref().map(|m| m.token.clone()));
+        if !selected.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        if failures.is_empty() {
+            failures = compare(&case.expect, &outcome);
+        }
         results.push(CaseResult {
             name: case.name,
             failures,
@@ -358,15 +442,44 @@ pub fn run_file(
     })
 }
 
-fn resolve_case(
-    file: &str,
-    p: &str,
-    c: CaseDoc,
-    file_now: Option<&Value>,
-    defaults: &DefaultsDoc,
-    issuers: &BTreeMap<String, TestIssuer>,
-) -> Result<Case, InputError> {
-    let now_value = c.now.as_ref().or(file_now).ok_or_else(|| {
+/// A test issuer's `key`: a private JWK inline, or `"@file"` relative to the case file.
+fn read_key(file: &str, path: &Path, p: &str, key: &Value) -> Result<Value, InputError> {
+    match key {
+        Value::String(s) => {
+            let key_path = s.strip_prefix('@').ok_or_else(|| {
+                at(
+                    file,
+                    format!("{p}.key"),
+                    "must be a private JWK or \"@file\"",
+                )
+            })?;
+            let key_path = relative_to(path, key_path).display().to_string();
+            let text = read_text(&key_path, "key").map_err(|e| at(file, format!("{p}.key"), e))?;
+            parse_json(&text, &key_path).map_err(|e| at(file, format!("{p}.key"), e))
+        }
+        Value::Object(_) => Ok(key.clone()),
+        _ => Err(at(
+            file,
+            format!("{p}.key"),
+            "must be a private JWK or \"@file\"",
+        )),
+    }
+}
+
+/// What every case of a file is resolved against.
+struct CaseContext<'a> {
+    file: &'a str,
+    file_now: Option<&'a Value>,
+    defaults: &'a DefaultsDoc,
+    issuers: &'a BTreeMap<String, TestIssuer>,
+    policy: &'a Policy,
+    /// The names of the cases above, in order.
+    earlier: &'a [&'a str],
+}
+
+fn resolve_case(ctx: &CaseContext<'_>, p: &str, c: CaseDoc) -> Result<Case, InputError> {
+    let (file, defaults) = (ctx.file, ctx.defaults);
+    let now_value = c.now.as_ref().or(ctx.file_now).ok_or_else(|| {
         at(
             file,
             format!("{p}.now"),
@@ -426,30 +539,33 @@ fn resolve_case(
     let token =
         match c.token {
             None => match &defaults.token {
-                Some(t) => signed(
-                    file,
-                    &format!("{p}.token"),
-                    t,
-                    &TokenDoc::default(),
-                    now,
-                    issuers,
-                )?,
+                Some(t) => signed(ctx, &format!("{p}.token"), t, &TokenDoc::default(), now)?,
                 None => TokenSource::None,
             },
             Some(Value::Null) => TokenSource::None,
             Some(Value::String(s)) => TokenSource::Literal(
                 check_token_text(&s, "token").map_err(|e| at(file, format!("{p}.token"), e))?,
             ),
+            Some(v @ Value::Object(_)) if v.get("minted_by").is_some() => {
+                let m: MintedByDoc = serde_path_to_error::deserialize(v).map_err(|e| {
+                    at(
+                        file,
+                        format!("{p}.token.{}", e.path()),
+                        format!("{} (minted_by names an earlier case and takes nothing else)", e.inner()),
+                    )
+                })?;
+                minted_by(ctx, &format!("{p}.token.minted_by"), m.minted_by)?
+            }
             Some(v @ Value::Object(_)) => {
                 let t: TokenDoc = serde_path_to_error::deserialize(v)
                     .map_err(|e| at(file, format!("{p}.token.{}", e.path()), e.inner()))?;
                 let base = defaults.token.clone().unwrap_or_default();
-                signed(file, &format!("{p}.token"), &base, &t, now, issuers)?
+                signed(ctx, &format!("{p}.token"), &base, &t, now)?
             }
             Some(_) => return Err(at(
                 file,
                 format!("{p}.token"),
-                "must be an object (claims to sign), a string (a literal token) or null (no token)",
+                "must be an object (claims to sign, or {\"minted_by\": <an earlier case>}), a string (a literal token) or null (no token)",
             )),
         };
     check_expectations(file, &format!("{p}.expect"), &c.expect)?;
@@ -462,15 +578,33 @@ fn resolve_case(
     })
 }
 
+/// The token an earlier case minted: the case must be above this one, and its name unique.
+fn minted_by(ctx: &CaseContext<'_>, p: &str, name: String) -> Result<TokenSource, InputError> {
+    let mut found = ctx.earlier.iter().enumerate().filter(|(_, n)| **n == name);
+    match (found.next(), found.next()) {
+        (Some((i, _)), None) => Ok(TokenSource::MintedBy(i, name)),
+        (Some(_), Some(_)) => Err(at(
+            ctx.file,
+            p,
+            format!("{name:?} names several earlier cases: give them unique names"),
+        )),
+        (None, _) => Err(at(
+            ctx.file,
+            p,
+            format!("no earlier case is named {name:?} (a case can present only what a case above it minted)"),
+        )),
+    }
+}
+
 /// The token to sign: `base` (the defaults) overlaid by `t` (the case).
 fn signed(
-    file: &str,
+    ctx: &CaseContext<'_>,
     p: &str,
     base: &TokenDoc,
     t: &TokenDoc,
     now: Duration,
-    issuers: &BTreeMap<String, TestIssuer>,
 ) -> Result<TokenSource, InputError> {
+    let (file, issuers) = (ctx.file, ctx.issuers);
     let name = t
         .issuer
         .clone()
@@ -523,7 +657,18 @@ fn signed(
             claims.insert("iat".into(), json!(now.as_secs()));
         }
     }
-    let mut header = default_header(&issuer.key);
+    let key = issuer.key.get(ctx.policy).ok_or_else(|| {
+        at(
+            file,
+            format!("{p}.issuer"),
+            format!("test issuer {name:?} signs with the policy's signing key, and it has none"),
+        )
+    })?;
+    let mut header = default_header(key);
+    if matches!(issuer.key, TestKey::PolicySigningKey) {
+        // As the gateway mints them (RFC 9068).
+        header.insert("typ".into(), json!(MINTED_TOKEN_TYPE));
+    }
     overlay(&mut header, &base.header);
     overlay(&mut header, &t.header);
     Ok(TokenSource::Signed {
@@ -535,8 +680,65 @@ fn signed(
 
 const OUTCOME_REASONS: [&str; 2] = ["exchanged", "unmatched_pass"];
 
+/// The members an audit record can have (a record with every field the CLI knows set,
+/// serialized: the core decides the names).
+fn audit_members() -> Vec<String> {
+    let s = || Some(String::new());
+    let full = AuditRecord {
+        event: "token_exchange",
+        decision: AuditOutcome::Deny,
+        status: Some(0),
+        mode: Some("shadow"),
+        rule: s(),
+        request_id: s(),
+        iss: s(),
+        sub: s(),
+        caller: s(),
+        token_id: s(),
+        token_verified: true,
+        origin_iss: s(),
+        origin_token_id: s(),
+        chain_depth: Some(0),
+        acr: s(),
+        auth_time: Some(0),
+        issuer_review_overdue: true,
+        ceiling_removed_scopes: s(),
+        identity_headers: vec![String::new()],
+        minted_jti: s(),
+        minted_aud: s(),
+        minted_scope: s(),
+        minted_exp: Some(0),
+        minted_kid: s(),
+        ..AuditRecord::default()
+    };
+    match serde_json::to_value(&full) {
+        Ok(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks one of a fixed set of values.
+fn one_of(
+    file: &str,
+    p: String,
+    value: Option<&String>,
+    allowed: &[&str],
+) -> Result<(), InputError> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(at(
+            file,
+            p,
+            format!("{v:?} is not one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_expectations(file: &str, p: &str, e: &ExpectDoc) -> Result<(), InputError> {
     if e.decision.is_none()
+        && e.mode.is_none()
+        && e.forwarded.is_none()
+        && e.strip_headers.is_none()
         && e.reason.is_none()
         && e.status.is_none()
         && e.rule.is_none()
@@ -549,6 +751,39 @@ fn check_expectations(file: &str, p: &str, e: &ExpectDoc) -> Result<(), InputErr
             p,
             "expects nothing: a case that cannot fail tests nothing",
         ));
+    }
+    one_of(
+        file,
+        format!("{p}.mode"),
+        e.mode.as_ref(),
+        &["enforce", "shadow"],
+    )?;
+    one_of(
+        file,
+        format!("{p}.forwarded"),
+        e.forwarded.as_ref(),
+        &[
+            Forwarded::Minted.name(),
+            Forwarded::Unchanged.name(),
+            Forwarded::Nothing.name(),
+        ],
+    )?;
+    if let Some(audit) = &e.audit {
+        // `null` asserts absence: a misspelled member would always be absent.
+        let known = audit_members();
+        if let Some((name, _)) = audit
+            .iter()
+            .find(|(n, v)| v.is_null() && !known.contains(n))
+        {
+            return Err(at(
+                file,
+                format!("{p}.audit.{name}"),
+                format!(
+                    "is not a member of the audit record ({}): expecting it absent could never fail",
+                    known.join(", ")
+                ),
+            ));
+        }
     }
     if let Some(d) = &e.decision {
         if !["allow", "deny", "pass"].contains(&d.as_str()) {
@@ -613,6 +848,19 @@ fn compare(e: &ExpectDoc, o: &Outcome) -> Vec<String> {
     if let Some(d) = &e.decision {
         check("decision", json!(d), json!(o.decision));
     }
+    if let Some(m) = &e.mode {
+        check(
+            "mode",
+            json!(m),
+            json!(if o.shadow { "shadow" } else { "enforce" }),
+        );
+    }
+    if let Some(fw) = &e.forwarded {
+        check("forwarded", json!(fw), json!(o.forwarded.name()));
+    }
+    if let Some(h) = &e.strip_headers {
+        check("strip_headers", json!(h), json!(o.strip_headers));
+    }
     if let Some(r) = &e.reason {
         check("reason", json!(r), json!(o.reason));
     }
@@ -650,6 +898,13 @@ fn compare(e: &ExpectDoc, o: &Outcome) -> Vec<String> {
                     if let Some(v) = t.claims.get(name) {
                         check(&format!("minted claim {name}"), Value::Null, v.clone());
                     }
+                }
+                if let Some(act) = &m.act {
+                    check(
+                        "minted act (newest first)",
+                        json!(act),
+                        json!(t.act_chain()),
+                    );
                 }
                 if let Some(l) = m.lifetime {
                     let life = match (claim("exp").as_u64(), claim("iat").as_u64()) {
@@ -738,6 +993,8 @@ pub fn run(
                 "passed": c.failures.is_empty(),
                 "failures": c.failures,
                 "decision": c.outcome.decision,
+                "mode": if c.outcome.shadow { "shadow" } else { "enforce" },
+                "forwarded": c.outcome.forwarded.name(),
                 "reason": c.outcome.reason,
                 "status": c.outcome.status,
                 "rule": c.outcome.rule,

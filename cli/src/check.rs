@@ -1,20 +1,40 @@
 //! `check`: the policy validated by the filter's parser (every error with its JSON path),
-//! then a review summary read through the core's accessors: issuers, rules in evaluation
-//! order, warnings, and rules that never apply (`Policy::rule_findings`).
+//! then a review summary read through the core's accessors: issuers with their ceilings and
+//! review dates (judged at `--now`), header hygiene and revocation lists, rules in evaluation
+//! order, warnings, the lifecycle notices the filter logs, and the core's findings
+//! (`Policy::rule_findings`).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use token_exchange_filter::core::config::Unmatched;
+use token_exchange_filter::core::config::{StripAction, Unmatched};
+use token_exchange_filter::core::hygiene::DEFAULT_STRIP_HEADERS;
 use token_exchange_filter::core::keys::Alg;
+use token_exchange_filter::core::lifecycle;
+use token_exchange_filter::core::review::{CeilingConflict, GatewayConflict, IssuerConflict};
 use token_exchange_filter::core::signing::{GatewayKey, KeyMaterial, KeyState};
-use token_exchange_filter::core::{ExchangeRule, Policy, RuleFinding, TrustedIssuer};
+use token_exchange_filter::core::{ExchangeRule, Policy, RuleFinding, RuleMode, TrustedIssuer};
 
-use crate::input::InputError;
+use crate::input::{format_time, InputError};
 use crate::policy::PolicyDocument;
 
-/// The result of `check`: (human text, JSON, policy valid, any warning or finding).
-pub fn check(path: &str) -> Result<(String, Value, bool, bool), InputError> {
+/// What `check` found: the human text, the JSON, whether the policy is valid, and whether a
+/// valid policy has something a reviewer must act on (a warning, a finding, or an issuer
+/// overdue for review or expired at `now`).
+pub struct CheckReport {
+    /// Human-readable output.
+    pub text: String,
+    /// Machine-readable output.
+    pub json: Value,
+    /// The policy is valid.
+    pub valid: bool,
+    /// Warnings, findings or lifecycle notices.
+    pub notable: bool,
+}
+
+/// Checks the policy at `path`, judging review dates at `now`.
+pub fn check(path: &str, now: Duration) -> Result<CheckReport, InputError> {
     let doc = PolicyDocument::read(path)?;
     let policy = match doc.parse() {
         Ok(p) => p,
@@ -34,17 +54,40 @@ pub fn check(path: &str) -> Result<(String, Value, bool, bool), InputError> {
                 })
                 .collect();
             let j = json!({"policy": path, "valid": false, "errors": list});
-            return Ok((t, j, false, false));
+            return Ok(CheckReport {
+                text: t,
+                json: j,
+                valid: false,
+                notable: false,
+            });
         }
     };
+    let now = now.as_secs();
     let findings = policy.rule_findings();
-    let notable = !findings.is_empty() || !policy.warnings.is_empty();
-    Ok((
-        human(path, &policy, &findings),
-        summary(path, &policy, &findings),
-        true,
-        notable,
-    ))
+    let notices = lifecycle::notices(&policy, now);
+    let review = Review {
+        path,
+        policy: &policy,
+        findings: &findings,
+        notices: &notices,
+        now,
+    };
+    Ok(CheckReport {
+        text: review.human(),
+        json: review.summary(),
+        valid: true,
+        notable: !findings.is_empty() || !policy.warnings.is_empty() || !notices.is_empty(),
+    })
+}
+
+/// A valid policy and what the review found in it.
+struct Review<'a> {
+    path: &'a str,
+    policy: &'a Policy,
+    findings: &'a [RuleFinding],
+    /// The lines the filter logs about the allow list at `now` (overdue, expired).
+    notices: &'a [String],
+    now: u64,
 }
 
 fn join(list: &[String]) -> String {
@@ -59,154 +102,332 @@ fn key_algs(algs: impl Fn(Alg) -> bool) -> Vec<&'static str> {
         .collect()
 }
 
-fn issuer_json(t: &TrustedIssuer) -> Value {
-    let keys: Vec<Value> = t
-        .keys
+/// Whether the policy's `strip_headers` is the documented default list.
+fn default_strip_headers(policy: &Policy) -> bool {
+    let patterns: Vec<String> = policy
+        .strip_headers
         .iter()
-        .map(|k| json!({"kid": k.kid(), "algorithms": key_algs(|a| k.accepts(a))}))
+        .map(ToString::to_string)
         .collect();
-    json!({
-        "issuer": t.issuer,
-        "algorithms": t.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
-        "keys": keys,
-        "audiences": t.audiences,
-        "claims": {
-            "caller": t.claims.caller_claims(),
-            "scopes": t.claims.scope_claims(),
-        },
-    })
+    patterns == DEFAULT_STRIP_HEADERS
 }
 
-/// The issuers a rule accepts: its `require.issuers`, else (one trusted issuer) all.
-fn accepted_issuers<'p>(policy: &'p Policy, rule: &'p ExchangeRule) -> (Vec<&'p str>, bool) {
-    if rule.require.issuers.is_empty() {
-        (
-            policy
-                .trusted_issuers
-                .iter()
-                .map(|t| t.issuer.as_str())
-                .collect(),
-            true,
-        )
-    } else {
-        (
-            rule.require.issuers.iter().map(String::as_str).collect(),
-            false,
-        )
+fn strip_action(policy: &Policy) -> &'static str {
+    match policy.strip_headers_action {
+        StripAction::Strip => "strip",
+        StripAction::Refuse => "refuse",
     }
 }
 
-fn rule_json(policy: &Policy, i: usize, r: &ExchangeRule) -> Value {
-    let m = &r.matcher;
-    let (issuers, implied) = accepted_issuers(policy, r);
-    json!({
-        "index": i,
-        "name": r.name,
-        "match": {
-            "path_prefix": m.path_prefix, "path": m.path, "methods": m.methods,
-            "host": m.host, "route": m.route,
-        },
-        "require": {
-            "issuers": issuers, "issuers_implied": implied,
-            "scopes": r.require.scopes, "acr": r.require.acr, "amr": r.require.amr,
-            "callers": r.require.callers,
-        },
-        "mint": {
-            "audience": r.mint.audience, "scopes": r.mint.scopes,
-            "ttl_seconds": r.mint.ttl_seconds, "preserve_claims": r.mint.preserve_claims,
-            "add_claims": r.mint.add_claims,
-        },
-    })
+fn mode_name(rule: &ExchangeRule) -> &'static str {
+    match rule.mode {
+        RuleMode::Enforce => "enforce",
+        RuleMode::Shadow => "shadow",
+    }
 }
 
-fn finding_json(policy: &Policy, f: &RuleFinding) -> Value {
-    let name = |i: usize| {
-        policy
+fn ceiling_code(c: &CeilingConflict) -> (&'static str, Option<(&'static str, &str)>) {
+    match c {
+        CeilingConflict::AudienceNotAllowed => ("audience_not_allowed", None),
+        CeilingConflict::RequiredScopeOutside { scope } => {
+            ("required_scope_outside", Some(("scope", scope)))
+        }
+        CeilingConflict::GrantOutside => ("grant_outside", None),
+    }
+}
+
+fn gateway_code(c: &GatewayConflict) -> (&'static str, Option<(&'static str, &str)>) {
+    match c {
+        GatewayConflict::NotMinted => ("not_minted", None),
+        GatewayConflict::IssuersDisjoint => ("issuers_disjoint", None),
+        GatewayConflict::CallerNotAllowed => ("caller_not_allowed", None),
+        GatewayConflict::RequiredScopeNeverHeld { scope } => {
+            ("required_scope_never_held", Some(("scope", scope)))
+        }
+        GatewayConflict::ClaimNeverCarried { claim } => {
+            ("claim_never_carried", Some(("claim", claim)))
+        }
+        GatewayConflict::GrantNeverHeld => ("grant_never_held", None),
+    }
+}
+
+impl Review<'_> {
+    fn rule_name(&self, i: usize) -> String {
+        self.policy
             .rules
             .get(i)
             .map(|r| r.name.clone())
             .unwrap_or_default()
-    };
-    match f {
-        RuleFinding::Shadowed { rule, by } => json!({
-            "kind": "shadowed", "path": format!("rules[{rule}]"), "rule": name(*rule),
-            "by_path": format!("rules[{by}]"), "by": name(*by), "message": f.to_string(),
-        }),
-        RuleFinding::MatchesNothing { rule } => json!({
-            "kind": "matches_nothing", "path": format!("rules[{rule}]"), "rule": name(*rule),
-            "message": f.to_string(),
-        }),
     }
-}
 
-fn summary(path: &str, policy: &Policy, findings: &[RuleFinding]) -> Value {
-    let signing: Vec<Value> = policy
-        .signing_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let _ = i;
-            json!({"kid": k.kid, "alg": k.alg().name(), "role": key_role(k), "generated": matches!(k.material, KeyMaterial::Generated(_))})
-        })
-        .collect();
-    json!({
-        "policy": path,
-        "valid": true,
-        "issuer": policy.issuer,
-        "signing_keys": signing,
-        "unmatched": match policy.unmatched { Unmatched::Deny => "deny", Unmatched::Pass => "pass" },
-        "clock_skew_seconds": policy.clock_skew_seconds,
-        "realm": policy.realm,
-        "strip_headers": policy.strip_headers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "limits": {
-            "max_token_bytes": policy.limits.max_token_bytes,
-            "max_header_bytes": policy.limits.max_header_bytes,
-            "max_json_depth": policy.limits.max_json_depth,
-            "max_claims": policy.limits.max_claims,
-            "max_scopes": policy.limits.max_scopes,
-        },
-        "trusted_issuers": policy.trusted_issuers.iter().map(issuer_json).collect::<Vec<_>>(),
-        "rules": policy.rules.iter().enumerate().map(|(i, r)| rule_json(policy, i, r)).collect::<Vec<_>>(),
-        "warnings": policy.warnings.iter().map(|w| json!({"path": w.path, "message": w.message})).collect::<Vec<_>>(),
-        "findings": findings.iter().map(|f| finding_json(policy, f)).collect::<Vec<_>>(),
-    })
-}
+    fn issuer_name(&self, i: usize) -> String {
+        self.policy
+            .trusted_issuers
+            .get(i)
+            .map(|t| t.issuer.clone())
+            .unwrap_or_default()
+    }
 
-fn human(path: &str, policy: &Policy, findings: &[RuleFinding]) -> String {
-    let mut t = String::new();
-    let _ = writeln!(t, "{path}: valid policy");
-    let _ = writeln!(t, "gateway issuer   {}", policy.issuer);
-    let keys: Vec<String> = policy
-        .signing_keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let _ = i;
-            let generated = if matches!(k.material, KeyMaterial::Generated(_)) {
-                ", generated at start"
-            } else {
-                ""
-            };
-            format!("{} ({}, {}{generated})", k.kid, k.alg().name(), key_role(k))
+    fn issuer_json(&self, t: &TrustedIssuer) -> Value {
+        let keys: Vec<Value> = t
+            .keys
+            .iter()
+            .map(|k| json!({"kid": k.kid(), "algorithms": key_algs(|a| k.accepts(a))}))
+            .collect();
+        json!({
+            "issuer": t.issuer,
+            "algorithms": t.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+            "keys": keys,
+            "audiences": t.audiences,
+            "claims": {
+                "caller": t.claims.caller_claims(),
+                "scopes": t.claims.scope_claims(),
+            },
+            "max_scopes": t.max_scopes,
+            "allowed_audiences": t.allowed_audiences,
+            "review_by": t.review_by.map(|d| d.to_string()),
+            "review_overdue": t.review_overdue(self.now),
+            "expires": t.expires.map(|d| d.to_string()),
+            "expired": t.expired(self.now),
+            "revoked_before": t.revoked_before,
+            "revoked_before_utc": t.revoked_before.map(format_time),
         })
-        .collect();
-    let _ = writeln!(t, "signing keys     {}", keys.join(", "));
-    let unmatched = match policy.unmatched {
-        Unmatched::Deny => "deny (403 no_matching_rule)",
-        Unmatched::Pass => "pass (forwarded untouched, audited as pass)",
-    };
-    let _ = writeln!(t, "unmatched        {unmatched}");
-    let _ = writeln!(t, "clock skew       {} s", policy.clock_skew_seconds);
-    if !policy.strip_headers.is_empty() {
+    }
+
+    /// The issuers a rule accepts, and whether that is implied (one trusted issuer).
+    fn accepted_issuers(&self, rule: &ExchangeRule) -> (Vec<String>, bool) {
+        let names = self
+            .policy
+            .accepted_issuers(rule)
+            .map(|(_, t)| t.issuer.clone())
+            .collect();
+        (names, rule.require.issuers.is_empty())
+    }
+
+    fn rule_json(&self, i: usize, r: &ExchangeRule) -> Value {
+        let m = &r.matcher;
+        let (issuers, implied) = self.accepted_issuers(r);
+        json!({
+            "index": i,
+            "name": r.name,
+            "mode": mode_name(r),
+            "match": {
+                "path_prefix": m.path_prefix, "path": m.path, "methods": m.methods,
+                "host": m.host, "route": m.route,
+            },
+            "require": {
+                "issuers": issuers, "issuers_implied": implied,
+                "scopes": r.require.scopes, "acr": r.require.acr, "amr": r.require.amr,
+                "callers": r.require.callers, "max_age_seconds": r.require.max_age_seconds,
+            },
+            "mint": {
+                "audience": r.mint.audience, "scopes": r.mint.scopes,
+                "ttl_seconds": r.mint.ttl_seconds, "preserve_claims": r.mint.preserve_claims,
+                "add_claims": r.mint.add_claims,
+            },
+            "accept_gateway_tokens": r.accept_gateway_tokens.as_ref().map(|g| json!({"audiences": g.audiences})),
+            "max_chain_depth": r.max_chain_depth,
+        })
+    }
+
+    fn conflict_json(&self, c: &IssuerConflict) -> Value {
+        let (why, detail) = ceiling_code(&c.why);
+        let mut v = json!({
+            "issuer_path": format!("trusted_issuers[{}]", c.issuer),
+            "issuer": self.issuer_name(c.issuer),
+            "why": why,
+            "message": c.why.to_string(),
+        });
+        if let (Some((k, d)), Some(o)) = (detail, v.as_object_mut()) {
+            o.insert(k.into(), json!(d));
+        }
+        v
+    }
+
+    fn finding_json(&self, f: &RuleFinding) -> Value {
+        let mut v = match f {
+            RuleFinding::Shadowed { rule, by } => json!({
+                "kind": "shadowed", "path": format!("rules[{rule}]"), "rule": self.rule_name(*rule),
+                "by_path": format!("rules[{by}]"), "by": self.rule_name(*by),
+            }),
+            RuleFinding::MatchesNothing { rule } => json!({
+                "kind": "matches_nothing", "path": format!("rules[{rule}]"), "rule": self.rule_name(*rule),
+            }),
+            RuleFinding::NeverGrants { rule, conflicts } => json!({
+                "kind": "never_grants", "path": format!("rules[{rule}]"), "rule": self.rule_name(*rule),
+                "issuers": conflicts.iter().map(|c| self.conflict_json(c)).collect::<Vec<_>>(),
+            }),
+            RuleFinding::IssuerNeverGranted { rule, conflict } => {
+                let mut v = self.conflict_json(conflict);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("message");
+                    o.insert("kind".into(), json!("issuer_never_granted"));
+                    o.insert("path".into(), json!(format!("rules[{rule}]")));
+                    o.insert("rule".into(), json!(self.rule_name(*rule)));
+                }
+                v
+            }
+            RuleFinding::GatewayAudienceNeverGranted {
+                rule,
+                audience,
+                why,
+            } => {
+                let (code, detail) = gateway_code(why);
+                let mut v = json!({
+                    "kind": "gateway_audience_never_granted", "path": format!("rules[{rule}]"),
+                    "rule": self.rule_name(*rule), "audience": audience, "why": code,
+                });
+                if let (Some((k, d)), Some(o)) = (detail, v.as_object_mut()) {
+                    o.insert(k.into(), json!(d));
+                }
+                v
+            }
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message".into(), json!(f.to_string()));
+        }
+        v
+    }
+
+    fn summary(&self) -> Value {
+        let policy = self.policy;
+        let signing: Vec<Value> = policy
+            .signing_keys
+            .iter()
+            .map(|k| {
+                json!({"kid": k.kid, "alg": k.alg().name(), "role": key_role(k), "generated": matches!(k.material, KeyMaterial::Generated(_))})
+            })
+            .collect();
+        json!({
+            "policy": self.path,
+            "valid": true,
+            "now": self.now,
+            "now_utc": format_time(self.now),
+            "issuer": policy.issuer,
+            "signing_keys": signing,
+            "unmatched": match policy.unmatched { Unmatched::Deny => "deny", Unmatched::Pass => "pass" },
+            "clock_skew_seconds": policy.clock_skew_seconds,
+            "realm": policy.realm,
+            "strip_headers": policy.strip_headers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "strip_headers_default": default_strip_headers(policy),
+            "strip_headers_action": strip_action(policy),
+            "revoked": {"jti": policy.revoked.jti.len(), "sub": policy.revoked.sub.len()},
+            "limits": {
+                "max_token_bytes": policy.limits.max_token_bytes,
+                "max_header_bytes": policy.limits.max_header_bytes,
+                "max_json_depth": policy.limits.max_json_depth,
+                "max_claims": policy.limits.max_claims,
+                "max_scopes": policy.limits.max_scopes,
+            },
+            "trusted_issuers": policy.trusted_issuers.iter().map(|t| self.issuer_json(t)).collect::<Vec<_>>(),
+            "rules": policy.rules.iter().enumerate().map(|(i, r)| self.rule_json(i, r)).collect::<Vec<_>>(),
+            "warnings": policy.warnings.iter().map(|w| json!({"path": w.path, "message": w.message})).collect::<Vec<_>>(),
+            "notices": self.notices,
+            "findings": self.findings.iter().map(|f| self.finding_json(f)).collect::<Vec<_>>(),
+        })
+    }
+
+    fn human(&self) -> String {
+        let policy = self.policy;
+        let mut t = String::new();
+        let _ = writeln!(t, "{}: valid policy", self.path);
+        let _ = writeln!(
+            t,
+            "now              {} (review dates are judged at this time)",
+            format_time(self.now)
+        );
+        let _ = writeln!(t, "gateway issuer   {}", policy.issuer);
+        let keys: Vec<String> = policy
+            .signing_keys
+            .iter()
+            .map(|k| {
+                let generated = if matches!(k.material, KeyMaterial::Generated(_)) {
+                    ", generated at start"
+                } else {
+                    ""
+                };
+                format!("{} ({}, {}{generated})", k.kid, k.alg().name(), key_role(k))
+            })
+            .collect();
+        let _ = writeln!(t, "signing keys     {}", keys.join(", "));
+        let unmatched = match policy.unmatched {
+            Unmatched::Deny => "deny (403 no_matching_rule)",
+            Unmatched::Pass => "pass (forwarded untouched, audited as pass)",
+        };
+        let _ = writeln!(t, "unmatched        {unmatched}");
+        let _ = writeln!(t, "clock skew       {} s", policy.clock_skew_seconds);
+        let _ = writeln!(t, "header hygiene   {}", self.describe_hygiene());
+        let revoked = &policy.revoked;
+        let _ = writeln!(
+            t,
+            "revoked          {} jti, {} sub (original tokens and subjects refused: token_revoked, subject_revoked)",
+            revoked.jti.len(),
+            revoked.sub.len()
+        );
+        let _ = writeln!(t, "\ntrusted issuers ({})", policy.trusted_issuers.len());
+        for ti in &policy.trusted_issuers {
+            self.describe_issuer(&mut t, ti);
+        }
+        let _ = writeln!(
+            t,
+            "\nrules in evaluation order, first match wins ({})",
+            policy.rules.len()
+        );
+        for (i, r) in policy.rules.iter().enumerate() {
+            let _ = writeln!(t, "  {}. {}  (rules[{i}])", i + 1, r.name);
+            let _ = writeln!(t, "     match    {}", describe_match(r));
+            let _ = writeln!(t, "     require  {}", self.describe_require(r));
+            let _ = writeln!(t, "     grants   {}", describe_mint(r));
+            let _ = writeln!(t, "     chain    {}", describe_chain(r));
+            if r.mode == RuleMode::Shadow {
+                let _ = writeln!(
+                    t,
+                    "     mode     shadow: decides, mints and audits as enforcing would, but forwards the request unchanged and never denies"
+                );
+            }
+        }
+        let _ = writeln!(t, "\nwarnings ({})", policy.warnings.len());
+        for w in &policy.warnings {
+            let _ = writeln!(t, "  {w}");
+        }
+        let _ = writeln!(
+            t,
+            "\nlifecycle notices ({}), as the filter logs them at load and daily",
+            self.notices.len()
+        );
+        for n in self.notices {
+            let _ = writeln!(t, "  {n}");
+        }
+        let _ = writeln!(t, "\nfindings ({})", self.findings.len());
+        for f in self.findings {
+            let _ = writeln!(t, "  {f} ({})", self.finding_detail(f));
+        }
+        t
+    }
+
+    fn describe_hygiene(&self) -> String {
+        let policy = self.policy;
         let patterns: Vec<String> = policy
             .strip_headers
             .iter()
             .map(ToString::to_string)
             .collect();
-        let _ = writeln!(t, "strip headers    {}", patterns.join(", "));
+        if patterns.is_empty() {
+            return "none (strip_headers is empty: identity headers reach the upstream)".into();
+        }
+        let action = match policy.strip_headers_action {
+            StripAction::Strip => "strip (removed before forwarding)",
+            StripAction::Refuse => "refuse (400 identity_header_present)",
+        };
+        let list = if default_strip_headers(policy) {
+            "the default list"
+        } else {
+            "the policy's list"
+        };
+        format!("{action}: {list}, {}", patterns.join(", "))
     }
-    let _ = writeln!(t, "\ntrusted issuers ({})", policy.trusted_issuers.len());
-    for ti in &policy.trusted_issuers {
+
+    fn describe_issuer(&self, t: &mut String, ti: &TrustedIssuer) {
         let _ = writeln!(t, "  {}", ti.issuer);
         let algs: Vec<&str> = ti.algorithms.iter().map(|a| a.name()).collect();
         let _ = writeln!(t, "    algorithms  {}", algs.join(" "));
@@ -229,42 +450,108 @@ fn human(path: &str, policy: &Policy, findings: &[RuleFinding]) -> String {
             ti.claims.caller_claims().join(", "),
             ti.claims.scope_claims().join(", ")
         );
+        let mut ceilings = Vec::new();
+        if let Some(max) = &ti.max_scopes {
+            ceilings.push(format!("scopes at most {}", join(max)));
+        }
+        if let Some(aud) = &ti.allowed_audiences {
+            ceilings.push(format!("exchanged only for {}", aud.join(", ")));
+        }
+        if !ceilings.is_empty() {
+            let _ = writeln!(t, "    ceilings    {}", ceilings.join("; "));
+        }
+        if let Some(d) = ti.review_by {
+            let state = if ti.review_overdue(self.now) {
+                format!("OVERDUE since {}", format_time(d.end()))
+            } else {
+                "not yet due".to_owned()
+            };
+            let _ = writeln!(t, "    review by   {d} ({state})");
+        }
+        if let Some(d) = ti.expires {
+            let state = if ti.expired(self.now) {
+                format!(
+                    "EXPIRED since {}: its tokens are refused (issuer_expired)",
+                    format_time(d.end())
+                )
+            } else {
+                "trusted through that day".to_owned()
+            };
+            let _ = writeln!(t, "    expires     {d} ({state})");
+        }
+        if let Some(before) = ti.revoked_before {
+            let _ = writeln!(
+                t,
+                "    revoked     tokens issued before {} (or without iat) are refused (issued_before_revocation)",
+                format_time(before)
+            );
+        }
     }
-    let _ = writeln!(
-        t,
-        "\nrules in evaluation order, first match wins ({})",
-        policy.rules.len()
-    );
-    for (i, r) in policy.rules.iter().enumerate() {
-        let _ = writeln!(t, "  {}. {}  (rules[{i}])", i + 1, r.name);
-        let _ = writeln!(t, "     match    {}", describe_match(r));
-        let _ = writeln!(t, "     require  {}", describe_require(policy, r));
-        let _ = writeln!(t, "     grants   {}", describe_mint(r));
+
+    fn describe_require(&self, r: &ExchangeRule) -> String {
+        let q = &r.require;
+        let (issuers, implied) = self.accepted_issuers(r);
+        let mut parts = vec![format!(
+            "issuer{} {}",
+            if implied {
+                " (the only one)"
+            } else {
+                " one of"
+            },
+            issuers.join(", ")
+        )];
+        if !q.scopes.is_empty() {
+            parts.push(format!("scopes {} (all)", join(&q.scopes)));
+        }
+        if !q.callers.is_empty() {
+            parts.push(format!("caller one of {}", q.callers.join(", ")));
+        }
+        if !q.acr.is_empty() {
+            parts.push(format!("acr one of {} (step-up)", q.acr.join(", ")));
+        }
+        if let Some(max_age) = q.max_age_seconds {
+            parts.push(format!(
+                "authenticated at most {max_age} s ago (auth_time; step-up)"
+            ));
+        }
+        if !q.amr.is_empty() {
+            parts.push(format!("amr {} (all)", join(&q.amr)));
+        }
+        parts.join("; ")
     }
-    let _ = writeln!(t, "\nwarnings ({})", policy.warnings.len());
-    for w in &policy.warnings {
-        let _ = writeln!(t, "  {w}");
-    }
-    let _ = writeln!(t, "\nfindings ({})", findings.len());
-    for f in findings {
-        let name = |i: usize| {
-            policy
-                .rules
-                .get(i)
-                .map(|r| r.name.as_str())
-                .unwrap_or_default()
-        };
-        let detail = match f {
+
+    fn finding_detail(&self, f: &RuleFinding) -> String {
+        match f {
             RuleFinding::Shadowed { rule, by } => format!(
                 "{:?} never applies: {:?} takes its requests first",
-                name(*rule),
-                name(*by)
+                self.rule_name(*rule),
+                self.rule_name(*by)
             ),
-            RuleFinding::MatchesNothing { rule } => format!("{:?} never applies", name(*rule)),
-        };
-        let _ = writeln!(t, "  {f} ({detail})");
+            RuleFinding::MatchesNothing { rule } => {
+                format!("{:?} never applies", self.rule_name(*rule))
+            }
+            RuleFinding::NeverGrants { rule, conflicts } => {
+                let names: Vec<String> = conflicts
+                    .iter()
+                    .map(|c| format!("{:?}", self.issuer_name(c.issuer)))
+                    .collect();
+                format!(
+                    "{:?} never mints: refused for every token of {}",
+                    self.rule_name(*rule),
+                    names.join(", ")
+                )
+            }
+            RuleFinding::IssuerNeverGranted { rule, conflict } => format!(
+                "{:?} refuses every token of {:?}",
+                self.rule_name(*rule),
+                self.issuer_name(conflict.issuer)
+            ),
+            RuleFinding::GatewayAudienceNeverGranted { rule, audience, .. } => format!(
+                "{:?} refuses every gateway token minted for {audience:?}",
+                self.rule_name(*rule)
+            ),
+        }
     }
-    t
 }
 
 fn describe_match(r: &ExchangeRule) -> String {
@@ -290,33 +577,6 @@ fn describe_match(r: &ExchangeRule) -> String {
     parts.join("; ")
 }
 
-fn describe_require(policy: &Policy, r: &ExchangeRule) -> String {
-    let q = &r.require;
-    let (issuers, implied) = accepted_issuers(policy, r);
-    let mut parts = vec![format!(
-        "issuer{} {}",
-        if implied {
-            " (the only one)"
-        } else {
-            " one of"
-        },
-        issuers.join(", ")
-    )];
-    if !q.scopes.is_empty() {
-        parts.push(format!("scopes {} (all)", join(&q.scopes)));
-    }
-    if !q.callers.is_empty() {
-        parts.push(format!("caller one of {}", q.callers.join(", ")));
-    }
-    if !q.acr.is_empty() {
-        parts.push(format!("acr one of {}", q.acr.join(", ")));
-    }
-    if !q.amr.is_empty() {
-        parts.push(format!("amr {} (all)", join(&q.amr)));
-    }
-    parts.join("; ")
-}
-
 fn describe_mint(r: &ExchangeRule) -> String {
     let m = &r.mint;
     let mut parts = vec![format!(
@@ -337,6 +597,20 @@ fn describe_mint(r: &ExchangeRule) -> String {
         parts.push(format!("adds {}", added.join(", ")));
     }
     parts.join("; ")
+}
+
+fn describe_chain(r: &ExchangeRule) -> String {
+    let gateway = match &r.accept_gateway_tokens {
+        Some(g) => format!(
+            "takes the gateway's tokens minted for {} (chained exchange)",
+            g.audiences.join(", ")
+        ),
+        None => "refuses the gateway's own tokens (gateway_token_replay)".to_owned(),
+    };
+    format!(
+        "at most {} exchange(s) recorded in act; {gateway}",
+        r.max_chain_depth
+    )
 }
 
 /// What a gateway key does: signs (active), published ahead of use, or retired (published

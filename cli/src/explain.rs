@@ -1,13 +1,16 @@
-//! `explain`: one request through the core's `decide`, at a fixed time, without a gateway.
+//! `explain`: one request through the core's `decide`, at a fixed time, without a gateway:
+//! the decision, what is forwarded, and the trust-boundary facts behind it (shadow mode, the
+//! minted `act` chain, a step-up challenge, ceilings, the issuer's review, identity headers).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use token_exchange_filter::core::{ExchangeRule, Policy};
 
 use crate::input::{format_time, inline_or_file, InputError};
-use crate::keys::{generate, generated_keys, public_jwk, KeyAlg};
-use crate::outcome::Outcome;
+use crate::keys::{generate, public_jwk, KeyAlg};
+use crate::outcome::{Decider, Forwarded, Outcome};
 use crate::policy::{check_token_text, PolicyDocument, RequestSpec};
 use crate::random::entropy;
 
@@ -27,7 +30,10 @@ pub struct ExplainRequest {
     pub generated_signing_key: bool,
 }
 
-/// The explanation: (human text, JSON, whether the request was allowed or passed).
+/// Reasons that ask the client to re-authenticate (RFC 9470).
+const STEP_UP_REASONS: [&str; 2] = ["acr_not_satisfied", "authentication_too_old"];
+
+/// The explanation: (human text, JSON, whether the request is forwarded).
 pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError> {
     let mut doc = PolicyDocument::read(&req.policy)?;
     for arg in &req.issuer_keys {
@@ -52,11 +58,13 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
         let jwk = generate(KeyAlg::EdDSA, &kid, rng.as_mut())?;
         doc.replace_signing_keys(jwk, &kid);
     }
-    let policy = doc.load()?;
-    let head = req.request.head();
-    let keys = generated_keys(&policy, rng.as_mut())?;
-    let decision = policy.decide(&head.request(), &keys, req.now, rng.as_mut());
-    let outcome = Outcome::of(&policy, &keys, &decision, head.grpc);
+    let decider = Decider::load(&doc)?;
+    let policy = &decider.policy;
+    let outcome = decider.decide(&req.request, req.now, rng.as_mut());
+    let rule = outcome
+        .rule
+        .as_ref()
+        .and_then(|name| policy.rules.iter().find(|r| &r.name == name));
 
     let signed_with = outcome.minted.as_ref().map(|m| {
         let kid = m
@@ -82,6 +90,14 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
         format!("signed with {whose} {kid:?} ({alg}){check}")
     });
     let notes: Vec<String> = doc.changes.iter().map(|c| c.note()).collect();
+    let step_up = rule
+        .filter(|_| STEP_UP_REASONS.contains(&outcome.reason.as_str()))
+        .map(|r| {
+            json!({
+                "acr_values": r.require.acr,
+                "max_age": r.require.max_age_seconds,
+            })
+        });
 
     let mut json = outcome.to_json();
     if let Some(o) = json.as_object_mut() {
@@ -90,12 +106,29 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
         if let (Some(s), Some(Value::Object(m))) = (&signed_with, o.get_mut("minted")) {
             m.insert("signed_with".into(), json!(s));
             m.insert("generated_key".into(), json!(req.generated_signing_key));
+            m.insert("discarded".into(), json!(outcome.shadow));
+        }
+        if let Some(s) = &step_up {
+            o.insert("step_up".into(), s.clone());
         }
         o.insert("notes".into(), json!(notes));
     }
 
     let mut t = String::new();
-    let _ = writeln!(t, "decision   {}", outcome.decision);
+    let unsent = if outcome.shadow {
+        " (shadow mode: not sent)"
+    } else {
+        ""
+    };
+    if outcome.shadow {
+        let _ = writeln!(
+            t,
+            "decision   {} (shadow mode: what enforcing the rule would decide)",
+            outcome.decision
+        );
+    } else {
+        let _ = writeln!(t, "decision   {}", outcome.decision);
+    }
     match &outcome.description {
         Some(d) => {
             let _ = writeln!(t, "reason     {}: {d}", outcome.reason);
@@ -105,53 +138,69 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
         }
     }
     if let Some(s) = outcome.status {
-        let _ = writeln!(t, "status     {s}");
+        let _ = writeln!(t, "status     {s}{unsent}");
     }
     let _ = writeln!(
         t,
-        "rule       {}",
-        outcome.rule.as_deref().unwrap_or("(none matched)")
+        "rule       {}{}",
+        outcome.rule.as_deref().unwrap_or("(none matched)"),
+        if outcome.shadow { " (mode shadow)" } else { "" }
     );
     if let Some(c) = &outcome.challenge {
-        let _ = writeln!(t, "challenge  WWW-Authenticate: {c}");
+        let _ = writeln!(t, "challenge  WWW-Authenticate: {c}{unsent}");
     }
     if let Some(b) = &outcome.body {
-        let _ = writeln!(t, "body       {b}");
+        let _ = writeln!(t, "body       {b}{unsent}");
     }
     if let Some((status, message)) = &outcome.grpc {
         let _ = writeln!(
             t,
-            "grpc       grpc-status: {status}, grpc-message: {message}"
+            "grpc       grpc-status: {status}, grpc-message: {message}{unsent}"
+        );
+    }
+    if let Some(r) = rule.filter(|_| step_up.is_some()) {
+        let _ = writeln!(
+            t,
+            "step-up    {}",
+            describe_step_up(r, &outcome, req.now.as_secs())
         );
     }
     if let (Some(m), Some(s)) = (&outcome.minted, &signed_with) {
-        let _ = writeln!(t, "minted     {s}");
+        let discarded = if outcome.shadow {
+            "; discarded (shadow mode)"
+        } else {
+            ""
+        };
+        let _ = writeln!(t, "minted     {s}{discarded}");
         let _ = writeln!(t, "  header   {}", Value::Object(m.header.clone()));
         let pretty = serde_json::to_string_pretty(&Value::Object(m.claims.clone()))
             .unwrap_or_default()
             .replace('\n', "\n           ");
         let _ = writeln!(t, "  claims   {pretty}");
         let _ = writeln!(t, "  token    {}", m.token);
-    }
-    match outcome.decision.as_str() {
-        "allow" => {
-            let _ = writeln!(
-                t,
-                "forwarded  with Authorization: Bearer <the minted token>{}",
-                removed(&outcome.strip_headers)
-            );
-        }
-        "pass" => {
-            let _ = writeln!(
-                t,
-                "forwarded  untouched (no rule matched, unmatched: pass){}",
-                removed(&outcome.strip_headers)
-            );
-        }
-        _ => {
-            let _ = writeln!(t, "forwarded  nothing: the filter answers itself");
+        let chain = m.act_chain();
+        for (i, entry) in chain.iter().enumerate() {
+            let label = if i == 0 { "  act      " } else { "           " };
+            let _ = writeln!(t, "{label}{}. {}", i + 1, describe_act(entry));
         }
     }
+    for line in trust_lines(policy, rule, &outcome) {
+        let _ = writeln!(t, "{line}");
+    }
+    let removes = removed(&outcome.strip_headers);
+    let forwarded = match (outcome.forwarded, outcome.shadow) {
+        (Forwarded::Minted, _) => {
+            format!("with Authorization: Bearer <the minted token>{removes}")
+        }
+        (Forwarded::Unchanged, true) => format!(
+            "unchanged: the rule is in shadow mode, so the request goes on as it came (its own Authorization, if any) and is never denied{removes}"
+        ),
+        (Forwarded::Unchanged, false) => {
+            format!("untouched (no rule matched, unmatched: pass){removes}")
+        }
+        (Forwarded::Nothing, _) => "nothing: the filter answers itself".to_owned(),
+    };
+    let _ = writeln!(t, "forwarded  {forwarded}");
     let _ = writeln!(t, "audit      {}", outcome.audit_line);
     let _ = writeln!(
         t,
@@ -162,7 +211,97 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     for n in &notes {
         let _ = writeln!(t, "note       {n}");
     }
-    Ok((t, json, outcome.decision != "deny"))
+    Ok((t, json, outcome.forwarded != Forwarded::Nothing))
+}
+
+/// What a client must do to satisfy a step-up rule, and what the token showed.
+fn describe_step_up(rule: &ExchangeRule, o: &Outcome, now: u64) -> String {
+    let q = &rule.require;
+    let mut asks = Vec::new();
+    if !q.acr.is_empty() {
+        asks.push(format!("with acr one of {}", q.acr.join(", ")));
+    }
+    if let Some(max_age) = q.max_age_seconds {
+        asks.push(format!("at most {max_age} s before the request"));
+    }
+    let acr = o.audit.get("acr").and_then(Value::as_str).unwrap_or("none");
+    let when = match o.audit.get("auth_time").and_then(Value::as_u64) {
+        Some(at) => format!(
+            "authenticated {} s before the request",
+            now.saturating_sub(at)
+        ),
+        None => "no auth_time".to_owned(),
+    };
+    format!(
+        "re-authenticate the user (RFC 9470) {}, then retry with the new token; this token: acr {acr}, {when}",
+        asks.join(" and ")
+    )
+}
+
+/// One `act` entry: who acted, named by whom, through which rule, for which audience.
+fn describe_act(entry: &Map<String, Value>) -> String {
+    let s = |k: &str| entry.get(k).and_then(Value::as_str);
+    let who = match (s("sub"), s("iss")) {
+        (Some(sub), Some(iss)) => format!("{sub} (named by {iss})"),
+        (Some(sub), None) => sub.to_owned(),
+        _ => "an unnamed caller".to_owned(),
+    };
+    format!(
+        "{who} through rule {} for {}",
+        s("rule").unwrap_or("?"),
+        s("audience").unwrap_or("?")
+    )
+}
+
+/// The trust-boundary facts of the audit record, one line each.
+fn trust_lines(policy: &Policy, rule: Option<&ExchangeRule>, o: &Outcome) -> Vec<String> {
+    let a = &o.audit;
+    let s = |k: &str| a.get(k).and_then(Value::as_str);
+    let mut lines = Vec::new();
+    if let Some(depth) = a.get("chain_depth").and_then(Value::as_u64) {
+        let limit = rule.map_or(String::new(), |r| {
+            format!(" (rule {} allows at most {})", r.name, r.max_chain_depth)
+        });
+        let mut line = format!("chain      {depth} exchange(s) recorded{limit}");
+        if let (Some(iss), Some(id)) = (s("origin_iss"), s("origin_token_id")) {
+            let _ = write!(
+                line,
+                "; a gateway token, exchanged from token {id} of {iss}"
+            );
+        }
+        lines.push(line);
+    }
+    if let Some(removed) = s("ceiling_removed_scopes") {
+        let issuer = s("origin_iss").or(s("iss")).unwrap_or("the issuer");
+        lines.push(format!(
+            "ceiling    removed {removed}: outside the max_scopes of {issuer}"
+        ));
+    }
+    if a.get("issuer_review_overdue").and_then(Value::as_bool) == Some(true) {
+        let iss = s("origin_iss").or(s("iss")).unwrap_or_default();
+        let due = policy
+            .trusted_issuer(iss)
+            .and_then(|t| t.review_by)
+            .map_or(String::new(), |d| format!(" (review_by {d})"));
+        lines.push(format!(
+            "review     trusted issuer {iss} is overdue for review{due}: its tokens are still accepted"
+        ));
+    }
+    if let Some(Value::Array(names)) = a.get("identity_headers") {
+        let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+        let refusal = o.reason == "identity_header_present";
+        let fate = match (refusal, o.forwarded) {
+            (true, Forwarded::Nothing) => "refused (strip_headers_action: refuse)",
+            (true, _) => "removed before forwarding (enforcing the rule would refuse the request)",
+            (false, Forwarded::Nothing) => "the request is refused anyway",
+            (false, _) => "removed before forwarding",
+        };
+        lines.push(format!(
+            "identity   headers from the client: {}: {fate}",
+            names.join(", ")
+        ));
+    }
+    lines
 }
 
 fn removed(headers: &[String]) -> String {

@@ -18,11 +18,11 @@ use token_exchange_cli::{audit, cases, check, explain};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success: the policy is valid, the request is allowed or passed, every case passed,
-     the key or token was written, the log was summarised
-  1  the answer is no: the policy is invalid (check), the request is denied (explain),
-     a case failed (test), anomalies were found (audit --fail-on-anomaly), warnings or
-     findings with check --strict
+  0  success: the policy is valid, the request is forwarded (allowed, passed, or under a
+     shadow rule), every case passed, the key or token was written, the log was summarised
+  1  the answer is no: the policy is invalid (check), the request is refused (explain),
+     a case failed (test), anomalies were found (audit --fail-on-anomaly), warnings,
+     findings or lifecycle notices with check --strict
   2  the command could not answer: bad usage, a missing or unreadable file, bad JSON,
      a bad key, token or time, an invalid policy given to explain or test, a bad case file";
 
@@ -61,9 +61,13 @@ enum Command {
 struct CheckArgs {
     /// The policy file (JSON), or - for stdin.
     policy: String,
-    /// Exit 1 also when the valid policy has warnings or findings (e.g. shadowed rules).
+    /// Exit 1 also when the valid policy has warnings, findings (e.g. shadowed rules) or
+    /// lifecycle notices (an issuer overdue for review, or expired).
     #[arg(long)]
     strict: bool,
+    /// The time review dates are judged at: RFC 3339 or Unix seconds (default: now).
+    #[arg(long)]
+    now: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -180,7 +184,9 @@ struct AuditArgs {
     /// Denies of one caller within the window that make a spike.
     #[arg(long, default_value_t = 10)]
     spike: usize,
-    /// Occurrences of gateway_token_replay, invalid_signature, unknown_key or algorithm_not_allowed that are flagged.
+    /// Occurrences of gateway_token_replay, invalid_signature, unknown_key, algorithm_not_allowed,
+    /// chain_cycle, chain_too_deep or actor_not_allowed that are flagged (revoked tokens are
+    /// flagged at every use).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Distinct client addresses (Kong's log lines) presenting one token that are flagged.
@@ -209,11 +215,11 @@ fn now_arg(now: Option<&str>) -> Result<std::time::Duration, InputError> {
 }
 
 fn run_check(a: CheckArgs) -> Result<Answer, InputError> {
-    let (text, json, valid, notable) = check::check(&a.policy)?;
+    let report = check::check(&a.policy, now_arg(a.now.as_deref())?)?;
     Ok(Answer {
-        text,
-        json,
-        yes: valid && !(a.strict && notable),
+        yes: report.valid && !(a.strict && report.notable),
+        text: report.text,
+        json: report.json,
     })
 }
 

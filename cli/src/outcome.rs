@@ -1,11 +1,113 @@
 //! What the core decided for one request, in the terms a reviewer reads: the decision, rule,
 //! reason, status and challenge, the minted token's header and claims (its signature checked
-//! against the gateway's public key), and the audit record exactly as the filter logs it.
+//! against the gateway's public key), what is forwarded, and the audit record exactly as the
+//! filter logs it.
+//!
+//! A shadow rule's decision is carried out as a pass, so the filter's `Decision` holds no
+//! challenge and no minted token. To show what enforcing would have done, the same request
+//! is decided again by the same policy with its rules enforced (`mode` is the only
+//! difference), drawing the same random bytes, so the token shown is the one the audit
+//! line's `minted_jti` names.
+
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
 use token_exchange_filter::core::token::b64url_decode;
-use token_exchange_filter::core::{Decision, KeySnapshot, Policy, Verdict};
+use token_exchange_filter::core::{AuditRecord, Decision, Entropy, KeySnapshot, Policy, Verdict};
+
+use crate::input::InputError;
+use crate::keys::generated_keys;
+use crate::policy::{PolicyDocument, RequestSpec};
+use crate::random::{OsEntropy, Recording, Replay};
+
+/// The audit `mode` of a shadow rule's decisions (the core's).
+const SHADOW: &str = "shadow";
+
+/// A policy ready to decide requests as the filter would, and to say what its shadow rules
+/// would do if they were enforced.
+pub struct Decider {
+    /// The policy, exactly as the filter would load it.
+    pub policy: Policy,
+    /// The same policy with every rule enforced (only when some rule is in shadow mode).
+    enforcing: Option<Policy>,
+    /// The keys the policy asks to generate (`{"generate": ...}`), generated here.
+    keys: KeySnapshot,
+}
+
+impl Decider {
+    /// Loads `doc` (and, if it has shadow rules, its enforcing twin).
+    pub fn load(doc: &PolicyDocument) -> Result<Decider, InputError> {
+        let policy = doc.load()?;
+        let enforcing = if doc.has_shadow_rules() {
+            Some(doc.load_enforcing()?)
+        } else {
+            None
+        };
+        let keys = generated_keys(&policy, &mut OsEntropy)?;
+        Ok(Decider {
+            policy,
+            enforcing,
+            keys,
+        })
+    }
+
+    /// Decides `request` at `now` with the core's `Policy::decide`, and describes it.
+    pub fn decide(
+        &self,
+        request: &RequestSpec,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+    ) -> Outcome {
+        let head = request.head();
+        let req = head.request();
+        let mut recording = Recording::new(entropy);
+        let decision = self.policy.decide(&req, &self.keys, now, &mut recording);
+        let enforced = match (&self.enforcing, decision.audit.mode) {
+            (Some(enforcing), Some(SHADOW)) => {
+                let mut replay = Replay::new(recording.drawn);
+                let twin = enforcing.decide(&req, &self.keys, now, &mut replay);
+                // Shown only if it is the decision the audit line describes.
+                let same = AuditRecord {
+                    mode: Some(SHADOW),
+                    ..twin.audit.clone()
+                } == decision.audit;
+                same.then_some(twin)
+            }
+            _ => None,
+        };
+        Outcome::of(
+            &self.policy,
+            &self.keys,
+            &decision,
+            enforced.as_ref(),
+            head.grpc,
+        )
+    }
+}
+
+/// What reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// The request, with `Authorization: Bearer <the minted token>`.
+    Minted,
+    /// The request as it came (its own `Authorization`, if any): no rule matched and policy
+    /// says pass, or the rule is in shadow mode.
+    Unchanged,
+    /// Nothing: the filter answers itself.
+    Nothing,
+}
+
+impl Forwarded {
+    /// The name used in JSON output and case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarded::Minted => "minted",
+            Forwarded::Unchanged => "unchanged",
+            Forwarded::Nothing => "nothing",
+        }
+    }
+}
 
 /// The token the decision minted, decoded.
 #[derive(Debug, Clone)]
@@ -21,28 +123,47 @@ pub struct MintedView {
     pub verified: Option<bool>,
 }
 
+impl MintedView {
+    /// The delegation chain of `act`, newest first: each entry without its nested `act`.
+    pub fn act_chain(&self) -> Vec<Map<String, Value>> {
+        let mut chain = Vec::new();
+        let mut entry = self.claims.get("act");
+        while let Some(Value::Object(m)) = entry {
+            let mut flat = m.clone();
+            flat.remove("act");
+            chain.push(flat);
+            entry = m.get("act");
+        }
+        chain
+    }
+}
+
 /// One decision, described.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// `allow`, `deny` or `pass`.
+    /// `allow`, `deny` or `pass` (in shadow mode: what enforcing would have decided).
     pub decision: String,
     /// `exchanged`, `unmatched_pass` or a deny reason code.
     pub reason: String,
     /// The reason's fixed description (denials).
     pub description: Option<String>,
-    /// HTTP status of the local response (denials).
+    /// HTTP status of the local response (denials; in shadow mode, not sent).
     pub status: Option<u16>,
     /// The rule that matched.
     pub rule: Option<String>,
-    /// `WWW-Authenticate` (denials but 500).
+    /// Whether that rule is in shadow mode.
+    pub shadow: bool,
+    /// `WWW-Authenticate` (denials but 500; in shadow mode, not sent).
     pub challenge: Option<String>,
-    /// The JSON body of the local response (denials).
+    /// The JSON body of the local response (denials; in shadow mode, not sent).
     pub body: Option<String>,
     /// gRPC status and message, when the request is gRPC (denials).
     pub grpc: Option<(u32, String)>,
-    /// What was minted (allow).
+    /// What was minted (allow; in shadow mode, the token that was minted and discarded).
     pub minted: Option<MintedView>,
-    /// Headers removed before forwarding (allow and pass).
+    /// What reaches the upstream.
+    pub forwarded: Forwarded,
+    /// Headers removed before forwarding (when anything is forwarded).
     pub strip_headers: Vec<String>,
     /// The audit record.
     pub audit: Value,
@@ -51,30 +172,44 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Describes `decision`, taken by `policy` for a request that was gRPC or not.
+    /// Describes `decision`, taken by `policy` for a request that was gRPC or not; for a
+    /// shadow rule, `enforced` is the decision of the same request with the rule enforced.
     pub fn of(
         policy: &Policy,
         keys: &KeySnapshot,
         decision: &Decision,
+        enforced: Option<&Decision>,
         grpc_request: bool,
     ) -> Outcome {
         let audit_line = decision.audit.to_json_line();
         let audit = serde_json::from_str(&audit_line).unwrap_or(Value::Null);
+        let shadow = decision.audit.mode == Some(SHADOW);
         let mut out = Outcome {
             decision: str_field(&audit, "decision"),
             reason: str_field(&audit, "reason"),
             description: None,
             status: decision.audit.status,
             rule: decision.audit.rule.clone(),
+            shadow,
             challenge: None,
             body: None,
             grpc: None,
             minted: None,
-            strip_headers: Vec::new(),
+            forwarded: match decision.verdict {
+                Verdict::Forward { .. } => Forwarded::Minted,
+                Verdict::Pass => Forwarded::Unchanged,
+                Verdict::Deny(_) => Forwarded::Nothing,
+            },
+            strip_headers: match decision.verdict {
+                Verdict::Deny(_) => Vec::new(),
+                _ => decision.strip_headers.clone(),
+            },
             audit,
             audit_line,
         };
-        match &decision.verdict {
+        // What the decision says, or for a shadow rule what enforcing it would have done.
+        let said = enforced.filter(|_| shadow).unwrap_or(decision);
+        match &said.verdict {
             Verdict::Deny(d) => {
                 out.description = Some(d.reason.description().to_owned());
                 out.challenge = d.www_authenticate.clone();
@@ -83,11 +218,8 @@ impl Outcome {
                     out.grpc = Some((d.grpc_status, d.grpc_message.clone()));
                 }
             }
-            Verdict::Forward { minted, .. } => {
-                out.minted = Some(view(policy, keys, &minted.token));
-                out.strip_headers = decision.strip_headers.clone();
-            }
-            Verdict::Pass => out.strip_headers = decision.strip_headers.clone(),
+            Verdict::Forward { minted, .. } => out.minted = Some(view(policy, keys, &minted.token)),
+            Verdict::Pass => {}
         }
         out
     }
@@ -98,6 +230,8 @@ impl Outcome {
             "decision": self.decision,
             "reason": self.reason,
             "rule": self.rule,
+            "mode": if self.shadow { "shadow" } else { "enforce" },
+            "forwarded": self.forwarded.name(),
         });
         let o = v.as_object_mut();
         if let Some(o) = o {
@@ -123,12 +257,13 @@ impl Outcome {
                     json!({
                         "header": m.header,
                         "claims": m.claims,
+                        "act_chain": m.act_chain(),
                         "signature_verified": m.verified,
                         "token": m.token,
                     }),
                 );
             }
-            if self.decision != "deny" {
+            if self.forwarded != Forwarded::Nothing {
                 o.insert("strip_headers".into(), json!(self.strip_headers));
             }
             o.insert("audit".into(), self.audit.clone());

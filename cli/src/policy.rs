@@ -113,7 +113,40 @@ impl PolicyDocument {
 
     /// Parses it for a command that needs a valid policy: errors become one input error.
     pub fn load(&self) -> Result<Policy, InputError> {
-        self.parse().map_err(|errors| {
+        errors_as_input(&self.path, self.parse())
+    }
+
+    /// Whether any rule is in shadow mode (`"mode": "shadow"`).
+    pub fn has_shadow_rules(&self) -> bool {
+        self.rules()
+            .any(|r| r.get("mode").and_then(Value::as_str) == Some("shadow"))
+    }
+
+    fn rules(&self) -> impl Iterator<Item = &Value> {
+        self.doc
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }
+
+    /// The same policy with every rule enforced: what its shadow rules would do if they were
+    /// not in shadow mode (`mode` is the only difference; the filter decides the rest).
+    pub fn load_enforcing(&self) -> Result<Policy, InputError> {
+        let mut doc = self.doc.clone();
+        if let Some(rules) = doc.get_mut("rules").and_then(Value::as_array_mut) {
+            for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+                rule.remove("mode");
+            }
+        }
+        errors_as_input(&self.path, Policy::from_json(doc.to_string().as_bytes()))
+    }
+}
+
+/// A parse result for a command that needs a valid policy: errors become one input error.
+fn errors_as_input(path: &str, parsed: Result<Policy, ConfigErrors>) -> Result<Policy, InputError> {
+    {
+        parsed.map_err(|errors| {
             let list: Vec<String> = errors
                 .0
                 .iter()
@@ -127,7 +160,7 @@ impl PolicyDocument {
                 .collect();
             InputError(format!(
                 "policy {} is invalid ({} error(s); `token-exchange check` lists them): {}",
-                self.path,
+                path,
                 list.len(),
                 list.join("; ")
             ))

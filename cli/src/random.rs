@@ -57,6 +57,55 @@ pub fn entropy(seed: Option<u64>) -> Box<dyn Entropy> {
     }
 }
 
+/// Passes another source through and keeps every byte drawn, so that a second decision of
+/// the same request can draw exactly the same bytes ([`Replay`]).
+pub struct Recording<'e> {
+    source: &'e mut dyn Entropy,
+    /// The bytes drawn so far, in order.
+    pub drawn: Vec<u8>,
+}
+
+impl<'e> Recording<'e> {
+    /// Records what `source` gives.
+    pub fn new(source: &'e mut dyn Entropy) -> Self {
+        Recording {
+            source,
+            drawn: Vec::new(),
+        }
+    }
+}
+
+impl Entropy for Recording<'_> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        self.source.fill(buf)?;
+        self.drawn.extend_from_slice(buf);
+        Ok(())
+    }
+}
+
+/// The bytes a [`Recording`] kept, given again in order; fails once they run out.
+pub struct Replay {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Replay {
+    /// Replays `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Replay {
+        Replay { bytes, at: 0 }
+    }
+}
+
+impl Entropy for Replay {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        let end = self.at.checked_add(buf.len()).ok_or(EntropyError)?;
+        let src = self.bytes.get(self.at..end).ok_or(EntropyError)?;
+        buf.copy_from_slice(src);
+        self.at = end;
+        Ok(())
+    }
+}
+
 /// `rand_core` over an [`Entropy`], for RSA key generation. A failing source is recorded
 /// (the `rand_core` 0.6 `fill_bytes` cannot report it) and the caller discards the key.
 pub struct EntropyRng<'e> {
@@ -119,5 +168,23 @@ mod tests {
         e.fill(&mut x).unwrap();
         e.fill(&mut y).unwrap();
         assert_eq!([x.as_slice(), y.as_slice()].concat(), draw(1));
+    }
+
+    #[test]
+    fn a_recording_replays_exactly_what_was_drawn() {
+        let mut source = SeededEntropy::new(3);
+        let mut rec = Recording::new(&mut source);
+        let (mut a, mut b) = ([0u8; 5], [0u8; 20]);
+        rec.fill(&mut a).unwrap();
+        rec.fill(&mut b).unwrap();
+        let mut replay = Replay::new(rec.drawn);
+        let (mut c, mut d) = ([0u8; 12], [0u8; 13]);
+        replay.fill(&mut c).unwrap();
+        replay.fill(&mut d).unwrap();
+        assert_eq!(
+            [c.as_slice(), d.as_slice()].concat(),
+            [a.as_slice(), b.as_slice()].concat()
+        );
+        assert_eq!(replay.fill(&mut [0u8; 1]), Err(EntropyError));
     }
 }

@@ -1255,6 +1255,784 @@ fn audit_flags_anomalies_and_fails_on_them_when_asked() {
     assert_eq!(r.code, 2);
 }
 
+// -------------------------------------------------------------------- trust boundaries
+
+/// Each of `wants` is in `text`.
+#[track_caller]
+fn assert_has(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+}
+
+const TRUST: &str = "filter-config/examples/trust-boundaries.json";
+const IDP_KEY: &str = "filter-config/tests/keys/idp-rs256.TEST-ONLY.jwk.json";
+const PARTNER_KEY: &str = "filter-config/tests/keys/partner-es256.TEST-ONLY.jwk.json";
+/// 2026-05-01T09:00:00Z: after the internal issuer's revoked_before, before any review date.
+const T0: u64 = 1_777_626_000;
+
+/// A token PyJWT signs with a TEST-ONLY issuer key, issued at [`T0`] for ten minutes.
+fn pyjwt_trust_token(py: &Path, key: &str, claims: Value) -> String {
+    let mut c = json!({"sub": "alice", "iat": T0, "exp": T0 + 600});
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), claims) {
+        c.extend(extra);
+    }
+    python_out(py, PYJWT_SIGN, &[key, &c.to_string()])
+}
+
+fn idp_token(py: &Path, claims: Value) -> String {
+    let mut c = json!({"iss": "https://idp.example.com", "aud": "https://api.example.com", "azp": "web-app"});
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), claims) {
+        c.extend(extra);
+    }
+    pyjwt_trust_token(py, IDP_KEY, c)
+}
+
+/// `explain` on the trust-boundaries policy with both test issuers' keys.
+fn explain_trust(extra: &[&str]) -> Run {
+    let mut a = vec![
+        "explain",
+        TRUST,
+        "--issuer-key",
+        "https://idp.example.com=@filter-config/tests/keys/idp-rs256.TEST-ONLY.jwk.json",
+        "--issuer-key",
+        "https://login.partner.example=@filter-config/tests/keys/partner-es256.TEST-ONLY.jwk.json",
+    ];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+#[test]
+fn check_reviews_issuer_dates_ceilings_chains_shadow_rules_revocation_and_hygiene() {
+    let at = |now: &str| {
+        let r = run(&["check", TRUST, "--now", now, "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stdout);
+        r.json()
+    };
+    let j = at("2026-05-01T09:00:00Z");
+    assert_eq!(
+        (&j["now"], &j["now_utc"]),
+        (&json!(T0), &json!("2026-05-01T09:00:00Z"))
+    );
+    let idp = &j["trusted_issuers"][0];
+    assert_eq!(
+        (
+            &idp["review_by"],
+            &idp["review_overdue"],
+            &idp["expires"],
+            &idp["expired"]
+        ),
+        (
+            &json!("2026-09-30"),
+            &json!(false),
+            &Value::Null,
+            &json!(false)
+        )
+    );
+    assert_eq!(
+        (&idp["revoked_before"], &idp["revoked_before_utc"]),
+        (&json!(1_772_366_400), &json!("2026-03-01T12:00:00Z"))
+    );
+    assert_eq!(
+        (&idp["max_scopes"], &idp["allowed_audiences"]),
+        (&Value::Null, &Value::Null)
+    );
+    let partner = &j["trusted_issuers"][1];
+    assert_eq!(
+        partner["max_scopes"],
+        json!(["shipments:read", "orders:read"])
+    );
+    assert_eq!(
+        partner["allowed_audiences"],
+        json!(["shipments-service", "billing-service"])
+    );
+    assert_eq!(
+        (
+            &partner["review_by"],
+            &partner["review_overdue"],
+            &partner["expires"],
+            &partner["expired"]
+        ),
+        (
+            &json!("2026-06-30"),
+            &json!(false),
+            &json!("2026-12-31"),
+            &json!(false)
+        )
+    );
+    let rules = &j["rules"];
+    assert_eq!(rules[0]["accept_gateway_tokens"], Value::Null);
+    assert_eq!(
+        rules[1]["accept_gateway_tokens"],
+        json!({"audiences": ["shipments-service"]})
+    );
+    assert_eq!(rules[1]["max_chain_depth"], 2);
+    assert_eq!(rules[2]["require"]["max_age_seconds"], 300);
+    assert_eq!(
+        rules[2]["require"]["acr"],
+        json!(["urn:example:mfa", "urn:example:hwk"])
+    );
+    let modes: Vec<&Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["mode"])
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            &json!("enforce"),
+            &json!("enforce"),
+            &json!("enforce"),
+            &json!("shadow")
+        ]
+    );
+    assert_eq!(j["revoked"], json!({"jti": 1, "sub": 1}));
+    assert_eq!(
+        (&j["strip_headers_default"], &j["strip_headers_action"]),
+        (&json!(false), &json!("refuse"))
+    );
+    assert_eq!(
+        j["strip_headers"],
+        json!([
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-auth-request-*",
+            "x-user-id",
+            "x-consumer-*"
+        ])
+    );
+    assert_eq!((&j["notices"], &j["findings"]), (&json!([]), &json!([])));
+    assert_eq!(
+        run(&["check", TRUST, "--now", "2026-05-01T09:00:00Z", "--strict"]).code,
+        0
+    );
+
+    let human = run(&["check", TRUST, "--now", "2026-05-01T09:00:00Z"]).stdout;
+    assert_has(
+        &human,
+        &[
+        "now              2026-05-01T09:00:00Z (review dates are judged at this time)",
+        "header hygiene   refuse (400 identity_header_present): the policy's list, x-forwarded-user, x-forwarded-email, x-auth-request-*, x-user-id, x-consumer-*",
+        "revoked          1 jti, 1 sub (original tokens and subjects refused: token_revoked, subject_revoked)",
+        "    ceilings    scopes at most shipments:read orders:read; exchanged only for shipments-service, billing-service",
+        "    review by   2026-06-30 (not yet due)",
+        "    expires     2026-12-31 (trusted through that day)",
+        "    revoked     tokens issued before 2026-03-01T12:00:00Z (or without iat) are refused (issued_before_revocation)",
+        "     chain    at most 2 exchange(s) recorded in act; takes the gateway's tokens minted for shipments-service (chained exchange)",
+        "     chain    at most 2 exchange(s) recorded in act; refuses the gateway's own tokens (gateway_token_replay)",
+        "acr one of urn:example:mfa, urn:example:hwk (step-up); authenticated at most 300 s ago (auth_time; step-up)",
+        "     mode     shadow: decides, mints and audits as enforcing would, but forwards the request unchanged and never denies",
+        "lifecycle notices (0), as the filter logs them at load and daily",
+        ],
+    );
+
+    // The day after the partner's review_by: flagged, with the filter's own warning; --strict fails.
+    let j = at("2026-07-01T00:00:00Z");
+    assert_eq!(j["trusted_issuers"][1]["review_overdue"], true);
+    assert_eq!(j["trusted_issuers"][0]["review_overdue"], false);
+    assert_eq!(
+        j["notices"],
+        json!(["trusted issuer \"https://login.partner.example\" is overdue for review (review_by 2026-06-30, now 2026-07-01T00:00:00Z): review the entry and set a new review_by"])
+    );
+    let strict = run(&["check", TRUST, "--now", "2026-07-01T00:00:00Z", "--strict"]);
+    assert_eq!(strict.code, 1);
+    assert!(strict
+        .stdout
+        .contains("    review by   2026-06-30 (OVERDUE since 2026-07-01T00:00:00Z)"));
+    assert!(strict.stdout.contains("lifecycle notices (1)"));
+    // After expires: no longer trusted; the internal issuer's review is overdue by then too.
+    let j = at("2027-01-01T00:00:00Z");
+    assert_eq!(j["trusted_issuers"][1]["expired"], true);
+    assert_eq!(j["trusted_issuers"][0]["review_overdue"], true);
+    assert_eq!(j["notices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        j["notices"][1],
+        "trusted issuer \"https://login.partner.example\" expired after 2026-12-31: its tokens are refused (issuer_expired); remove or renew the entry"
+    );
+    let human = run(&["check", TRUST, "--now", "1798761600"]).stdout;
+    assert!(human.contains(
+        "    expires     2026-12-31 (EXPIRED since 2027-01-01T00:00:00Z: its tokens are refused (issuer_expired))"
+    ));
+
+    // Without strip_headers: the default list, stripped.
+    let j = run(&["check", "filter-config/examples/minimal.json", "--json"]).json();
+    assert_eq!(
+        (&j["strip_headers_default"], &j["strip_headers_action"]),
+        (&json!(true), &json!("strip"))
+    );
+    assert_eq!(j["strip_headers"][0], "x-forwarded-user");
+    assert!(run(&["check", "filter-config/examples/minimal.json"])
+        .stdout
+        .contains("header hygiene   strip (removed before forwarding): the default list, x-forwarded-user, "));
+    assert_input_error(&run(&["check", TRUST, "--now", "soon"]), "--now:");
+}
+
+/// trust-boundaries.json with rules no token of their issuers can ever pass.
+fn ceiling_conflicts_policy(dir: &Path) -> String {
+    let mut doc = read_json(TRUST);
+    let rules = doc["rules"].as_array_mut().unwrap();
+    // The partner is never exchanged for orders-service.
+    rules.push(
+        json!({"name": "partner-orders", "match": {"path_prefix": "/partner-orders"},
+        "require": {"issuers": ["https://login.partner.example"]},
+        "mint": {"audience": "orders-service", "scopes": ["orders:read"]}}),
+    );
+    // shipments:write is outside the partner's max_scopes; the internal issuer can still.
+    rules.push(json!({"name": "shipments-write", "match": {"path_prefix": "/shipments-write"},
+        "require": {"issuers": ["https://idp.example.com", "https://login.partner.example"], "scopes": ["shipments:write"]},
+        "mint": {"audience": "shipments-service", "scopes": ["shipments:write"]}}));
+    // Gateway tokens for reports-service come only from a shadow rule: none exist.
+    rules.push(
+        json!({"name": "archive", "match": {"path_prefix": "/archive"},
+        "require": {"issuers": ["https://idp.example.com"]},
+        "accept_gateway_tokens": {"audiences": ["reports-service", "shipments-service"]},
+        "mint": {"audience": "archive-service", "scopes": ["shipments:read"]}}),
+    );
+    write(dir, "ceilings.json", &doc.to_string())
+}
+
+#[test]
+fn check_finds_rules_whose_grant_can_never_meet_what_their_issuers_may_hold() {
+    let dir = scratch();
+    let p = ceiling_conflicts_policy(&dir);
+    let r = run(&["check", &p, "--now", "2026-05-01T09:00:00Z", "--json"]);
+    assert_eq!(
+        r.code, 0,
+        "findings do not make a policy invalid: {}",
+        r.stdout
+    );
+    let j = r.json();
+    assert_eq!(
+        j["findings"],
+        json!([
+            {"kind": "never_grants", "path": "rules[4]", "rule": "partner-orders",
+             "issuers": [{"issuer_path": "trusted_issuers[1]", "issuer": "https://login.partner.example",
+                          "why": "audience_not_allowed",
+                          "message": "its allowed_audiences exclude the rule's mint.audience"}],
+             "message": "rules[4] can never mint: the ceilings of every issuer it accepts exclude it (trusted_issuers[1]: its allowed_audiences exclude the rule's mint.audience)"},
+            {"kind": "issuer_never_granted", "path": "rules[5]", "rule": "shipments-write",
+             "issuer_path": "trusted_issuers[1]", "issuer": "https://login.partner.example",
+             "why": "required_scope_outside", "scope": "shipments:write",
+             "message": "rules[5] never exchanges tokens of trusted_issuers[1], which it accepts: the rule requires scope \"shipments:write\", outside its max_scopes"},
+            {"kind": "gateway_audience_never_granted", "path": "rules[6]", "rule": "archive",
+             "audience": "reports-service", "why": "not_minted",
+             "message": "rules[6] never exchanges the gateway tokens for \"reports-service\" it accepts: no rule of this policy mints that audience in enforce mode (and can apply)"},
+        ])
+    );
+    let human = run(&["check", &p, "--now", "2026-05-01T09:00:00Z"]);
+    assert!(human.stdout.contains("findings (3)"));
+    assert_has(
+        &human.stdout,
+        &[
+        "(\"partner-orders\" never mints: refused for every token of \"https://login.partner.example\")",
+        "(\"shipments-write\" refuses every token of \"https://login.partner.example\")",
+        "(\"archive\" refuses every gateway token minted for \"reports-service\")",
+        ],
+    );
+    assert_eq!(
+        run(&["check", &p, "--now", "2026-05-01T09:00:00Z", "--strict"]).code,
+        1
+    );
+    // The filter agrees: a partner token holding every scope is refused by partner-orders.
+    let cases = json!({
+        "policy": &p, "now": T0,
+        "issuers": {"partner": {"key": format!("@{}", root().join(PARTNER_KEY).display()),
+                                "iss": "https://login.partner.example", "replace_policy_keys": true}},
+        "defaults": {"token": {"issuer": "partner", "expires_in": 60,
+            "claims": {"sub": "p", "aud": "https://api.example.com/partner", "azp": "portal", "scope": "orders:read shipments:read shipments:write"}}},
+        "cases": [
+            {"name": "partner-orders", "request": {"path": "/partner-orders/1"}, "expect": {"reason": "issuer_audience_not_allowed"}},
+            {"name": "shipments-write", "request": {"path": "/shipments-write/1"}, "expect": {"reason": "issuer_scope_ceiling"}},
+        ]
+    });
+    let f = write(&dir, "ceilings.cases.json", &cases.to_string());
+    let r = run(&["test", &f]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn explain_shows_what_a_shadow_rule_would_do_and_that_the_request_goes_on_unchanged() {
+    let Some(py) = python() else { return };
+    let token = idp_token(&py, json!({"scope": "reports:read", "jti": "shadow-1"}));
+    let base = [
+        "--path",
+        "/reports/q2",
+        "--now",
+        "2026-05-01T09:00:10Z",
+        "--header",
+        "x-request-id: r-7",
+    ];
+    let mut a = base.to_vec();
+    a.extend(["--token", &token, "--json"]);
+    // No --seed: the minted token shown is still the one the audit line names.
+    let r = explain_trust(&a);
+    assert_eq!(r.code, 0, "a shadow rule never denies: {}", r.stdout);
+    let j = r.json();
+    assert_eq!(
+        (&j["decision"], &j["reason"], &j["mode"], &j["forwarded"]),
+        (
+            &json!("allow"),
+            &json!("exchanged"),
+            &json!("shadow"),
+            &json!("unchanged")
+        )
+    );
+    assert_eq!(j["minted"]["claims"]["jti"], j["audit"]["minted_jti"]);
+    assert_eq!(j["minted"]["claims"]["aud"], "reports-service");
+    assert_eq!(j["minted"]["discarded"], true);
+    assert_eq!(j["minted"]["signature_verified"], true);
+    assert_eq!(j["audit"]["mode"], "shadow");
+    assert_eq!(j["strip_headers"], json!([]));
+    let mut a = base.to_vec();
+    a.extend(["--token", &token]);
+    let human = explain_trust(&a).stdout;
+    assert_has(
+        &human,
+        &[
+        "decision   allow (shadow mode: what enforcing the rule would decide)",
+        "rule       reports-tightening (mode shadow)",
+        "; discarded (shadow mode)",
+        "forwarded  unchanged: the rule is in shadow mode, so the request goes on as it came (its own Authorization, if any) and is never denied\n",
+        ],
+    );
+    // No token: what enforcing would answer, marked as not sent; an identity header is
+    // still stripped.
+    let mut a = base.to_vec();
+    a.extend(["--header", "X-Forwarded-User: mallory"]);
+    let r = explain_trust(&a);
+    assert_eq!(r.code, 0);
+    assert_has(
+        &r.stdout,
+        &[
+        "decision   deny (shadow mode: what enforcing the rule would decide)",
+        "status     400 (shadow mode: not sent)",
+        "challenge  WWW-Authenticate: Bearer realm=\"token-exchange\", error=\"invalid_request\", error_description=\"identity headers are not accepted from clients\" (shadow mode: not sent)",
+        "identity   headers from the client: x-forwarded-user: removed before forwarding (enforcing the rule would refuse the request)",
+        "; removes x-forwarded-user\n",
+        ],
+    );
+    let mut a = base.to_vec();
+    a.push("--json");
+    let j = explain_trust(&a).json();
+    assert_eq!(
+        (
+            &j["reason"],
+            &j["status"],
+            &j["www_authenticate"],
+            &j["forwarded"]
+        ),
+        (
+            &json!("missing_token"),
+            &json!(401),
+            &json!("Bearer realm=\"token-exchange\""),
+            &json!("unchanged")
+        )
+    );
+}
+
+#[test]
+fn explain_shows_the_act_chain_of_a_two_hop_exchange_verified_by_pyjwt() {
+    let Some(py) = python() else { return };
+    let edge = idp_token(&py, json!({"scope": "shipments:read", "jti": "edge-7"}));
+    let r = explain_trust(&[
+        "--path",
+        "/shipments/42",
+        "--now",
+        "2026-05-01T09:00:10Z",
+        "--token",
+        &edge,
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let first = r.json();
+    assert_eq!(
+        first["minted"]["act_chain"],
+        json!([{"sub": "web-app", "iss": "https://idp.example.com", "rule": "shipments", "audience": "shipments-service"}])
+    );
+    let t1 = first["minted"]["token"].as_str().unwrap().to_owned();
+    // shipments-service presents it to billing.
+    let hop = [
+        "--path",
+        "/billing/invoices/7",
+        "--now",
+        "2026-05-01T09:01:30Z",
+        "--token",
+        &t1,
+    ];
+    let mut a = hop.to_vec();
+    a.push("--json");
+    let r = explain_trust(&a);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(j["rule"], "billing-from-shipments");
+    assert_eq!(
+        j["minted"]["act_chain"],
+        json!([
+            {"sub": "shipments-service", "iss": "https://gateway.example.internal", "rule": "billing-from-shipments", "audience": "billing-service"},
+            {"sub": "web-app", "iss": "https://idp.example.com", "rule": "shipments", "audience": "shipments-service"},
+        ])
+    );
+    assert_eq!(
+        j["minted"]["claims"]["exp"], first["minted"]["claims"]["exp"],
+        "a hop never extends exp"
+    );
+    assert_eq!(
+        (
+            &j["audit"]["chain_depth"],
+            &j["audit"]["origin_token_id"],
+            &j["audit"]["caller"]
+        ),
+        (&json!(2), &json!("edge-7"), &json!("shipments-service"))
+    );
+    // PyJWT verifies the hop's token with the gateway's published key.
+    let doc = read_json(TRUST);
+    let mut public = doc["signing_keys"][0].clone();
+    public.as_object_mut().unwrap().remove("d");
+    let verified: Value = serde_json::from_str(&python_out(
+        &py,
+        PYJWT_VERIFY,
+        &[j["minted"]["token"].as_str().unwrap(), &public.to_string()],
+    ))
+    .unwrap();
+    assert_eq!(verified["claims"]["act"]["act"]["sub"], "web-app");
+    assert_eq!(verified["claims"], j["minted"]["claims"]);
+    let human = explain_trust(&hop).stdout;
+    assert_has(
+        &human,
+        &[
+        "  act      1. shipments-service (named by https://gateway.example.internal) through rule billing-from-shipments for billing-service\n",
+        "           2. web-app (named by https://idp.example.com) through rule shipments for shipments-service\n",
+        "chain      2 exchange(s) recorded (rule billing-from-shipments allows at most 2); a gateway token, exchanged from token edge-7 of https://idp.example.com\n",
+        ],
+    );
+    // The billing token is not taken again; the edge token is not a caller of billing.
+    let t2 = j["minted"]["token"].as_str().unwrap().to_owned();
+    let r = explain_trust(&[
+        "--path",
+        "/billing/1",
+        "--now",
+        "2026-05-01T09:01:40Z",
+        "--token",
+        &t2,
+        "--json",
+    ]);
+    assert_eq!(
+        (r.code, r.json()["reason"].clone()),
+        (1, json!("audience_mismatch"))
+    );
+    let r = explain_trust(&[
+        "--path",
+        "/shipments/1",
+        "--now",
+        "2026-05-01T09:01:40Z",
+        "--token",
+        &t1,
+        "--json",
+    ]);
+    assert_eq!(
+        (r.code, r.json()["reason"].clone()),
+        (1, json!("gateway_token_replay"))
+    );
+}
+
+#[test]
+fn explain_shows_step_up_ceilings_overdue_reviews_and_identity_headers() {
+    let Some(py) = python() else { return };
+    let pwd = idp_token(
+        &py,
+        json!({"scope": "payouts:write", "acr": "urn:example:pwd", "auth_time": T0 - 1000}),
+    );
+    let args = [
+        "--method",
+        "POST",
+        "--path",
+        "/payouts/1",
+        "--now",
+        "2026-05-01T09:00:10Z",
+        "--token",
+        &pwd,
+    ];
+    let r = explain_trust(&args);
+    assert_eq!(r.code, 1);
+    assert_has(
+        &r.stdout,
+        &[
+        "reason     acr_not_satisfied: a different authentication level is required\n",
+        "status     401\n",
+        "challenge  WWW-Authenticate: Bearer realm=\"token-exchange\", error=\"insufficient_user_authentication\", error_description=\"a different authentication level is required\", acr_values=\"urn:example:mfa urn:example:hwk\", max_age=\"300\"\n",
+        "step-up    re-authenticate the user (RFC 9470) with acr one of urn:example:mfa, urn:example:hwk and at most 300 s before the request, then retry with the new token; this token: acr urn:example:pwd, authenticated 1010 s before the request\n",
+        ],
+    );
+    let mut a = args.to_vec();
+    a.push("--json");
+    let j = explain_trust(&a).json();
+    assert_eq!(
+        j["step_up"],
+        json!({"acr_values": ["urn:example:mfa", "urn:example:hwk"], "max_age": 300})
+    );
+    // A partner's token: the ceiling removes shipments:write; after review_by it is flagged.
+    let partner = pyjwt_trust_token(
+        &py,
+        PARTNER_KEY,
+        json!({"iss": "https://login.partner.example", "aud": "https://api.example.com/partner",
+               "azp": "partner-portal", "scope": "shipments:read shipments:write",
+               "iat": 1_783_000_000u64, "exp": 1_783_000_600u64}),
+    );
+    let r = explain_trust(&[
+        "--path",
+        "/shipments/1",
+        "--now",
+        "1783000010",
+        "--token",
+        &partner,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_has(
+        &r.stdout,
+        &[
+        "ceiling    removed shipments:write: outside the max_scopes of https://login.partner.example\n",
+        "review     trusted issuer https://login.partner.example is overdue for review (review_by 2026-06-30): its tokens are still accepted\n",
+        ],
+    );
+    // An identity header: refused by this policy.
+    let r = explain_trust(&[
+        "--path",
+        "/shipments/1",
+        "--now",
+        "1783000010",
+        "--token",
+        &partner,
+        "--header",
+        "X-Auth-Request-Email: a@example.com",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains(
+        "identity   headers from the client: x-auth-request-email: refused (strip_headers_action: refuse)\n"
+    ), "{}", r.stdout);
+}
+
+#[test]
+fn test_reports_failing_trust_expectations_and_runs_what_a_selected_case_presents() {
+    let dir = scratch();
+    let key = std::fs::read_to_string(root().join(IDP_KEY)).unwrap();
+    let cases = json!({
+        "policy": root().join(TRUST),
+        "now": "2026-05-01T09:00:00Z",
+        "issuers": {"idp": {"key": serde_json::from_str::<Value>(&key).unwrap(), "iss": "https://idp.example.com", "replace_policy_keys": true}},
+        "defaults": {"request": {"path": "/shipments/1"}, "token": {"issuer": "idp", "expires_in": 600,
+            "claims": {"sub": "alice", "aud": "https://api.example.com", "azp": "web-app", "scope": "shipments:read reports:read"}}},
+        "cases": [
+            {"name": "edge", "expect": {"decision": "allow"}},
+            {"name": "claims the shadow rule is enforced and forwards the minted token",
+             "request": {"path": "/reports/1"},
+             "expect": {"mode": "enforce", "forwarded": "minted", "strip_headers": ["x-forwarded-user"]}},
+            {"name": "claims a shorter act chain", "request": {"path": "/billing/1"}, "token": {"minted_by": "edge"},
+             "expect": {"minted": {"act": [{"sub": "shipments-service", "iss": "https://gateway.example.internal", "rule": "billing-from-shipments", "audience": "billing-service"}]}}},
+            {"name": "a deny mints nothing", "request": {"path": "/nowhere"}, "expect": {"reason": "no_matching_rule"}},
+            {"name": "presents what a deny minted", "token": {"minted_by": "a deny mints nothing"}, "expect": {"decision": "allow"}},
+            {"name": "claims a wrong step-up challenge", "request": {"method": "POST", "path": "/payouts/1"},
+             "token": {"claims": {"scope": "payouts:write", "acr": "urn:example:mfa"}},
+             "expect": {"challenge": "Bearer realm=\"token-exchange\", error=\"insufficient_user_authentication\", error_description=\"more recent authentication is required\", max_age=\"300\""}},
+        ]
+    });
+    let f = write(&dir, "trust-failing.cases.json", &cases.to_string());
+    let r = run(&["test", &f]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_has(
+        &r.stdout,
+        &[
+        "  PASS  edge\n",
+        "  FAIL  claims the shadow rule is enforced and forwards the minted token\n",
+        "          mode: expected \"enforce\", got \"shadow\"\n",
+        "          forwarded: expected \"minted\", got \"unchanged\"\n",
+        "          strip_headers: expected [\"x-forwarded-user\"], got []\n",
+        "  FAIL  claims a shorter act chain\n",
+        "          minted act (newest first): expected [{\"audience\":\"billing-service\",\"iss\":\"https://gateway.example.internal\",\"rule\":\"billing-from-shipments\",\"sub\":\"shipments-service\"}], got [{\"audience\":\"billing-service\",\"iss\":\"https://gateway.example.internal\",\"rule\":\"billing-from-shipments\",\"sub\":\"shipments-service\"},{\"audience\":\"shipments-service\",\"iss\":\"https://idp.example.com\",\"rule\":\"shipments\",\"sub\":\"web-app\"}]\n",
+        "  FAIL  presents what a deny minted\n",
+        "          token: case \"a deny mints nothing\" minted no token to present\n",
+        "  FAIL  claims a wrong step-up challenge\n",
+        "          challenge: expected \"Bearer realm=\\\"token-exchange\\\", error=\\\"insufficient_user_authentication\\\", error_description=\\\"more recent authentication is required\\\", max_age=\\\"300\\\"\", got \"Bearer realm=\\\"token-exchange\\\", error=\\\"insufficient_user_authentication\\\", error_description=\\\"more recent authentication is required\\\", acr_values=\\\"urn:example:mfa urn:example:hwk\\\", max_age=\\\"300\\\"\"\n",
+        "6 case(s) in 1 file(s): 2 passed, 4 failed\n",
+        ],
+    );
+    let j = run(&["test", &f, "--json"]).json();
+    let case = &j["files"][0]["cases"][1];
+    assert_eq!(
+        (&case["mode"], &case["forwarded"]),
+        (&json!("shadow"), &json!("unchanged"))
+    );
+    // --run selects the hop; the edge case it presents the token of runs too, unreported.
+    let r = run(&[
+        "test",
+        "filter-config/tests/trust-boundaries.cases.json",
+        "--run",
+        "chain, hop 2",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("1 case(s) in 1 file(s): 1 passed, 0 failed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("hop 1"), "{}", r.stdout);
+}
+
+#[test]
+fn test_refuses_bad_trust_case_files_with_their_json_path() {
+    let dir = scratch();
+    let key =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(root().join(IDP_KEY)).unwrap())
+            .unwrap();
+    let file = |issuers: Value, cases: Value| {
+        json!({
+            "policy": root().join(TRUST), "now": T0, "issuers": issuers,
+            "defaults": {"request": {"path": "/shipments/1"}, "token": {"issuer": "idp", "expires_in": 60,
+                "claims": {"sub": "a", "aud": "https://api.example.com", "azp": "web-app", "scope": "shipments:read"}}},
+            "cases": cases,
+        })
+    };
+    let idp =
+        json!({"idp": {"key": key, "iss": "https://idp.example.com", "replace_policy_keys": true}});
+    let edge = json!({"name": "edge", "expect": {"decision": "allow"}});
+    for (issuers, cases, needle) in [
+        (
+            idp.clone(),
+            json!([edge, {"name": "hop", "token": {"minted_by": "nope"}, "expect": {"decision": "allow"}}]),
+            "cases[1].token.minted_by: no earlier case is named \"nope\"",
+        ),
+        (
+            idp.clone(),
+            json!([{"name": "hop", "token": {"minted_by": "edge"}, "expect": {"decision": "allow"}}, edge]),
+            "cases[0].token.minted_by: no earlier case is named \"edge\"",
+        ),
+        (
+            idp.clone(),
+            json!([edge, edge, {"name": "hop", "token": {"minted_by": "edge"}, "expect": {"decision": "allow"}}]),
+            "cases[2].token.minted_by: \"edge\" names several earlier cases",
+        ),
+        (
+            idp.clone(),
+            json!([edge, {"name": "hop", "token": {"minted_by": "edge", "claims": {}}, "expect": {"decision": "allow"}}]),
+            "cases[1].token.claims: unknown field `claims`",
+        ),
+        (
+            idp.clone(),
+            json!([{"name": "x", "expect": {"mode": "audit"}}]),
+            "cases[0].expect.mode: \"audit\" is not one of enforce, shadow",
+        ),
+        (
+            idp.clone(),
+            json!([{"name": "x", "expect": {"forwarded": "yes"}}]),
+            "cases[0].expect.forwarded: \"yes\" is not one of minted, unchanged, nothing",
+        ),
+        (
+            idp.clone(),
+            json!([{"name": "x", "expect": {"audit": {"ceiling_removed_scope": null}}}]),
+            "cases[0].expect.audit.ceiling_removed_scope: is not a member of the audit record",
+        ),
+        (
+            idp.clone(),
+            json!([{"name": "x", "expect": {"minted": {"act": ["web-app"]}}}]),
+            "cases[0].expect.minted.act[0]: invalid type",
+        ),
+        (
+            json!({"gw": {"key": key, "policy_signing_key": true}}),
+            json!([edge]),
+            "issuers.gw: give key or policy_signing_key, not both",
+        ),
+        (
+            json!({"gw": {"iss": "x"}}),
+            json!([edge]),
+            "issuers.gw.key: required",
+        ),
+        (
+            json!({"gw": {"policy_signing_key": true, "iss": "https://gateway.example.internal", "replace_policy_keys": true}}),
+            json!([edge]),
+            "issuers.gw.replace_policy_keys: not with policy_signing_key",
+        ),
+    ] {
+        let f = write(&dir, "bad.cases.json", &file(issuers, cases).to_string());
+        assert_input_error(&run(&["test", &f]), needle);
+    }
+}
+
+const ENVOY_TRUST_LOG: &str = "cli/tests/fixtures/envoy-trust-audit.log";
+
+#[test]
+fn audit_summarises_the_trust_fields_of_a_real_envoy_log() {
+    // Captured from tests/tests/envoy_e2e.rs::trust_boundaries_through_envoy (no tokens, no keys).
+    let r = run(&["audit", ENVOY_TRUST_LOG, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(
+        (&j["records"], &j["malformed_lines"]),
+        (&json!(17), &json!([]))
+    );
+    assert_eq!(
+        j["shadow"],
+        json!({"records": 2, "by_rule": {"reports": {"allow": 1, "deny": 1,
+               "reasons": {"exchanged": 1, "missing_token": 1}, "denied_callers": {"(none)": 1}}}})
+    );
+    assert_eq!(
+        j["identity_headers"],
+        json!({"x-forwarded-user": {"total": 1, "refused": 0, "stripped": 1, "denied": 0}})
+    );
+    assert_eq!(j["chain"]["by_depth"], json!({"1": 8, "2": 2, "3": 3}));
+    assert_eq!(j["chain"]["hops"]["allow"], 3);
+    assert_eq!(j["chain"]["hops"]["deny"], 3);
+    let notices: Vec<&str> = j["lifecycle_notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(notices.len(), 2);
+    // Logged by every Envoy thread at each of the two loads.
+    assert_eq!(j["lifecycle_notices"][0]["count"], 6);
+    assert!(notices[0].starts_with("trusted issuer \"https://partner.test\" is overdue for review"));
+    assert!(notices[1].starts_with("trusted issuer \"https://retired.test\" expired after"));
+    let hops: Vec<&Value> = j["minted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["origin_token_id"].is_string())
+        .collect();
+    assert_eq!(hops.len(), 3);
+    assert_eq!(j["minted"][0]["shadow"], true);
+    // The revoked token, refused at the edge and through its hop, is the only anomaly at
+    // the default thresholds: the gateway token replayed at the edge is not "many callers".
+    assert_eq!(
+        j["anomalies"],
+        json!([{"kind": "revoked_token_use", "reason": "token_revoked", "revoked": "token revoke-4302",
+                "count": 2, "callers": ["orders-service", "web-app"],
+                "first_ms": j["anomalies"][0]["first_ms"], "last_ms": j["anomalies"][0]["last_ms"],
+                "message": "token revoke-4302 presented 2 time(s) after its revocation (token_revoked; callers: orders-service, web-app, 2026-11-28T13:58:06Z)"}])
+    );
+    assert_eq!(
+        run(&["audit", ENVOY_TRUST_LOG, "--fail-on-anomaly"]).code,
+        1
+    );
+    // Every chain refusal is flagged from --repeat 1.
+    let r = run(&["audit", ENVOY_TRUST_LOG, "--repeat", "1"]);
+    assert_has(
+        &r.stdout,
+        &[
+        "chain_cycle 1 times (callers: billing-service ×1; issuers: https://gateway.test ×1)",
+        "chain_too_deep 1 times (callers: billing-service ×1; issuers: https://gateway.test ×1)",
+        "gateway_token_replay 1 times",
+        "shadow rules (what enforcing would have done; the requests went on unchanged)",
+        "  reports                                  would allow 1     would deny 1     (exchanged ×1, missing_token ×1)",
+        "  x-forwarded-user                         1 (refused 0, stripped 1, denied otherwise 0)",
+        "  chain depth (records)     1: 8, 2: 2, 3: 3",
+        "the filter's warnings about its issuer allow list",
+        "[shadow: discarded]",
+        "(a hop; the chain started from chain-4302)",
+        ],
+    );
+}
+
 // ----------------------------------------------------------------------------- --help
 
 #[test]

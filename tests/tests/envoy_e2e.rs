@@ -835,6 +835,74 @@ fn cli_audit_reads_this_envoy_log(ctx: &Ctx) {
     assert!(count("reason", "invalid_signature") >= Thresholds::default().repeat);
 }
 
+/// The CLI's `audit` review of the trust-boundary run's real Envoy log (issue 13 on issue
+/// 11's audit fields): the lifecycle warnings, the shadow rule's decisions, the identity
+/// header it stripped, the chained hops and their depths, the refused hops, and the revoked
+/// token presented twice (at the edge, and as the original of the hop token exchanged from
+/// it).
+fn cli_audit_reads_the_trust_log(envoy: &Envoy, revoked_token: &str) {
+    use token_exchange_cli::audit::{read_log, summarise, Thresholds};
+    use token_exchange_tests::trust::{PARTNER, RETIRED};
+    let records = envoy.audit_records();
+    let log = read_log(&envoy.log());
+    assert_eq!(log.entries.len(), records.len());
+    assert!(log.malformed.is_empty(), "{:?}", log.malformed);
+    // The warnings each worker logs at load (a second or so apart), once each.
+    let notices: Vec<&str> = log.lifecycle.iter().map(|n| n.message.as_str()).collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains(PARTNER) && notices[0].contains("overdue for review"));
+    assert!(notices[1].contains(RETIRED) && notices[1].contains("expired after"));
+    let every = Thresholds {
+        repeat: 1,
+        ..Thresholds::default()
+    };
+    let (_, j, _) = summarise(&log, every);
+    let shadow: Vec<&Value> = records.iter().filter(|r| r["mode"] == "shadow").collect();
+    assert_eq!(j["shadow"]["records"], shadow.len());
+    assert_eq!(
+        j["shadow"]["by_rule"]["reports"],
+        json!({"allow": 1, "deny": 1, "reasons": {"exchanged": 1, "missing_token": 1},
+               "denied_callers": {"(none)": 1}})
+    );
+    assert_eq!(
+        j["identity_headers"],
+        json!({"x-forwarded-user": {"total": 1, "refused": 0, "stripped": 1, "denied": 0}})
+    );
+    let hops = records.iter().filter(|r| r["origin_token_id"].is_string());
+    assert_eq!(
+        j["chain"]["hops"]["allow"].as_u64().unwrap()
+            + j["chain"]["hops"]["deny"].as_u64().unwrap(),
+        hops.count() as u64
+    );
+    let depth = |d: u64| records.iter().filter(|r| r["chain_depth"] == d).count();
+    for d in 1..=3u64 {
+        assert_eq!(j["chain"]["by_depth"][d.to_string()], depth(d), "depth {d}");
+    }
+    let anomalies = j["anomalies"].as_array().unwrap();
+    let flagged = |kind: &str, key: &str, value: &str| {
+        anomalies
+            .iter()
+            .find(|a| a["kind"] == kind && a[key] == value)
+            .unwrap_or_else(|| panic!("no {kind} {value}: {anomalies:?}"))
+            .clone()
+    };
+    assert_eq!(
+        flagged("repeated_reason", "reason", "chain_too_deep")["count"],
+        1
+    );
+    assert_eq!(
+        flagged("repeated_reason", "reason", "chain_cycle")["count"],
+        1
+    );
+    let revoked = flagged(
+        "revoked_token_use",
+        "revoked",
+        &format!("token {revoked_token}"),
+    );
+    assert_eq!(revoked["count"], 2, "{revoked}");
+    assert_eq!(revoked["callers"], json!(["orders-service", "web-app"]));
+}
+
 #[test]
 fn envoy_end_to_end() {
     let Some(bin) = envoy::require_envoy() else {
@@ -1646,6 +1714,7 @@ fn trust_boundaries_through_envoy() {
     denied(&x, 401, "token_revoked");
     assert_eq!(x.audit[0]["origin_token_id"], format!("revoke-{pid}"));
     upstream_bearer(&send("/orders/1", Some(&after_token), &[]));
+    cli_audit_reads_the_trust_log(&envoy, &format!("revoke-{pid}"));
     let log = envoy.log();
     assert!(
         log.matches("token-exchange-filter: policy loaded").count() >= 2,
