@@ -1,11 +1,11 @@
 //! The audit record: one JSON line per decision. It names the original token by id (its
 //! `jti`, else a hash of its signature) and never contains a token or a secret.
 
-use serde::Serialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// The decision taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Token validated, exchanged, forwarded.
     Allow,
@@ -15,8 +15,38 @@ pub enum Outcome {
     Pass,
 }
 
+impl Outcome {
+    /// The audit value: `allow`, `deny`, `pass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Pass => "pass",
+        }
+    }
+}
+
+/// Whether the token-dependent work was reused from the verified-and-minted cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Served from the cache: no verification, the cached minted token forwarded again.
+    Hit,
+    /// Not served from the cache (decided afresh, the cache off, or no token reached).
+    Miss,
+}
+
+impl CacheUse {
+    /// The audit value: `hit` or `miss`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+        }
+    }
+}
+
 /// One audit record. Field order is the JSON order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     /// Always `token_exchange`: lets log pipelines select these lines.
     pub event: &'static str,
@@ -27,57 +57,129 @@ pub struct AuditRecord {
     /// `exchanged`, `unmatched_pass`, or a deny reason code.
     pub reason: &'static str,
     /// HTTP status of a local response (deny only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// The matched rule.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// `x-request-id`, when the request has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Request method.
     pub method: String,
     /// Request path without the query string (queries may carry secrets).
     pub path: String,
     /// Original issuer (`iss`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Original subject (`sub`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Original caller (`azp`, else `client_id`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
     /// Original token id: its `jti`, else `sha256:` + 32 hex of its signature's hash.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
     /// Whether `iss`/`sub`/`caller`/`token_id` come from a token whose signature verified.
     pub token_verified: bool,
+    /// Whether the exchange was reused from the cache (`hit`) or not (`miss`).
+    pub cache: CacheUse,
     /// The minted token's `jti`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_jti: Option<String>,
     /// The minted token's `aud`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_aud: Option<String>,
     /// The minted token's `scope`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_scope: Option<String>,
     /// The minted token's `exp` (seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_exp: Option<u64>,
     /// The `kid` that signed the minted token.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub minted_kid: Option<String>,
 }
 
 impl AuditRecord {
-    /// The record as one JSON line (no newline).
+    /// The record as one JSON line (no newline), absent fields omitted. Written directly
+    /// into one buffer sized for a typical record: it is on every request's path.
     pub fn to_json_line(&self) -> String {
-        // Serializing plain strings and integers cannot fail; keep a fixed fallback anyway.
-        serde_json::to_string(self).unwrap_or_else(|_| {
-            r#"{"event":"token_exchange","decision":"deny","reason":"internal_error"}"#.to_owned()
-        })
+        let mut w = JsonLine(String::with_capacity(640));
+        w.0.push('{');
+        w.str_field("event", self.event);
+        w.num_field("ts_ms", self.ts_ms);
+        w.str_field("decision", self.decision.as_str());
+        w.str_field("reason", self.reason);
+        if let Some(s) = self.status {
+            w.num_field("status", u64::from(s));
+        }
+        w.opt_field("rule", self.rule.as_deref());
+        w.opt_field("request_id", self.request_id.as_deref());
+        w.str_field("method", &self.method);
+        w.str_field("path", &self.path);
+        w.opt_field("iss", self.iss.as_deref());
+        w.opt_field("sub", self.sub.as_deref());
+        w.opt_field("caller", self.caller.as_deref());
+        w.opt_field("token_id", self.token_id.as_deref());
+        w.key("token_verified");
+        w.0.push_str(if self.token_verified { "true" } else { "false" });
+        w.str_field("cache", self.cache.as_str());
+        w.opt_field("minted_jti", self.minted_jti.as_deref());
+        w.opt_field("minted_aud", self.minted_aud.as_deref());
+        w.opt_field("minted_scope", self.minted_scope.as_deref());
+        if let Some(exp) = self.minted_exp {
+            w.num_field("minted_exp", exp);
+        }
+        w.opt_field("minted_kid", self.minted_kid.as_deref());
+        w.0.push('}');
+        w.0
     }
+}
+
+/// A JSON object being written member by member (names are fixed ASCII identifiers).
+struct JsonLine(String);
+
+impl JsonLine {
+    fn key(&mut self, name: &str) {
+        if !self.0.ends_with('{') {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(name);
+        self.0.push_str("\":");
+    }
+    fn str_field(&mut self, name: &str, value: &str) {
+        self.key(name);
+        push_json_string(&mut self.0, value);
+    }
+    fn opt_field(&mut self, name: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str_field(name, v);
+        }
+    }
+    fn num_field(&mut self, name: &str, value: u64) {
+        self.key(name);
+        let _ = write!(self.0, "{value}");
+    }
+}
+
+/// Appends `s` as a JSON string (RFC 8259 §7: `"`, `\\` and control characters escaped; the
+/// same escapes serde_json writes).
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(plain..i).unwrap_or_default());
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(s.get(plain..).unwrap_or_default());
+    out.push('"');
 }
 
 /// Truncates attacker-supplied text for the log, on a char boundary.
@@ -121,6 +223,7 @@ mod tests {
             caller: None,
             token_id: None,
             token_verified: false,
+            cache: CacheUse::Miss,
             minted_jti: None,
             minted_aud: None,
             minted_scope: None,
@@ -129,7 +232,54 @@ mod tests {
         };
         assert_eq!(
             r.to_json_line(),
-            r#"{"event":"token_exchange","ts_ms":5,"decision":"deny","reason":"missing_token","status":401,"method":"GET","path":"/x","token_verified":false}"#
+            r#"{"event":"token_exchange","ts_ms":5,"decision":"deny","reason":"missing_token","status":401,"method":"GET","path":"/x","token_verified":false,"cache":"miss"}"#
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        for s in [
+            "plain",
+            "quote \" and backslash \\",
+            "ctl \u{0}\u{1f}\u{8}\u{c}\n\r\t end",
+            "é ✓ \u{2028}",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_record_is_valid_json_with_every_field() {
+        let r = AuditRecord {
+            event: "token_exchange",
+            ts_ms: 1,
+            decision: Outcome::Allow,
+            reason: "exchanged",
+            status: None,
+            rule: Some("r\"1".into()),
+            request_id: Some("id".into()),
+            method: "GET".into(),
+            path: "/a\\b".into(),
+            iss: Some("https://idp".into()),
+            sub: Some("alice\n".into()),
+            caller: Some("web".into()),
+            token_id: Some("t".into()),
+            token_verified: true,
+            cache: CacheUse::Hit,
+            minted_jti: Some("j".into()),
+            minted_aud: Some("aud".into()),
+            minted_scope: Some("a b".into()),
+            minted_exp: Some(9),
+            minted_kid: Some("k".into()),
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json_line()).unwrap();
+        assert_eq!(v["rule"], "r\"1");
+        assert_eq!(v["sub"], "alice\n");
+        assert_eq!(v["cache"], "hit");
+        assert_eq!(v["minted_exp"], 9);
+        assert_eq!(v.as_object().unwrap().len(), 19);
     }
 }

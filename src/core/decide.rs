@@ -1,52 +1,40 @@
 //! The decision for one request: rule → token → requirements → mint, and the audit record.
 //! Pure: time and randomness come in as arguments; the answer goes out as a value.
+//!
+//! With an [`ExchangeCache`], the token-dependent steps (parse, verify, claims, the rule's
+//! requirements, minting) are looked up before they are done, per exact token and rule; the
+//! request-dependent ones (path, rule match, query, Authorization syntax) always run. See
+//! `cache` for what a hit reuses and re-checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::audit::{bounded, AuditRecord, Outcome};
-use super::config::{ExchangeRule, Policy, RouteMatch, Unmatched};
+use super::audit::{bounded, AuditRecord, CacheUse, Outcome};
+use super::cache::{Exchange, ExchangeCache, VerifiedBy, VerifiedFacts};
+use super::config::{ExchangeRule, Policy, Unmatched};
 use super::entropy::Entropy;
 use super::grpc;
 use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason};
+pub use super::routing::HttpRequest;
 use super::syntax::is_http_token;
 use super::validate::{validate, TokenFacts, VerifiedToken};
 
-/// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
-type EvalResult = Result<Option<MintedToken>, (DenyReason, Option<String>)>;
-
-/// What the filter needs to know about a request.
-#[derive(Debug, Clone, Default)]
-pub struct HttpRequest<'a> {
-    /// `:method`.
-    pub method: &'a str,
-    /// `:path`, query included.
-    pub path: &'a str,
-    /// `Host`, else `:authority`.
-    pub host: Option<&'a str>,
-    /// The host's route name (Envoy `xds.route_name`), when it exposes one.
-    pub route_name: Option<&'a str>,
-    /// Every `Authorization` header value (names compared case-insensitively by the caller).
-    pub authorization: Vec<&'a str>,
-    /// `x-request-id`, when present.
-    pub request_id: Option<&'a str>,
-}
-
-/// A local response refusing the request.
+/// A local response refusing the request (built once per reason and rule, at load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     /// HTTP status.
     pub status: u16,
     /// The `WWW-Authenticate` challenge (absent on 500).
-    pub www_authenticate: Option<String>,
+    pub www_authenticate: Option<Arc<str>>,
     /// A small JSON body with the same error.
-    pub body: String,
+    pub body: Arc<str>,
     /// Why.
     pub reason: DenyReason,
     /// The gRPC status for gRPC requests (`UNAUTHENTICATED` for 401, `PERMISSION_DENIED` for 403).
     pub grpc_status: u32,
     /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
-    pub grpc_message: String,
+    pub grpc_message: Arc<str>,
 }
 
 /// What to do with the request.
@@ -55,9 +43,9 @@ pub enum Verdict {
     /// Replace `Authorization` with this value, strip the policy's headers, forward.
     Forward {
         /// `Bearer <minted token>`.
-        authorization: String,
-        /// What was minted.
-        minted: Box<MintedToken>,
+        authorization: Arc<str>,
+        /// What was minted (shared with the cache entry on a hit).
+        minted: Arc<MintedToken>,
     },
     /// Forward untouched (no rule matched and policy says pass); strip the policy's headers.
     Pass,
@@ -72,6 +60,8 @@ pub struct Decision {
     pub verdict: Verdict,
     /// What to log (exactly once).
     pub audit: AuditRecord,
+    /// The position of the matched rule in the policy (for per-rule counters).
+    pub rule_index: Option<usize>,
 }
 
 impl Decision {
@@ -79,7 +69,7 @@ impl Decision {
     /// be forwarded. The audit keeps the token facts but no longer claims a minted token.
     pub fn fail_internal(&mut self, policy: &Policy) {
         let reason = DenyReason::InternalError;
-        self.verdict = Verdict::Deny(policy.denial(reason, None));
+        self.verdict = Verdict::Deny(policy.prebuilt_denial(reason, None));
         self.audit.decision = Outcome::Deny;
         self.audit.reason = reason.code();
         self.audit.status = Some(reason.status());
@@ -91,26 +81,65 @@ impl Decision {
     }
 }
 
+/// How one request was evaluated.
+enum Evaluated {
+    /// Exchanged (now, or reused from the cache).
+    Exchanged {
+        rule: usize,
+        exchange: Arc<Exchange>,
+        cache: CacheUse,
+    },
+    /// No rule matched and policy says pass.
+    Pass,
+    /// Refused (under the matched rule, if any).
+    Denied {
+        rule: Option<usize>,
+        reason: DenyReason,
+    },
+}
+
 impl Policy {
-    /// Decides one request at `now` (since the Unix epoch).
+    /// Decides one request at `now` (since the Unix epoch), without a cache: every token is
+    /// verified and a fresh token minted.
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
+        self.decide_with(req, now, entropy, None)
+    }
+
+    /// Decides one request at `now`, reusing (and filling) `cache`, which must have been
+    /// created for this policy (a new policy needs a new cache: its signing key may differ).
+    pub fn decide_cached(
+        &self,
+        req: &HttpRequest<'_>,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+        cache: &mut ExchangeCache,
+    ) -> Decision {
+        self.decide_with(req, now, entropy, Some(cache))
+    }
+
+    /// A new cache with this policy's settings (`cache.enabled: false` gives one that
+    /// stores nothing).
+    pub fn new_cache(&self) -> ExchangeCache {
+        ExchangeCache::new(self.cache)
+    }
+
+    fn decide_with(
+        &self,
+        req: &HttpRequest<'_>,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+        cache: Option<&mut ExchangeCache>,
+    ) -> Decision {
         let path = path_only(req.path);
-        let mut audit = self.blank_audit(req, now);
+        let audit = self.blank_audit(req, now);
         let mut facts = TokenFacts::default();
-        let result = self.evaluate(
-            req,
-            path,
-            now.as_secs(),
-            entropy,
-            &mut audit.rule,
-            &mut facts,
-        );
-        self.finish(audit, facts, result)
+        let evaluated = self.evaluate(req, path, now.as_secs(), entropy, cache, &mut facts);
+        self.finish(audit, facts, evaluated)
     }
 
     fn blank_audit(&self, req: &HttpRequest<'_>, now: Duration) -> AuditRecord {
@@ -129,6 +158,7 @@ impl Policy {
             caller: None,
             token_id: None,
             token_verified: false,
+            cache: CacheUse::Miss,
             minted_jti: None,
             minted_aud: None,
             minted_scope: None,
@@ -137,14 +167,27 @@ impl Policy {
         }
     }
 
-    fn finish(&self, mut audit: AuditRecord, facts: TokenFacts, result: EvalResult) -> Decision {
-        audit.iss = facts.issuer.map(|s| bounded(&s, 256));
-        audit.sub = facts.subject.map(|s| bounded(&s, 256));
-        audit.caller = facts.caller.map(|s| bounded(&s, 256));
-        audit.token_id = facts.token_id;
-        audit.token_verified = facts.verified;
-        let verdict = match result {
-            Ok(Some(minted)) => {
+    fn finish(&self, mut audit: AuditRecord, facts: TokenFacts, evaluated: Evaluated) -> Decision {
+        let rule_index = match &evaluated {
+            Evaluated::Exchanged { rule, .. } => Some(*rule),
+            Evaluated::Denied { rule, .. } => *rule,
+            Evaluated::Pass => None,
+        };
+        audit.rule = rule_index
+            .and_then(|i| self.rules.get(i))
+            .map(|r| Arc::clone(&r.name));
+        let verdict = match evaluated {
+            Evaluated::Exchanged {
+                exchange, cache, ..
+            } => {
+                let f = &exchange.facts;
+                audit.iss = Some(f.issuer.clone());
+                audit.sub = Some(f.subject.clone());
+                audit.caller = f.caller.clone();
+                audit.token_id = Some(f.token_id.clone());
+                audit.token_verified = true;
+                audit.cache = cache;
+                let minted = &exchange.minted;
                 audit.decision = Outcome::Allow;
                 audit.reason = "exchanged";
                 audit.minted_jti = Some(minted.jti.clone());
@@ -153,23 +196,32 @@ impl Policy {
                 audit.minted_exp = Some(minted.expires_at);
                 audit.minted_kid = Some(minted.kid.clone());
                 Verdict::Forward {
-                    authorization: format!("Bearer {}", minted.token),
-                    minted: Box::new(minted),
+                    authorization: Arc::clone(&exchange.authorization),
+                    minted: Arc::clone(&exchange.minted),
                 }
             }
-            Ok(None) => {
+            Evaluated::Pass => {
                 audit.decision = Outcome::Pass;
                 audit.reason = "unmatched_pass";
                 Verdict::Pass
             }
-            Err((reason, required)) => {
+            Evaluated::Denied { rule, reason } => {
+                audit.iss = facts.issuer.map(|s| bounded(&s, 256));
+                audit.sub = facts.subject.map(|s| bounded(&s, 256));
+                audit.caller = facts.caller.map(|s| bounded(&s, 256));
+                audit.token_id = facts.token_id;
+                audit.token_verified = facts.verified;
                 audit.decision = Outcome::Deny;
                 audit.reason = reason.code();
                 audit.status = Some(reason.status());
-                Verdict::Deny(self.denial(reason, required.as_deref()))
+                Verdict::Deny(self.prebuilt_denial(reason, rule))
             }
         };
-        Decision { verdict, audit }
+        Decision {
+            verdict,
+            audit,
+            rule_index,
+        }
     }
 
     /// A deny for a failure outside the policy (e.g. the host could not give the headers).
@@ -178,46 +230,105 @@ impl Policy {
         self.finish(
             audit,
             TokenFacts::default(),
-            Err((DenyReason::InternalError, None)),
+            Evaluated::Denied {
+                rule: None,
+                reason: DenyReason::InternalError,
+            },
         )
     }
 
-    /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with the scopes to name, if any).
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
         path: &str,
         now: u64,
         entropy: &mut dyn Entropy,
-        rule_name: &mut Option<String>,
+        mut cache: Option<&mut ExchangeCache>,
         facts: &mut TokenFacts,
-    ) -> EvalResult {
+    ) -> Evaluated {
+        let deny = |rule, reason| Evaluated::Denied { rule, reason };
         if is_ambiguous_path(path) {
-            return Err((DenyReason::AmbiguousPath, None));
+            return deny(None, DenyReason::AmbiguousPath);
         }
-        let Some(rule) = self.rules.iter().find(|r| r.matcher.matches(req, path)) else {
+        let matched = self.compiled.rules.first_match(req, path);
+        let Some((index, rule)) = matched.and_then(|i| self.rules.get(i).map(|r| (i, r))) else {
             return match self.unmatched {
-                Unmatched::Pass => Ok(None),
-                Unmatched::Deny => Err((DenyReason::NoMatchingRule, None)),
+                Unmatched::Pass => Evaluated::Pass,
+                Unmatched::Deny => deny(None, DenyReason::NoMatchingRule),
             };
         };
-        *rule_name = Some(rule.name.clone());
+        let rule_deny = |reason| deny(Some(index), reason);
         if has_query_token(req.path) {
-            return Err((DenyReason::TokenInQuery, None));
+            return rule_deny(DenyReason::TokenInQuery);
         }
-        let token = bearer_token(&req.authorization).map_err(|r| (r, None))?;
-        let verified = validate(self, token, now, facts).map_err(|r| (r, None))?;
-        check_requirements(rule, &verified)?;
-        mint(self, rule, &verified, now, entropy)
-            .map(Some)
-            .map_err(|r| match r {
-                DenyReason::NoGrantableScope => (r, Some(rule.mint.scopes.join(" "))),
-                r => (r, None),
-            })
+        let token = match bearer_token(&req.authorization) {
+            Ok(t) => t,
+            Err(r) => return rule_deny(r),
+        };
+        if let Some(cache) = cache.as_deref_mut() {
+            if let Some(hit) = cache.lookup(token, index, now) {
+                if self.recheck_cached(&hit) {
+                    return Evaluated::Exchanged {
+                        rule: index,
+                        exchange: hit,
+                        cache: CacheUse::Hit,
+                    };
+                }
+                cache.remove(token, index);
+            }
+        }
+        let verified = match validate(self, token, now, facts) {
+            Ok(v) => v,
+            Err(r) => return rule_deny(r),
+        };
+        if let Err(r) = check_requirements(rule, &verified) {
+            return rule_deny(r);
+        }
+        let minted = match mint(self, rule, &verified, now, entropy) {
+            Ok(m) => m,
+            Err(r) => return rule_deny(r),
+        };
+        let exchange = Arc::new(exchange_of(&verified, facts, minted));
+        if let Some(cache) = cache {
+            cache.insert(token, index, Arc::clone(&exchange));
+        }
+        Evaluated::Exchanged {
+            rule: index,
+            exchange,
+            cache: CacheUse::Miss,
+        }
+    }
+
+    /// What a cache hit must still satisfy: the key that verified the original token is
+    /// still in force (same key-set version, the key still there). Issues that change trust
+    /// at runtime (fetched key sets, revocation) add their checks here.
+    fn recheck_cached(&self, exchange: &Exchange) -> bool {
+        let by = &exchange.verified_by;
+        self.trusted_issuers.get(by.issuer_index).is_some_and(|t| {
+            t.key_set_version == by.key_set_version && t.key_for(by.kid.as_deref()).is_some()
+        })
+    }
+
+    /// The local response for `reason` under rule `rule`, built at load.
+    pub(crate) fn prebuilt_denial(&self, reason: DenyReason, rule: Option<usize>) -> Denial {
+        let per_rule = rule.and_then(|i| self.compiled.rule_denials.get(i));
+        let prebuilt = match (reason, per_rule) {
+            (DenyReason::InsufficientScope, Some((d, _))) => Some(d),
+            (DenyReason::NoGrantableScope, Some((_, d))) => Some(d),
+            _ => self.compiled.denials.get(reason as usize),
+        };
+        match prebuilt {
+            Some(d) if d.reason == reason => d.clone(),
+            _ => self.build_denial(reason, None),
+        }
     }
 
     /// The local response for `reason` (`scope` names what an insufficient_scope lacks).
     pub fn denial(&self, reason: DenyReason, scope: Option<&str>) -> Denial {
+        self.build_denial(reason, scope)
+    }
+
+    pub(crate) fn build_denial(&self, reason: DenyReason, scope: Option<&str>) -> Denial {
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
             (DenyReason::InternalError, _) => None,
@@ -249,34 +360,52 @@ impl Policy {
         };
         Denial {
             status: reason.status(),
-            www_authenticate,
-            body,
+            www_authenticate: www_authenticate.map(Arc::from),
+            body: body.into(),
             reason,
             grpc_status: grpc::status_for_http(reason.status()),
-            grpc_message: grpc::percent_encode_message(&grpc_message),
+            grpc_message: grpc::percent_encode_message(&grpc_message).into(),
         }
     }
 }
 
-fn check_requirements(
-    rule: &ExchangeRule,
-    t: &VerifiedToken<'_>,
-) -> Result<(), (DenyReason, Option<String>)> {
+/// The exchange made for a verified token: what is forwarded, audited and cached.
+fn exchange_of(verified: &VerifiedToken<'_>, facts: &TokenFacts, minted: MintedToken) -> Exchange {
+    let text = |s: &Option<String>| s.as_deref().map(|s| bounded(s, 256));
+    Exchange {
+        authorization: format!("Bearer {}", minted.token).into(),
+        minted: Arc::new(minted),
+        facts: VerifiedFacts {
+            issuer: text(&facts.issuer).unwrap_or_default(),
+            subject: text(&facts.subject).unwrap_or_default(),
+            caller: text(&facts.caller),
+            token_id: verified.token_id.clone(),
+        },
+        verified_by: VerifiedBy {
+            issuer_index: verified.issuer_index,
+            kid: verified.key_id.clone(),
+            key_set_version: verified.issuer.key_set_version,
+        },
+        original_expires_at: verified.expires_at,
+    }
+}
+
+fn check_requirements(rule: &ExchangeRule, t: &VerifiedToken<'_>) -> Result<(), DenyReason> {
     let req = &rule.require;
-    if !req.issuers.is_empty() && !req.issuers.contains(&t.issuer.issuer) {
-        return Err((DenyReason::IssuerNotAllowed, None));
+    if !req.issuers.is_empty() && rule.issuer_indices.binary_search(&t.issuer_index).is_err() {
+        return Err(DenyReason::IssuerNotAllowed);
     }
     if !req.callers.is_empty() && !t.caller.as_ref().is_some_and(|c| req.callers.contains(c)) {
-        return Err((DenyReason::CallerNotAllowed, None));
+        return Err(DenyReason::CallerNotAllowed);
     }
     if !req.scopes.iter().all(|s| t.scopes.contains(s)) {
-        return Err((DenyReason::InsufficientScope, Some(req.scopes.join(" "))));
+        return Err(DenyReason::InsufficientScope);
     }
     if !req.acr.is_empty() && !t.acr.as_ref().is_some_and(|a| req.acr.contains(a)) {
-        return Err((DenyReason::AcrNotSatisfied, None));
+        return Err(DenyReason::AcrNotSatisfied);
     }
     if !req.amr.iter().all(|m| t.amr.contains(m)) {
-        return Err((DenyReason::AmrNotSatisfied, None));
+        return Err(DenyReason::AmrNotSatisfied);
     }
     Ok(())
 }
@@ -339,69 +468,10 @@ fn path_only(path: &str) -> &str {
 /// Dot-segments, encoded separators or backslashes make prefix matching ambiguous between
 /// this filter and the upstream's router: refuse rather than guess.
 fn is_ambiguous_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-impl RouteMatch {
-    /// Whether this request (with `path` stripped of its query) is in scope.
-    pub fn matches(&self, req: &HttpRequest<'_>, path: &str) -> bool {
-        if let Some(exact) = &self.path {
-            if path != exact {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.path_prefix {
-            let segment_ok = match path.strip_prefix(prefix.as_str()) {
-                Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-                None => false,
-            };
-            if !segment_ok {
-                return false;
-            }
-        }
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
-            return false;
-        }
-        if let Some(host) = &self.host {
-            let Some(actual) = req.host else {
-                return false;
-            };
-            let actual = actual.to_ascii_lowercase();
-            let compared = if host.contains(':') {
-                actual.as_str()
-            } else {
-                strip_port(&actual)
-            };
-            if compared != host {
-                return false;
-            }
-        }
-        if let Some(route) = &self.route {
-            if req.route_name != Some(route.as_str()) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return match host.find(']') {
-            Some(end) => host.get(..=end).unwrap_or(host),
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        matches!(w, [b'%', a, b] if matches!((a, b.to_ascii_lowercase()), (b'2', b'e' | b'f') | (b'5', b'c')))
+    });
+    encoded_separator || path.contains('\\') || path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 #[cfg(test)]
@@ -486,29 +556,5 @@ mod tests {
         for p in ["/a/b", "/a..b/c", "/", "/a/.well-known"] {
             assert!(!is_ambiguous_path(p), "{p}");
         }
-    }
-
-    #[test]
-    fn route_matching() {
-        let m = RouteMatch {
-            path_prefix: Some("/orders".into()),
-            methods: vec!["GET".into()],
-            host: Some("api.example.com".into()),
-            ..Default::default()
-        };
-        let req = |method, path, host| HttpRequest {
-            method,
-            path,
-            host,
-            ..Default::default()
-        };
-        assert!(m.matches(&req("GET", "", Some("api.example.com")), "/orders"));
-        assert!(m.matches(&req("GET", "", Some("API.example.com:8443")), "/orders/1"));
-        assert!(!m.matches(&req("GET", "", Some("api.example.com")), "/orders-admin"));
-        assert!(!m.matches(&req("POST", "", Some("api.example.com")), "/orders"));
-        assert!(!m.matches(&req("GET", "", Some("evil.com")), "/orders"));
-        assert!(!m.matches(&req("GET", "", None), "/orders"));
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("h:80"), "h");
     }
 }

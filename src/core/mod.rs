@@ -3,6 +3,7 @@
 //! randomness are arguments, decisions are values. It compiles and is tested natively.
 
 pub mod audit;
+pub mod cache;
 pub mod claims;
 pub mod config;
 pub mod crypto;
@@ -14,12 +15,14 @@ pub mod jwks;
 pub mod keys;
 pub mod mint;
 pub mod reason;
+pub mod routing;
 pub mod signing;
 pub mod syntax;
 pub mod token;
 pub mod validate;
 
-pub use audit::{AuditRecord, Outcome};
+pub use audit::{AuditRecord, CacheUse, Outcome};
+pub use cache::{CacheSettings, Exchange, ExchangeCache};
 pub use claims::ClaimMapping;
 pub use config::{ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, TrustedIssuer};
 pub use decide::{Decision, Denial, HttpRequest, Verdict};

@@ -31,6 +31,10 @@ pub struct TokenFacts {
 pub struct VerifiedToken<'p> {
     /// The issuer that vouched for it.
     pub issuer: &'p TrustedIssuer,
+    /// Its position among the policy's trusted issuers.
+    pub issuer_index: usize,
+    /// The `kid` of the key that verified it (None: the issuer's only key, without kid).
+    pub key_id: Option<std::sync::Arc<str>>,
     /// All its claims.
     pub claims: Map<String, Value>,
     /// `sub`.
@@ -62,14 +66,19 @@ pub fn validate<'p>(
     facts.subject = str_claim(claims, "sub").map(str::to_owned);
     facts.token_id = Some(parsed.token_id());
 
-    let issuer = trusted_issuer(policy, claims);
+    let issuer = trusted_issuer(policy, claims).map(|i| (i, policy.trusted_issuers.get(i)));
+    let issuer = match issuer {
+        Ok((i, Some(t))) => Ok((i, t)),
+        Ok((_, None)) => Err(DenyReason::UntrustedIssuer),
+        Err(e) => Err(e),
+    };
     // The audit names the caller the way the issuer's tokens do; unknown issuers: the defaults.
     facts.caller = match &issuer {
-        Ok(t) => caller_hint(claims, t.claims.caller_claims()),
+        Ok((_, t)) => caller_hint(claims, t.claims.caller_claims()),
         Err(_) => caller_hint(claims, DEFAULT_CALLER_CLAIMS),
     }
     .map(str::to_owned);
-    let issuer = issuer?;
+    let (issuer_index, issuer) = issuer?;
     let alg = Alg::from_verify_name(&parsed.alg)
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
@@ -77,7 +86,7 @@ pub fn validate<'p>(
     if issuer.claims.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);
     }
-    verify_signature(issuer, alg, &parsed)?;
+    let key_id = verify_signature(issuer, alg, &parsed)?;
     facts.verified = true;
 
     let expires_at = numeric_date(claims, "exp")?.ok_or(DenyReason::MissingClaim)?;
@@ -137,6 +146,8 @@ pub fn validate<'p>(
     let token_id = parsed.token_id();
     Ok(VerifiedToken {
         issuer,
+        issuer_index,
+        key_id,
         subject,
         caller,
         scopes,
@@ -152,10 +163,7 @@ fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<&'c str> 
     claims.get(name).and_then(Value::as_str)
 }
 
-fn trusted_issuer<'p>(
-    policy: &'p Policy,
-    claims: &Map<String, Value>,
-) -> Result<&'p TrustedIssuer, DenyReason> {
+fn trusted_issuer(policy: &Policy, claims: &Map<String, Value>) -> Result<usize, DenyReason> {
     let iss = match claims.get("iss") {
         None => return Err(DenyReason::UntrustedIssuer),
         Some(Value::String(s)) => s,
@@ -165,29 +173,25 @@ fn trusted_issuer<'p>(
         return Err(DenyReason::GatewayTokenReplay);
     }
     policy
-        .trusted_issuer(iss)
+        .trusted_issuer_index(iss)
         .ok_or(DenyReason::UntrustedIssuer)
 }
 
+/// Verifies the signature; returns the `kid` of the key that verified it.
 fn verify_signature(
     issuer: &TrustedIssuer,
     alg: Alg,
     parsed: &ParsedToken<'_>,
-) -> Result<(), DenyReason> {
-    let key = match parsed.kid.as_deref() {
-        Some(kid) => issuer.keys.iter().find(|k| k.kid() == Some(kid)),
-        None => match issuer.keys.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        },
-    }
-    .ok_or(DenyReason::UnknownKey)?;
+) -> Result<Option<std::sync::Arc<str>>, DenyReason> {
+    let key = issuer
+        .key_for(parsed.kid.as_deref())
+        .ok_or(DenyReason::UnknownKey)?;
     if !key.accepts(alg) {
         // e.g. an ES256 token naming an RSA key's kid: algorithm confusion.
         return Err(DenyReason::AlgorithmNotAllowed);
     }
     if key.verify(alg, parsed.signing_input.as_bytes(), &parsed.signature) {
-        Ok(())
+        Ok(key.kid().map(std::sync::Arc::from))
     } else {
         Err(DenyReason::InvalidSignature)
     }

@@ -9,18 +9,20 @@ use proxy_wasm::types::Action;
 
 use super::abi::{self, Level, Map};
 use super::metrics::{self, Counter};
+use super::root::Loaded;
 use crate::core::{
-    grpc, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy, Verdict,
+    grpc, CacheUse, Decision, Denial, DenyReason, Entropy, EntropyError, HttpRequest, Policy,
+    Verdict,
 };
 
 /// One HTTP stream.
 pub struct ExchangeFilter {
-    policy: Option<Rc<Policy>>,
+    loaded: Option<Rc<Loaded>>,
 }
 
 impl ExchangeFilter {
-    pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        ExchangeFilter { policy }
+    pub fn new(loaded: Option<Rc<Loaded>>) -> Self {
+        ExchangeFilter { loaded }
     }
 }
 
@@ -28,12 +30,8 @@ impl Context for ExchangeFilter {}
 
 impl HttpContext for ExchangeFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = RequestHeaders::read();
-        if headers.is_err() {
-            metrics::increment(Counter::HostCallFailed);
-        }
-        let grpc = headers.as_ref().is_ok_and(|h| h.grpc);
-        let Some(policy) = self.policy.clone() else {
+        let Some(loaded) = self.loaded.clone() else {
+            let grpc = RequestHeaders::read(false).is_ok_and(|h| h.grpc);
             // No valid policy was ever loaded: refuse everything.
             abi::log(
                 Level::Error,
@@ -44,14 +42,27 @@ impl HttpContext for ExchangeFilter {
             send(&no_policy_denial(), grpc);
             return Action::Pause;
         };
-        let mut decision = match &headers {
-            Ok(h) => policy.decide(&h.request(), now(), &mut HostEntropy),
-            Err(_) => policy.internal_failure(&HttpRequest::default(), now()),
+        let policy = &loaded.policy;
+        let headers = RequestHeaders::read(policy.needs_route_name());
+        if headers.is_err() {
+            metrics::increment(Counter::HostCallFailed);
+        }
+        let grpc = headers.as_ref().is_ok_and(|h| h.grpc);
+        let mut decision = match (&headers, loaded.cache.try_borrow_mut()) {
+            (Ok(h), Ok(mut cache)) => {
+                policy.decide_cached(&h.request(), now(), &mut HostEntropy, &mut cache)
+            }
+            // Never re-entered; were it, deciding without the cache is still correct.
+            (Ok(h), Err(_)) => policy.decide(&h.request(), now(), &mut HostEntropy),
+            (Err(_), _) => policy.internal_failure(&HttpRequest::default(), now()),
         };
         if matches!(decision.verdict, Verdict::Forward { .. }) {
-            metrics::increment(Counter::TokensMinted);
+            metrics::increment(match decision.audit.cache {
+                CacheUse::Hit => Counter::CacheHit,
+                CacheUse::Miss => Counter::TokensMinted,
+            });
         }
-        let action = apply(&policy, &mut decision, grpc);
+        let action = apply(policy, &mut decision, grpc);
         abi::log(Level::Info, &decision.audit.to_json_line());
         metrics::count_decision(&decision);
         action
@@ -91,12 +102,12 @@ fn send(denial: &Denial, grpc: bool) {
     let grpc_status = denial.grpc_status.to_string();
     let mut headers = vec![("cache-control", "no-store")];
     if let Some(challenge) = &denial.www_authenticate {
-        headers.push(("www-authenticate", challenge.as_str()));
+        headers.push(("www-authenticate", challenge));
     }
     let sent = if grpc {
         headers.push(("content-type", "application/grpc"));
         headers.push(("grpc-status", grpc_status.as_str()));
-        headers.push(("grpc-message", denial.grpc_message.as_str()));
+        headers.push(("grpc-message", &denial.grpc_message));
         abi::send_local_response(denial.status, &headers, b"", Some(denial.grpc_status))
     } else {
         headers.push(("content-type", "application/json"));
@@ -117,10 +128,10 @@ fn no_policy_denial() -> Denial {
     Denial {
         status: 500,
         www_authenticate: None,
-        body: r#"{"error":"server_error","error_description":"internal error"}"#.to_owned(),
+        body: r#"{"error":"server_error","error_description":"internal error"}"#.into(),
         reason,
         grpc_status: grpc::INTERNAL,
-        grpc_message: reason.description().to_owned(),
+        grpc_message: reason.description().into(),
     }
 }
 
@@ -161,8 +172,32 @@ struct RequestHeaders {
     grpc: bool,
 }
 
+/// The headers the filter reads (lower case), and which field each fills.
+#[derive(Clone, Copy)]
+enum Wanted {
+    Authorization,
+    Method,
+    Path,
+    Authority,
+    Host,
+    RequestId,
+    ContentType,
+}
+
+const WANTED: [(&[u8], Wanted); 7] = [
+    (b"authorization", Wanted::Authorization),
+    (b":method", Wanted::Method),
+    (b":path", Wanted::Path),
+    (b":authority", Wanted::Authority),
+    (b"host", Wanted::Host),
+    (b"x-request-id", Wanted::RequestId),
+    (b"content-type", Wanted::ContentType),
+];
+
 impl RequestHeaders {
-    fn read() -> Result<Self, abi::HostStatus> {
+    /// Reads the request headers; the route name property only when `route_name` (no rule
+    /// matches on it otherwise, and a property read is a costly host call).
+    fn read(route_name: bool) -> Result<Self, abi::HostStatus> {
         let pairs = abi::header_pairs(Map::RequestHeaders)?;
         let mut method = None;
         let mut path = None;
@@ -173,17 +208,23 @@ impl RequestHeaders {
         let mut authorization = Vec::new();
         for (name, value) in pairs {
             // Header names are case-insensitive; hosts differ in the casing they report.
-            let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-            let value = String::from_utf8_lossy(&value).into_owned();
-            match name.as_str() {
-                "authorization" => authorization.push(value),
-                ":method" => method = Some(value),
-                ":path" => path = Some(value),
-                ":authority" => authority = Some(value),
-                "host" => host = Some(value),
-                "x-request-id" => request_id = Some(value),
-                "content-type" => grpc = grpc::is_grpc_content_type(&value),
-                _ => {}
+            // Only the wanted ones are decoded: no per-header allocation for the rest.
+            let Some(wanted) = WANTED
+                .iter()
+                .find(|(w, _)| name.eq_ignore_ascii_case(w))
+                .map(|(_, f)| *f)
+            else {
+                continue;
+            };
+            let value = into_text(value);
+            match wanted {
+                Wanted::Authorization => authorization.push(value),
+                Wanted::Method => method = Some(value),
+                Wanted::Path => path = Some(value),
+                Wanted::Authority => authority = Some(value),
+                Wanted::Host => host = Some(value),
+                Wanted::RequestId => request_id = Some(value),
+                Wanted::ContentType => grpc = grpc::is_grpc_content_type(&value),
             }
         }
         // Hosts without pseudo-headers in the map (Kong) expose them as properties.
@@ -197,7 +238,11 @@ impl RequestHeaders {
             method,
             path,
             host: host.or(authority),
-            route_name: string_property(&["xds", "route_name"]),
+            route_name: if route_name {
+                string_property(&["xds", "route_name"])
+            } else {
+                None
+            },
             authorization,
             request_id,
             grpc,
@@ -213,6 +258,14 @@ impl RequestHeaders {
             authorization: self.authorization.iter().map(String::as_str).collect(),
             request_id: self.request_id.as_deref(),
         }
+    }
+}
+
+/// A header value as text: as is when UTF-8 (no copy), else with replacement characters.
+fn into_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The root context: loads the policy from the plugin configuration.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -8,12 +9,22 @@ use proxy_wasm::types::ContextType;
 use super::abi::{self, Buffer, Level};
 use super::http::ExchangeFilter;
 use super::metrics::{self, Counter};
-use crate::core::Policy;
+use crate::core::{ExchangeCache, Policy};
+
+/// A loaded policy and the verified-and-minted cache that goes with it: a new policy (and
+/// so possibly a new signing key) always comes with a new, empty cache.
+pub struct Loaded {
+    /// The policy in force.
+    pub policy: Policy,
+    /// This VM's cache for it (the VM is single-threaded; the request path borrows it
+    /// briefly and never re-entrantly).
+    pub cache: RefCell<ExchangeCache>,
+}
 
 /// Holds the policy in force. A refused update leaves the previous policy in place.
 #[derive(Default)]
 pub struct ExchangeRoot {
-    policy: Option<Rc<Policy>>,
+    loaded: Option<Rc<Loaded>>,
 }
 
 impl Context for ExchangeRoot {}
@@ -49,11 +60,21 @@ impl RootContext for ExchangeRoot {
                 abi::log(
                     Level::Info,
                     &format!(
-                        "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}",
+                        "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}, cache {}",
                         policy.issuer,
                         policy.trusted_issuers.len(),
                         policy.rules.len(),
-                        policy.active_signing_key().map(|k| k.kid()).unwrap_or("")
+                        policy.active_signing_key().map(|k| k.kid()).unwrap_or(""),
+                        if policy.cache.enabled {
+                            format!(
+                                "on ({} entries, {} bytes, reuse {}/1000 of a minted lifetime)",
+                                policy.cache.max_entries,
+                                policy.cache.max_bytes,
+                                policy.cache.reuse_permille
+                            )
+                        } else {
+                            "off".to_owned()
+                        }
                     ),
                 );
                 for warning in &policy.warnings {
@@ -62,7 +83,7 @@ impl RootContext for ExchangeRoot {
                         &format!("token-exchange-filter: configuration warning: {warning}"),
                     );
                 }
-                let merged = metrics::define_rules(policy.rules.iter().map(|r| r.name.as_str()));
+                let merged = metrics::define_rules(policy.rules.iter().map(|r| &*r.name));
                 for rule in merged {
                     abi::log(
                         Level::Warn,
@@ -70,11 +91,12 @@ impl RootContext for ExchangeRoot {
                     );
                 }
                 metrics::increment(Counter::ConfigLoaded);
-                self.policy = Some(Rc::new(policy));
+                let cache = RefCell::new(policy.new_cache());
+                self.loaded = Some(Rc::new(Loaded { policy, cache }));
                 true
             }
             Err(errors) => {
-                let kept = if self.policy.is_some() {
+                let kept = if self.loaded.is_some() {
                     "; the previous policy stays in force"
                 } else {
                     ""
@@ -90,7 +112,7 @@ impl RootContext for ExchangeRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(ExchangeFilter::new(self.policy.clone())))
+        Some(Box::new(ExchangeFilter::new(self.loaded.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

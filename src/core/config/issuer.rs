@@ -88,12 +88,20 @@ pub(super) fn read_trusted_issuer(
         Some(v) => read_claim_mapping(v, &p, errs),
     };
     o.finish(errs);
+    let keys = keys?;
+    let keys_by_kid = keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| k.kid().map(|kid| (kid.to_owned(), i)))
+        .collect();
     Some(TrustedIssuer {
         issuer: issuer?,
         algorithms: algorithms?,
-        keys: keys?,
+        keys,
         audiences: audiences?,
         claims: claims?,
+        keys_by_kid,
+        key_set_version: 0,
     })
 }
 

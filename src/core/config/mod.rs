@@ -5,13 +5,19 @@
 //! security policy must not pass silently. A `Policy` value can only exist once the whole
 //! document is valid: there is no half-applied configuration.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use super::cache::CacheSettings;
 use super::claims::ClaimMapping;
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
+use super::reason::DenyReason;
+pub use super::routing::RouteMatch;
+use super::routing::RuleIndex;
 use super::signing::SigningKey;
 use super::syntax::is_http_token;
 use super::token::Limits;
@@ -21,7 +27,7 @@ mod reader;
 mod rule;
 
 use issuer::read_trusted_issuers;
-use reader::{boolean, integer, string, string_list, Errors, Obj};
+use reader::{boolean, integer, number, string, string_list, Errors, Obj};
 use rule::{read_rules, RuleContext};
 
 /// One configuration mistake, with the JSON path where it was found.
@@ -89,21 +95,24 @@ pub struct TrustedIssuer {
     pub audiences: Vec<String>,
     /// Where its tokens carry the caller and the scopes.
     pub claims: ClaimMapping,
+    /// Index in `keys` by `kid` (compiled at load).
+    pub(crate) keys_by_kid: HashMap<String, usize>,
+    /// Version of `keys`: cached exchanges verified under another version are not reused.
+    /// Static keys never change (0); key sets that change at runtime bump it.
+    pub key_set_version: u64,
 }
 
-/// Which requests a rule applies to; every present condition must hold.
-#[derive(Debug, Clone, Default)]
-pub struct RouteMatch {
-    /// Segment-aware path prefix (`/orders` matches `/orders` and `/orders/1`, not `/ordersX`).
-    pub path_prefix: Option<String>,
-    /// Exact path (query string excluded).
-    pub path: Option<String>,
-    /// Allowed methods (upper case); empty means any.
-    pub methods: Vec<String>,
-    /// Host (lower case), compared without the port unless it names one.
-    pub host: Option<String>,
-    /// The gateway's route name (Envoy `xds.route_name`).
-    pub route: Option<String>,
+impl TrustedIssuer {
+    /// The key a token names (`kid`), or the only key when the token names none.
+    pub fn key_for(&self, kid: Option<&str>) -> Option<&IssuerKey> {
+        match kid {
+            Some(kid) => self.keys_by_kid.get(kid).and_then(|i| self.keys.get(*i)),
+            None => match self.keys.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What a valid token must also carry for this rule.
@@ -140,13 +149,15 @@ pub struct MintSpec {
 #[derive(Debug, Clone)]
 pub struct ExchangeRule {
     /// Unique name, used in audit records.
-    pub name: String,
+    pub name: Arc<str>,
     /// Which requests it applies to.
     pub matcher: RouteMatch,
     /// What the token must carry.
     pub require: Requirements,
     /// What is minted.
     pub mint: MintSpec,
+    /// Indices of `require.issuers` in the policy's trusted issuers (compiled at load).
+    pub(crate) issuer_indices: Vec<usize>,
 }
 
 /// A complete, validated policy.
@@ -170,8 +181,25 @@ pub struct Policy {
     pub strip_headers: Vec<String>,
     /// `realm` in `WWW-Authenticate`.
     pub realm: String,
+    /// The verified-and-minted cache's settings.
+    pub cache: CacheSettings,
     /// What the operator should know about this (valid) policy.
     pub warnings: Vec<ConfigWarning>,
+    /// Compiled at load: the rule index, issuers by name, the prebuilt denials.
+    pub(crate) compiled: Compiled,
+}
+
+/// What is computed once per policy so that no request repeats it.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    /// The rules' match conditions, indexed.
+    pub(crate) rules: RuleIndex,
+    /// Trusted issuers by exact `iss`.
+    pub(crate) issuers: HashMap<String, usize>,
+    /// The local response of every deny reason, in `DenyReason::ALL` order.
+    pub(crate) denials: Vec<super::decide::Denial>,
+    /// Per rule: the `insufficient_scope` and `no_grantable_scope` denials naming its scopes.
+    pub(crate) rule_denials: Vec<(super::decide::Denial, super::decide::Denial)>,
 }
 
 impl Policy {
@@ -188,6 +216,7 @@ impl Policy {
         match policy {
             Some(mut p) if errs.errors.is_empty() => {
                 p.warnings = errs.warnings;
+                p.compile();
                 Ok(p)
             }
             _ => {
@@ -206,7 +235,58 @@ impl Policy {
 
     /// The trusted issuer with this exact `iss`.
     pub fn trusted_issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
-        self.trusted_issuers.iter().find(|t| t.issuer == iss)
+        self.trusted_issuer_index(iss)
+            .and_then(|i| self.trusted_issuers.get(i))
+    }
+
+    /// The position of the trusted issuer with this exact `iss`.
+    pub fn trusted_issuer_index(&self, iss: &str) -> Option<usize> {
+        self.compiled.issuers.get(iss).copied()
+    }
+
+    /// Whether deciding needs the host's route name (some rule matches on it).
+    pub fn needs_route_name(&self) -> bool {
+        self.compiled.rules.needs_route_name()
+    }
+
+    /// Builds everything a request would otherwise recompute.
+    fn compile(&mut self) {
+        let mut issuers = HashMap::with_capacity(self.trusted_issuers.len());
+        for (i, t) in self.trusted_issuers.iter().enumerate() {
+            issuers.insert(t.issuer.clone(), i);
+        }
+        for rule in &mut self.rules {
+            rule.issuer_indices = rule
+                .require
+                .issuers
+                .iter()
+                .filter_map(|name| issuers.get(name).copied())
+                .collect();
+            rule.issuer_indices.sort_unstable();
+        }
+        let denials = DenyReason::ALL
+            .iter()
+            .map(|r| self.build_denial(*r, None))
+            .collect();
+        let rule_denials = self
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    self.build_denial(
+                        DenyReason::InsufficientScope,
+                        Some(&r.require.scopes.join(" ")),
+                    ),
+                    self.build_denial(DenyReason::NoGrantableScope, Some(&r.mint.scopes.join(" "))),
+                )
+            })
+            .collect();
+        self.compiled = Compiled {
+            rules: RuleIndex::new(self.rules.iter().map(|r| &r.matcher)),
+            issuers,
+            denials,
+            rule_denials,
+        };
     }
 
     /// The gateway's public keys as a JWKS document (HS256 keys are never published).
@@ -296,6 +376,12 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         }),
     };
 
+    let (v, p) = o.get("cache");
+    let cache = match v {
+        None => Some(CacheSettings::default()),
+        Some(v) => read_cache(v, &p, errs),
+    };
+
     let (v, p) = o.required("rules", errs);
     let ctx = RuleContext::new(doc.get("trusted_issuers"), trusted_issuers.as_deref());
     let rules = read_rules(v, &p, &ctx, errs);
@@ -314,7 +400,42 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         limits,
         strip_headers: strip_headers?,
         realm: realm?,
+        cache: cache?,
         warnings: Vec::new(),
+        compiled: Compiled::default(),
+    })
+}
+
+fn read_cache(v: &Value, path: &str, errs: &mut Errors) -> Option<CacheSettings> {
+    let mut o = Obj::new(v, path, errs)?;
+    let d = CacheSettings::default();
+    let (v, p) = o.get("enabled");
+    let enabled = match v {
+        None => Some(d.enabled),
+        v => boolean(v, &p, errs),
+    };
+    let (v, p) = o.get("max_entries");
+    let max_entries = match v {
+        None => Some(d.max_entries),
+        v => integer(v, &p, 1, 1_000_000, errs).and_then(|n| usize::try_from(n).ok()),
+    };
+    let (v, p) = o.get("max_bytes");
+    let max_bytes = match v {
+        None => Some(d.max_bytes),
+        v => integer(v, &p, 65_536, 1 << 30, errs).and_then(|n| usize::try_from(n).ok()),
+    };
+    let (v, p) = o.get("reuse_fraction");
+    let reuse_permille = match v {
+        None => Some(d.reuse_permille),
+        // Thousandths: 0.5 is 500; anything finer than 0.001 is rounded down.
+        v => number(v, &p, 0.01, 1.0, errs).map(|f| (f * 1000.0).floor() as u32),
+    };
+    o.finish(errs);
+    Some(CacheSettings {
+        enabled: enabled?,
+        max_entries: max_entries?,
+        max_bytes: max_bytes?,
+        reuse_permille: reuse_permille?,
     })
 }
 

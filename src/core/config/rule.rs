@@ -124,10 +124,11 @@ pub(super) fn read_rule(
     let mint = v.and_then(|v| read_mint(v, &p, ctx, errs));
     o.finish(errs);
     Some(ExchangeRule {
-        name: name?,
+        name: name?.into(),
         matcher: matcher?,
         require: require?,
         mint: mint?,
+        issuer_indices: Vec::new(),
     })
 }
 
