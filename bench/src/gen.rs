@@ -55,6 +55,17 @@ pub fn bench_rule(name: &str, prefix: &str) -> Value {
     })
 }
 
+/// The benchmark policy: these issuers, one rule on every path accepting all of them
+/// (`require.issuers` is required with several trusted issuers), EdDSA minting.
+pub fn bench_policy(gw: &Gateway, issuers: &[&Issuer]) -> Value {
+    let mut rule = bench_rule("bench", "/");
+    if let Some(require) = rule.get_mut("require") {
+        let names: Vec<&str> = issuers.iter().map(|i| i.iss.as_str()).collect();
+        set(require, "issuers", json!(names));
+    }
+    policy(gw, issuers, json!([rule]))
+}
+
 /// A token of `issuer`, valid from `now` for `valid_for` seconds, with its own `jti`.
 pub fn token(issuer: &Issuer, now: u64, valid_for: u64, jti: &str) -> String {
     let mut claims = issuer.claims(now, &format!("{SCOPE} profile"));
@@ -109,7 +120,7 @@ pub fn gen(out: &Path, cold: usize, warm: usize, valid_for: u64) -> Res<()> {
     let gw = Gateway::new();
     let all = issuers();
     let refs: Vec<&Issuer> = all.iter().map(|(_, i)| i).collect();
-    let doc = policy(&gw, &refs, json!([bench_rule("bench", "/")]));
+    let doc = bench_policy(&gw, &refs);
     let native = Policy::from_json(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
     write(&out.join("policy.json"), &doc.to_string())?;
     for (name, issuer) in &all {
