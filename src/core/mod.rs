@@ -14,6 +14,7 @@ pub mod json;
 pub mod jwks;
 pub mod keys;
 pub mod mint;
+pub mod names;
 pub mod reason;
 pub mod routing;
 pub mod signing;

@@ -6,7 +6,7 @@
 //! [`RouteMatch::matches`], and the smallest index wins, so first-match-wins is exactly the
 //! linear matcher's answer (a property test compares both on random rules and requests).
 
-use std::collections::HashMap;
+use super::names::NameIndex;
 
 /// What the filter needs to know about a request.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +101,8 @@ pub fn strip_port(host: &str) -> &str {
 /// One node of the path-prefix tree: a path segment.
 #[derive(Debug, Default)]
 struct PrefixNode {
-    children: HashMap<Box<str>, PrefixNode>,
+    /// The next segments: their nodes' positions in `RuleIndex::nodes`.
+    children: NameIndex,
     /// Rules whose prefix ends here without a `/` (`/orders`): they match a path whose
     /// segments start with this node's.
     here: Vec<usize>,
@@ -112,14 +113,33 @@ struct PrefixNode {
 
 /// The rules' match conditions compiled at load: exact paths and route names in maps, path
 /// prefixes in a segment tree, the rest in one list; each candidate list ascending.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuleIndex {
     matchers: Vec<RouteMatch>,
-    exact: HashMap<String, Vec<usize>>,
-    prefixes: PrefixNode,
-    routes: HashMap<String, Vec<usize>>,
+    /// Exact path → position in `lists`.
+    exact: NameIndex,
+    /// Route name → position in `lists`.
+    routes: NameIndex,
+    /// Candidate lists (rule indices, ascending).
+    lists: Vec<Vec<usize>>,
+    /// The prefix tree; `nodes[0]` is the root.
+    nodes: Vec<PrefixNode>,
     anywhere: Vec<usize>,
     needs_route_name: bool,
+}
+
+impl Default for RuleIndex {
+    fn default() -> Self {
+        RuleIndex {
+            matchers: Vec::new(),
+            exact: NameIndex::default(),
+            routes: NameIndex::default(),
+            lists: Vec::new(),
+            nodes: vec![PrefixNode::default()],
+            anywhere: Vec::new(),
+            needs_route_name: false,
+        }
+    }
 }
 
 impl RuleIndex {
@@ -131,29 +151,67 @@ impl RuleIndex {
             // Each rule is filed once, under its most selective condition; the full
             // `matches` check decides, so any filing that keeps it a candidate is correct.
             if let Some(exact) = &m.path {
-                index.exact.entry(exact.clone()).or_default().push(i);
+                let list = index.list_for(exact, false);
+                index.push(list, i);
             } else if let Some(prefix) = &m.path_prefix {
                 let (segments, below) = match prefix.strip_suffix('/') {
                     Some(head) => (head, true),
                     None => (prefix.as_str(), false),
                 };
-                let mut node = &mut index.prefixes;
+                let mut node = 0;
                 for seg in segments.split('/') {
-                    node = node.children.entry(seg.into()).or_default();
+                    node = index.child(node, seg);
                 }
-                if below {
-                    node.below.push(i);
-                } else {
-                    node.here.push(i);
+                if let Some(n) = index.nodes.get_mut(node) {
+                    if below {
+                        n.below.push(i);
+                    } else {
+                        n.here.push(i);
+                    }
                 }
             } else if let Some(route) = &m.route {
-                index.routes.entry(route.clone()).or_default().push(i);
+                let list = index.list_for(route, true);
+                index.push(list, i);
             } else {
                 index.anywhere.push(i);
             }
             index.matchers.push(m.clone());
         }
         index
+    }
+
+    /// The candidate list of an exact path (or a route name), created when new.
+    fn list_for(&mut self, name: &str, route: bool) -> usize {
+        let next = self.lists.len();
+        let map = if route {
+            &mut self.routes
+        } else {
+            &mut self.exact
+        };
+        let at = map.insert_first(name, next);
+        if at == next {
+            self.lists.push(Vec::new());
+        }
+        at
+    }
+
+    fn push(&mut self, list: usize, rule: usize) {
+        if let Some(l) = self.lists.get_mut(list) {
+            l.push(rule);
+        }
+    }
+
+    /// The child of node `node` for segment `seg`, created when new.
+    fn child(&mut self, node: usize, seg: &str) -> usize {
+        let next = self.nodes.len();
+        let Some(n) = self.nodes.get_mut(node) else {
+            return 0;
+        };
+        let at = n.children.insert_first(seg, next);
+        if at == next {
+            self.nodes.push(PrefixNode::default());
+        }
+        at
     }
 
     /// Whether any rule matches on the route name (otherwise the host need not be asked).
@@ -178,25 +236,26 @@ impl RuleIndex {
                 }
             }
         };
-        if let Some(list) = self.exact.get(path) {
-            consider(list);
-        }
-        let mut node = &self.prefixes;
+        let list = |map: &NameIndex, name: &str| {
+            map.get(name)
+                .and_then(|l| self.lists.get(l))
+                .map_or(&[][..], Vec::as_slice)
+        };
+        consider(list(&self.exact, path));
+        let mut node = self.nodes.first();
         let mut segments = path.split('/').peekable();
-        while let Some(seg) = segments.next() {
-            let Some(child) = node.children.get(seg) else {
+        while let (Some(seg), Some(n)) = (segments.next(), node) {
+            let Some(child) = n.children.get(seg).and_then(|c| self.nodes.get(c)) else {
                 break;
             };
-            node = child;
-            consider(&node.here);
+            consider(&child.here);
             if segments.peek().is_some() {
-                consider(&node.below);
+                consider(&child.below);
             }
+            node = Some(child);
         }
         if let Some(route) = req.route_name {
-            if let Some(list) = self.routes.get(route) {
-                consider(list);
-            }
+            consider(list(&self.routes, route));
         }
         consider(&self.anywhere);
         (best != usize::MAX).then_some(best)

@@ -118,10 +118,10 @@ pub fn define_rules<'a>(rule_names: impl IntoIterator<Item = &'a str>) -> Vec<St
     let mut merged = Vec::new();
     with_registry(|r| {
         let mut rules: Vec<RuleCounters> = Vec::new();
-        let mut segments = std::collections::HashSet::new();
-        for name in rule_names {
+        let mut segments = crate::core::names::NameIndex::default();
+        for (i, name) in rule_names.into_iter().enumerate() {
             let segment = rule_segment(name);
-            if !segments.insert(segment.clone()) {
+            if segments.insert_first(&segment, i) != i {
                 merged.push(name.to_owned());
             }
             rules.push(RuleCounters {

@@ -10,6 +10,7 @@ use crate::core::claims::{
 };
 use crate::core::jwks::import_jwks;
 use crate::core::keys::{Alg, IssuerKey};
+use crate::core::names::NameIndex;
 
 pub(super) fn read_trusted_issuers(
     v: Option<&Value>,
@@ -89,11 +90,12 @@ pub(super) fn read_trusted_issuer(
     };
     o.finish(errs);
     let keys = keys?;
-    let keys_by_kid = keys
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| k.kid().map(|kid| (kid.to_owned(), i)))
-        .collect();
+    let mut keys_by_kid = NameIndex::default();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(kid) = key.kid() {
+            keys_by_kid.insert_first(kid, i);
+        }
+    }
     Some(TrustedIssuer {
         issuer: issuer?,
         algorithms: algorithms?,

@@ -5,7 +5,6 @@
 //! security policy must not pass silently. A `Policy` value can only exist once the whole
 //! document is valid: there is no half-applied configuration.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ pub use super::cache::CacheSettings;
 use super::claims::ClaimMapping;
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
+use super::names::NameIndex;
 use super::reason::DenyReason;
 pub use super::routing::RouteMatch;
 use super::routing::RuleIndex;
@@ -96,7 +96,7 @@ pub struct TrustedIssuer {
     /// Where its tokens carry the caller and the scopes.
     pub claims: ClaimMapping,
     /// Index in `keys` by `kid` (compiled at load).
-    pub(crate) keys_by_kid: HashMap<String, usize>,
+    pub(crate) keys_by_kid: NameIndex,
     /// Version of `keys`: cached exchanges verified under another version are not reused.
     /// Static keys never change (0); key sets that change at runtime bump it.
     pub key_set_version: u64,
@@ -106,7 +106,7 @@ impl TrustedIssuer {
     /// The key a token names (`kid`), or the only key when the token names none.
     pub fn key_for(&self, kid: Option<&str>) -> Option<&IssuerKey> {
         match kid {
-            Some(kid) => self.keys_by_kid.get(kid).and_then(|i| self.keys.get(*i)),
+            Some(kid) => self.keys_by_kid.get(kid).and_then(|i| self.keys.get(i)),
             None => match self.keys.as_slice() {
                 [only] => Some(only),
                 _ => None,
@@ -195,7 +195,7 @@ pub(crate) struct Compiled {
     /// The rules' match conditions, indexed.
     pub(crate) rules: RuleIndex,
     /// Trusted issuers by exact `iss`.
-    pub(crate) issuers: HashMap<String, usize>,
+    pub(crate) issuers: NameIndex,
     /// The local response of every deny reason, in `DenyReason::ALL` order.
     pub(crate) denials: Vec<super::decide::Denial>,
     /// Per rule: the `insufficient_scope` and `no_grantable_scope` denials naming its scopes.
@@ -241,7 +241,7 @@ impl Policy {
 
     /// The position of the trusted issuer with this exact `iss`.
     pub fn trusted_issuer_index(&self, iss: &str) -> Option<usize> {
-        self.compiled.issuers.get(iss).copied()
+        self.compiled.issuers.get(iss)
     }
 
     /// Whether deciding needs the host's route name (some rule matches on it).
@@ -251,16 +251,16 @@ impl Policy {
 
     /// Builds everything a request would otherwise recompute.
     fn compile(&mut self) {
-        let mut issuers = HashMap::with_capacity(self.trusted_issuers.len());
+        let mut issuers = NameIndex::default();
         for (i, t) in self.trusted_issuers.iter().enumerate() {
-            issuers.insert(t.issuer.clone(), i);
+            issuers.insert_first(&t.issuer, i);
         }
         for rule in &mut self.rules {
             rule.issuer_indices = rule
                 .require
                 .issuers
                 .iter()
-                .filter_map(|name| issuers.get(name).copied())
+                .filter_map(|name| issuers.get(name))
                 .collect();
             rule.issuer_indices.sort_unstable();
         }
