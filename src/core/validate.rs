@@ -64,7 +64,9 @@ pub fn validate<'p>(
     let claims = &parsed.claims;
     facts.issuer = str_claim(claims, "iss").map(str::to_owned);
     facts.subject = str_claim(claims, "sub").map(str::to_owned);
-    facts.token_id = Some(parsed.token_id());
+    // Computed once (it may hash the signature): for the audit now, the exchange later.
+    let token_id = parsed.token_id();
+    facts.token_id = Some(token_id.clone());
 
     let issuer = trusted_issuer(policy, claims).map(|i| (i, policy.trusted_issuers.get(i)));
     let issuer = match issuer {
@@ -143,7 +145,6 @@ pub fn validate<'p>(
         return Err(DenyReason::InvalidClaim);
     }
     let scopes = issuer.claims.scopes(claims, policy.limits.max_scopes)?;
-    let token_id = parsed.token_id();
     Ok(VerifiedToken {
         issuer,
         issuer_index,
