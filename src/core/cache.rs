@@ -30,7 +30,8 @@
 //! minted token (default one half), never later than the minted `exp` nor the original's
 //! `exp`. A clock that goes back before `iat` misses (a token is never served before its
 //! own `iat`). A new policy (and so a new signing key) means a new cache: the glue creates
-//! one with every policy it loads.
+//! one with every policy it loads, and `Policy::decide_cached` binds a cache to its policy
+//! ([`ExchangeCache::bind`]), emptying one that was filled under another.
 //!
 //! # Keys and collisions
 //!
@@ -248,6 +249,8 @@ impl List {
 /// The verified-and-minted cache of one VM.
 pub struct ExchangeCache {
     settings: CacheSettings,
+    /// Which policy the entries were made under (see [`ExchangeCache::bind`]).
+    owner: u64,
     map: HashMap<Key, usize, BuildHasherDefault<DigestHasher>>,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -273,6 +276,7 @@ impl ExchangeCache {
     pub fn new(settings: CacheSettings) -> ExchangeCache {
         ExchangeCache {
             settings,
+            owner: 0,
             map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -280,6 +284,25 @@ impl ExchangeCache {
             protected: List::EMPTY,
             stats: CacheStats::default(),
         }
+    }
+
+    /// Binds the cache to the policy `owner` (an id the policy gives itself at load): if it
+    /// held entries of another policy, they are all dropped first. Entries name rules by
+    /// position and carry tokens signed by that policy's key, so they must never outlive it.
+    pub fn bind(&mut self, owner: u64) {
+        if self.owner != owner {
+            self.clear();
+            self.owner = owner;
+        }
+    }
+
+    /// Drops every entry (the counters stay).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.probation = List::EMPTY;
+        self.protected = List::EMPTY;
     }
 
     /// Whether this cache stores anything.
@@ -834,6 +857,21 @@ mod tests {
         // New entries still get in (and can be hit) when protected is full.
         c.insert("new", 0, exchange("new", NOW, NOW + 600, NOW + 600));
         assert!(c.lookup("new", 0, NOW).is_some());
+    }
+
+    #[test]
+    fn binding_to_another_policy_drops_every_entry() {
+        let mut c = cache(16);
+        c.bind(1);
+        c.insert("t", 0, exchange("t", NOW, NOW + 60, NOW + 600));
+        c.bind(1);
+        assert!(c.lookup("t", 0, NOW).is_some());
+        c.bind(2);
+        assert!(c.is_empty());
+        assert_eq!(c.bytes(), 0);
+        assert!(c.lookup("t", 0, NOW).is_none());
+        c.insert("t", 0, exchange("t", NOW, NOW + 60, NOW + 600));
+        assert!(c.lookup("t", 0, NOW).is_some());
     }
 
     #[test]

@@ -110,8 +110,9 @@ impl Policy {
         self.decide_with(req, now, entropy, None)
     }
 
-    /// Decides one request at `now`, reusing (and filling) `cache`, which must have been
-    /// created for this policy (a new policy needs a new cache: its signing key may differ).
+    /// Decides one request at `now`, reusing (and filling) `cache`. A cache holding another
+    /// policy's entries is emptied first: a new policy (its signing key, its rules) never
+    /// reuses what an earlier one minted.
     pub fn decide_cached(
         &self,
         req: &HttpRequest<'_>,
@@ -119,13 +120,16 @@ impl Policy {
         entropy: &mut dyn Entropy,
         cache: &mut ExchangeCache,
     ) -> Decision {
+        cache.bind(self.compiled.id);
         self.decide_with(req, now, entropy, Some(cache))
     }
 
     /// A new cache with this policy's settings (`cache.enabled: false` gives one that
     /// stores nothing).
     pub fn new_cache(&self) -> ExchangeCache {
-        ExchangeCache::new(self.cache)
+        let mut cache = ExchangeCache::new(self.cache);
+        cache.bind(self.compiled.id);
+        cache
     }
 
     fn decide_with(

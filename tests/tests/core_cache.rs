@@ -315,6 +315,22 @@ fn a_new_policy_comes_with_a_new_cache() {
 }
 
 #[test]
+fn a_cache_used_with_another_policy_starts_empty() {
+    // Even when the glue hands the old cache to a new policy, nothing minted under the old
+    // one is reused: the cache is bound to the policy that filled it.
+    let mut e = env();
+    let t = e.token();
+    let old = minted(&e.get("/orders", &t, NOW));
+    let gw2 = Gateway::with_alg("EdDSA", "gw-2");
+    e.policy = load(&policy(&gw2, &[&e.idp], json!([orders_rule()])));
+    let d = e.get("/orders", &t, NOW);
+    assert_eq!(d.audit.cache, CacheUse::Miss);
+    assert_ne!(minted(&d), old);
+    gw2.verify(&minted(&d), NOW);
+    assert_eq!(e.cache.len(), 1);
+}
+
+#[test]
 fn entries_end_when_the_verifying_key_is_forgotten() {
     let mut e = env();
     let t = e.token();

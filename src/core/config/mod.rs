@@ -6,6 +6,7 @@
 //! document is valid: there is no half-applied configuration.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -192,6 +193,8 @@ pub struct Policy {
 /// What is computed once per policy so that no request repeats it.
 #[derive(Debug, Default)]
 pub(crate) struct Compiled {
+    /// This policy's id among those loaded by this process (binds caches to it).
+    pub(crate) id: u64,
     /// The rules' match conditions, indexed.
     pub(crate) rules: RuleIndex,
     /// Trusted issuers by exact `iss`.
@@ -281,7 +284,10 @@ impl Policy {
                 )
             })
             .collect();
+        // Ids start at 1: 0 is a new cache's "no policy yet".
+        static LOADED: AtomicU64 = AtomicU64::new(0);
         self.compiled = Compiled {
+            id: LOADED.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
             rules: RuleIndex::new(self.rules.iter().map(|r| &r.matcher)),
             issuers,
             denials,
