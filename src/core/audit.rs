@@ -67,27 +67,27 @@ pub struct AuditRecord {
     /// Request path without the query string (queries may carry secrets).
     pub path: String,
     /// Original issuer (`iss`).
-    pub iss: Option<String>,
+    pub iss: Option<Arc<str>>,
     /// Original subject (`sub`).
-    pub sub: Option<String>,
+    pub sub: Option<Arc<str>>,
     /// Original caller (`azp`, else `client_id`).
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     /// Original token id: its `jti`, else `sha256:` + 32 hex of its signature's hash.
-    pub token_id: Option<String>,
+    pub token_id: Option<Arc<str>>,
     /// Whether `iss`/`sub`/`caller`/`token_id` come from a token whose signature verified.
     pub token_verified: bool,
     /// Whether the exchange was reused from the cache (`hit`) or not (`miss`).
     pub cache: CacheUse,
     /// The minted token's `jti`.
-    pub minted_jti: Option<String>,
+    pub minted_jti: Option<Arc<str>>,
     /// The minted token's `aud`.
-    pub minted_aud: Option<String>,
+    pub minted_aud: Option<Arc<str>>,
     /// The minted token's `scope`.
-    pub minted_scope: Option<String>,
+    pub minted_scope: Option<Arc<str>>,
     /// The minted token's `exp` (seconds).
     pub minted_exp: Option<u64>,
     /// The `kid` that signed the minted token.
-    pub minted_kid: Option<String>,
+    pub minted_kid: Option<Arc<str>>,
 }
 
 impl AuditRecord {

@@ -98,13 +98,38 @@ impl Default for CacheSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedFacts {
     /// `iss`.
-    pub issuer: String,
+    pub issuer: Arc<str>,
     /// `sub`.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// The caller, through the issuer's claim mapping.
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     /// The original token's id (`jti` or a hash of its signature).
-    pub token_id: String,
+    pub token_id: Arc<str>,
+}
+
+/// What the audit says of the minted token, shared by every hit (no copy per request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedFacts {
+    /// Its `jti`.
+    pub jti: Arc<str>,
+    /// Its `aud`.
+    pub audience: Arc<str>,
+    /// Its `scope`.
+    pub scope: Arc<str>,
+    /// The signing key's `kid`.
+    pub kid: Arc<str>,
+}
+
+impl MintedFacts {
+    /// The audit's view of `minted`.
+    pub fn of(minted: &MintedToken) -> MintedFacts {
+        MintedFacts {
+            jti: minted.jti.as_str().into(),
+            audience: minted.audience.as_str().into(),
+            scope: minted.scope.as_str().into(),
+            kid: minted.kid.as_str().into(),
+        }
+    }
 }
 
 /// Which key verified the original token, so that a hit can be ended when it disappears.
@@ -127,6 +152,8 @@ pub struct Exchange {
     pub minted: Arc<MintedToken>,
     /// The original token's audit facts.
     pub facts: VerifiedFacts,
+    /// The minted token's audit facts.
+    pub minted_facts: MintedFacts,
     /// The key that verified the original.
     pub verified_by: VerifiedBy,
     /// The original token's `exp`.
@@ -138,14 +165,12 @@ impl Exchange {
     fn charge(&self, token: &str) -> usize {
         let m = &self.minted;
         let f = &self.facts;
+        // The minted token's short strings are held twice (the token and the audit's facts).
         ENTRY_OVERHEAD
             + token.len()
             + self.authorization.len()
             + m.token.len()
-            + m.jti.len()
-            + m.audience.len()
-            + m.scope.len()
-            + m.kid.len()
+            + 2 * (m.jti.len() + m.audience.len() + m.scope.len() + m.kid.len())
             + f.issuer.len()
             + f.subject.len()
             + f.caller.as_ref().map_or(0, |c| c.len())
@@ -448,7 +473,7 @@ impl ExchangeCache {
     pub fn forget_token(&mut self, issuer: &str, token_id: &str) -> usize {
         self.forget_where(|e| {
             let f = &e.exchange.facts;
-            f.issuer == issuer && f.token_id == token_id
+            &*f.issuer == issuer && &*f.token_id == token_id
         })
     }
 
@@ -653,12 +678,13 @@ mod tests {
         };
         Arc::new(Exchange {
             authorization: format!("Bearer minted-{name}").into(),
+            minted_facts: MintedFacts::of(&minted),
             minted: Arc::new(minted),
             facts: VerifiedFacts {
                 issuer: "https://idp.test".into(),
                 subject: "alice".into(),
                 caller: Some("web-app".into()),
-                token_id: format!("orig-{name}"),
+                token_id: format!("orig-{name}").into(),
             },
             verified_by: VerifiedBy {
                 issuer_index: 0,

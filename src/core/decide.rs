@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::audit::{bounded, AuditRecord, CacheUse, Outcome};
-use super::cache::{Exchange, ExchangeCache, VerifiedBy, VerifiedFacts};
+use super::cache::{Exchange, ExchangeCache, MintedFacts, VerifiedBy, VerifiedFacts};
 use super::config::{ExchangeRule, Policy, Unmatched};
 use super::entropy::Entropy;
 use super::grpc;
@@ -184,21 +184,22 @@ impl Policy {
             Evaluated::Exchanged {
                 exchange, cache, ..
             } => {
+                // Shared with the cache entry: reference counts, no copies.
                 let f = &exchange.facts;
-                audit.iss = Some(f.issuer.clone());
-                audit.sub = Some(f.subject.clone());
+                audit.iss = Some(Arc::clone(&f.issuer));
+                audit.sub = Some(Arc::clone(&f.subject));
                 audit.caller = f.caller.clone();
-                audit.token_id = Some(f.token_id.clone());
+                audit.token_id = Some(Arc::clone(&f.token_id));
                 audit.token_verified = true;
                 audit.cache = cache;
-                let minted = &exchange.minted;
+                let m = &exchange.minted_facts;
                 audit.decision = Outcome::Allow;
                 audit.reason = "exchanged";
-                audit.minted_jti = Some(minted.jti.clone());
-                audit.minted_aud = Some(minted.audience.clone());
-                audit.minted_scope = Some(minted.scope.clone());
-                audit.minted_exp = Some(minted.expires_at);
-                audit.minted_kid = Some(minted.kid.clone());
+                audit.minted_jti = Some(Arc::clone(&m.jti));
+                audit.minted_aud = Some(Arc::clone(&m.audience));
+                audit.minted_scope = Some(Arc::clone(&m.scope));
+                audit.minted_exp = Some(exchange.minted.expires_at);
+                audit.minted_kid = Some(Arc::clone(&m.kid));
                 Verdict::Forward {
                     authorization: Arc::clone(&exchange.authorization),
                     minted: Arc::clone(&exchange.minted),
@@ -210,10 +211,10 @@ impl Policy {
                 Verdict::Pass
             }
             Evaluated::Denied { rule, reason } => {
-                audit.iss = facts.issuer.map(|s| bounded(&s, 256));
-                audit.sub = facts.subject.map(|s| bounded(&s, 256));
-                audit.caller = facts.caller.map(|s| bounded(&s, 256));
-                audit.token_id = facts.token_id;
+                audit.iss = facts.issuer.map(|s| bounded(&s, 256).into());
+                audit.sub = facts.subject.map(|s| bounded(&s, 256).into());
+                audit.caller = facts.caller.map(|s| bounded(&s, 256).into());
+                audit.token_id = facts.token_id.map(Arc::from);
                 audit.token_verified = facts.verified;
                 audit.decision = Outcome::Deny;
                 audit.reason = reason.code();
@@ -375,15 +376,16 @@ impl Policy {
 
 /// The exchange made for a verified token: what is forwarded, audited and cached.
 fn exchange_of(verified: &VerifiedToken<'_>, facts: &TokenFacts, minted: MintedToken) -> Exchange {
-    let text = |s: &Option<String>| s.as_deref().map(|s| bounded(s, 256));
+    let text = |s: &Option<String>| s.as_deref().map(|s| Arc::from(bounded(s, 256)));
     Exchange {
         authorization: format!("Bearer {}", minted.token).into(),
+        minted_facts: MintedFacts::of(&minted),
         minted: Arc::new(minted),
         facts: VerifiedFacts {
-            issuer: text(&facts.issuer).unwrap_or_default(),
-            subject: text(&facts.subject).unwrap_or_default(),
+            issuer: text(&facts.issuer).unwrap_or_else(|| Arc::from("")),
+            subject: text(&facts.subject).unwrap_or_else(|| Arc::from("")),
             caller: text(&facts.caller),
-            token_id: verified.token_id.clone(),
+            token_id: verified.token_id.as_str().into(),
         },
         verified_by: VerifiedBy {
             issuer_index: verified.issuer_index,

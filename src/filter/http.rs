@@ -198,7 +198,7 @@ impl RequestHeaders {
     /// Reads the request headers; the route name property only when `route_name` (no rule
     /// matches on it otherwise, and a property read is a costly host call).
     fn read(route_name: bool) -> Result<Self, abi::HostStatus> {
-        let pairs = abi::header_pairs(Map::RequestHeaders)?;
+        let headers = abi::header_map(Map::RequestHeaders)?;
         let mut method = None;
         let mut path = None;
         let mut host = None;
@@ -206,7 +206,7 @@ impl RequestHeaders {
         let mut request_id = None;
         let mut grpc = false;
         let mut authorization = Vec::new();
-        for (name, value) in pairs {
+        for (name, value) in headers.pairs() {
             // Header names are case-insensitive; hosts differ in the casing they report.
             // Only the wanted ones are decoded: no per-header allocation for the rest.
             let Some(wanted) = WANTED
@@ -261,12 +261,9 @@ impl RequestHeaders {
     }
 }
 
-/// A header value as text: as is when UTF-8 (no copy), else with replacement characters.
-fn into_text(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
+/// A header value as text (invalid UTF-8 with replacement characters).
+fn into_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A string property; absent (or unreadable) is normal and gives `None`.
