@@ -220,13 +220,13 @@ impl KeyFetcher {
             return;
         };
         let max = source.config.max_bytes;
-        let headers: Vec<(String, String)> = abi::header_pairs(Map::HttpCallResponseHeaders)
+        let headers: Vec<(String, String)> = abi::header_map(Map::HttpCallResponseHeaders)
             .unwrap_or_default()
-            .into_iter()
+            .pairs()
             .map(|(n, v)| {
                 (
-                    String::from_utf8_lossy(&n).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
                 )
             })
             .collect();
