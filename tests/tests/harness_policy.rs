@@ -1047,13 +1047,21 @@ fn revocation_and_refusal_apply_with_a_configuration_update() {
     let t1 = forwarded_bearer(&r, &a);
     let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
     forwarded_bearer(&r, &a);
+    // Both exchanges are cached before the update...
+    for (path, token) in [("/orders/2", &original), ("/billing", &t1)] {
+        let (r, a) = trust_send(&f, path, Some(token), &[]);
+        forwarded_bearer(&r, &a);
+        assert_eq!(a["cache"], "hit", "{path}");
+    }
 
+    // ...and refused after it: the new policy comes with a new cache.
     let mut doc = t.policy(NOW);
     doc["revoked"]["jti"] = json!([REVOKED_JTI, "edge-u1"]);
     doc["strip_headers_action"] = json!("refuse");
     f.vm.reconfigure(doc.to_string().as_bytes()).unwrap();
     let (r, a) = trust_send(&f, "/orders/1", Some(&original), &[]);
     assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
+    assert_eq!(a["cache"], "miss");
     let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
     assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
     assert_eq!(a["origin_token_id"], "edge-u1");
@@ -1288,4 +1296,66 @@ fn each_vm_has_its_own_bounded_cache() {
         ["miss", "hit"],
         "the oldest one-time token was evicted"
     );
+}
+
+/// Through the built module under every profile: a shadow rule's repeated token is a cache
+/// hit audited as enforcing decided (with `mode`), forwarded unchanged (its own token, the
+/// identity headers stripped); an expired step-up authentication is challenged on what was
+/// a hit.
+#[test]
+fn trust_decisions_through_the_cache() {
+    use token_exchange_tests::trust::*;
+    let t = Trust::new();
+    for host in [Host::envoy(), Host::kong(), Host::apisix()] {
+        let profile = host.profile();
+        let f = fixture(host, Some(t.policy(NOW)));
+        let reports = t.idp.sign(&t.claims(&t.idp, NOW, "reports:read", "rep-1"));
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let (r, a) = trust_send(&f, "/reports", Some(&reports), &[("x-forwarded-user", "x")]);
+            let fwd = r.forwarded_headers().unwrap();
+            assert_eq!(
+                header(&fwd, "authorization"),
+                Some(format!("Bearer {reports}").as_str()),
+                "{profile:?}: forwarded unchanged"
+            );
+            assert!(header(&fwd, "x-forwarded-user").is_none(), "{profile:?}");
+            lines.push(a);
+        }
+        assert_eq!(lines[0]["cache"], "miss", "{profile:?}");
+        assert_eq!(lines[1]["cache"], "hit", "{profile:?}");
+        for a in &lines {
+            assert_eq!(a["mode"], "shadow", "{profile:?}");
+            assert_eq!(a["decision"], "allow", "{profile:?}");
+            assert_eq!(a["identity_headers"], json!(["x-forwarded-user"]));
+        }
+        assert_eq!(
+            lines[0]["minted_jti"], lines[1]["minted_jti"],
+            "{profile:?}"
+        );
+
+        // Step-up (`max_age_seconds` 300): authenticated 290 s before NOW, exchanged and
+        // cached (reused for 60 s), then refused 11 s later, inside the reuse window.
+        let late = {
+            let mut c = t.claims(&t.idp, NOW, "admin", "adm-1");
+            c["auth_time"] = json!(NOW - 290);
+            t.idp.sign(&c)
+        };
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        forwarded_bearer(&r, &a);
+        f.host.advance(Duration::from_secs(5));
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        forwarded_bearer(&r, &a);
+        assert_eq!(a["cache"], "hit", "{profile:?}");
+        f.host.advance(Duration::from_secs(6));
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        assert_trust_denied(
+            &r,
+            &a,
+            401,
+            "authentication_too_old",
+            r#"error="insufficient_user_authentication""#,
+        );
+        assert_eq!(a["cache"], "miss", "{profile:?}");
+    }
 }
