@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
                     d.audit
                 ),
                 Outcome::Pass => panic!("unmatched requests are denied"),
+                Outcome::Serve => panic!("the fuzz policy publishes no key set"),
             }
         }
         Verdict::Deny(denial) => {
