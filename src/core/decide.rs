@@ -10,6 +10,10 @@ use super::config::{ExchangeRule, Policy, RouteMatch, RuleMode, StripAction, Unm
 use super::entropy::Entropy;
 use super::grpc;
 use super::hygiene::identity_headers;
+use super::introspect::{
+    confirm_active, is_opaque, verify_opaque, IntrospectionLookup, IntrospectionNeed,
+    NoIntrospection,
+};
 use super::keyset::KeySnapshot;
 use super::lifecycle;
 use super::mint::{mint, MintedToken};
@@ -92,6 +96,9 @@ pub struct Decision {
     /// The token's issuer has fetched keys: which, and whether its key was missing (a
     /// refetch could then change this decision; the glue may wait for one).
     pub fetched_keys: Option<FetchedKeyUse>,
+    /// The token needs an introspection answer this decision did not have (it is refused
+    /// as unavailable; the glue may ask and decide again).
+    pub introspection: Option<IntrospectionNeed>,
 }
 
 impl Decision {
@@ -116,10 +123,23 @@ impl Decision {
 impl Policy {
     /// Decides one request at `now` (since the Unix epoch) with the keys in force: the
     /// policy's own and those in `keys` (fetched issuer keys, generated signing keys).
+    /// Tokens that need introspection are refused as unavailable (see `decide_introspected`).
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
         keys: &KeySnapshot,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+    ) -> Decision {
+        self.decide_introspected(req, keys, &NoIntrospection, now, entropy)
+    }
+
+    /// As `decide`, with the introspection answers known in `introspections`.
+    pub fn decide_introspected(
+        &self,
+        req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
+        introspections: &dyn IntrospectionLookup,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
@@ -129,7 +149,7 @@ impl Policy {
         let mut facts = TokenFacts::default();
         let result = self.evaluate(
             req,
-            keys,
+            (keys, introspections),
             path,
             now.as_secs(),
             entropy,
@@ -165,6 +185,7 @@ impl Policy {
         audit.token_verified = facts.verified;
         audit.issuer_review_overdue = facts.review_overdue;
         let fetched_keys = facts.fetched_keys;
+        let introspection = facts.introspection;
         let verdict = match result {
             Ok(Some(minted)) => {
                 audit.decision = Outcome::Allow;
@@ -197,6 +218,10 @@ impl Policy {
                         .and_then(|t| t.key_source.as_ref())
                         .map(|s| s.min_refetch_seconds);
                 }
+                if refusal.reason == DenyReason::IntrospectionUnavailable {
+                    // The next request asks the endpoint again.
+                    denial.retry_after = Some(1);
+                }
                 Verdict::Deny(denial)
             }
         };
@@ -209,6 +234,7 @@ impl Policy {
             audit,
             strip_headers,
             fetched_keys,
+            introspection,
         }
     }
 
@@ -228,7 +254,7 @@ impl Policy {
     fn evaluate(
         &self,
         req: &HttpRequest<'_>,
-        keys: &KeySnapshot,
+        (keys, introspections): (&KeySnapshot, &dyn IntrospectionLookup),
         path: &str,
         now: u64,
         entropy: &mut dyn Entropy,
@@ -253,7 +279,7 @@ impl Policy {
             return Err(DenyReason::TokenInQuery.into());
         }
         let token = bearer_token(&req.authorization)?;
-        let verified = self.verify(rule, keys, token, now, facts)?;
+        let verified = self.verify(rule, (keys, introspections), token, now, facts)?;
         audit.acr = verified.acr.as_deref().map(|a| bounded(a, 256));
         audit.auth_time = verified.auth_time;
         if verified.gateway_token {
@@ -287,22 +313,38 @@ impl Policy {
     }
 
     /// The token's verification: the gateway's own tokens through `chain` when the rule
-    /// accepts them, every other token against the trusted issuers.
+    /// accepts them, opaque tokens by introspection at the issuer that takes them, every
+    /// other token against the trusted issuers (and, with `introspect_jwts`, also at its
+    /// issuer's introspection endpoint).
     fn verify<'p>(
         &'p self,
         rule: &ExchangeRule,
-        keys: &'p KeySnapshot,
+        (keys, introspections): (&'p KeySnapshot, &dyn IntrospectionLookup),
         token: &str,
         now: u64,
         facts: &mut TokenFacts,
     ) -> Result<VerifiedToken<'p>, DenyReason> {
+        if token.len() > self.limits.max_token_bytes {
+            return Err(DenyReason::TokenTooLarge);
+        }
+        if let Some((issuer, _)) = self.opaque_issuer().filter(|_| is_opaque(token)) {
+            // Never ask the provider about a token this rule could not take anyway.
+            if !rule.require.issuers.is_empty() && !rule.require.issuers.contains(&issuer.issuer) {
+                return Err(DenyReason::IssuerNotAllowed);
+            }
+            return verify_opaque(self, issuer, token, introspections, now, facts);
+        }
         let parsed = parse(token, &self.limits)?;
-        match &rule.accept_gateway_tokens {
+        let verified = match &rule.accept_gateway_tokens {
             Some(accept) if chain::is_gateway_token(self, &parsed) => {
                 chain::verify_gateway_token(self, keys, accept, parsed, now, facts)
             }
             _ => validate(self, keys, parsed, now, facts),
+        }?;
+        if !verified.gateway_token && verified.issuer.jwt_introspection().is_some() {
+            confirm_active(verified.issuer, token, introspections, facts)?;
         }
+        Ok(verified)
     }
 
     /// With `strip_headers_action: refuse`, a request carrying an identity header is refused.
@@ -319,7 +361,12 @@ impl Policy {
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
             // The gateway's failures, not the credentials': no challenge.
-            (DenyReason::InternalError | DenyReason::IssuerKeysUnavailable, _) => None,
+            (
+                DenyReason::InternalError
+                | DenyReason::IssuerKeysUnavailable
+                | DenyReason::IntrospectionUnavailable,
+                _,
+            ) => None,
             (_, None) => Some(format!("Bearer realm=\"{}\"", self.realm)),
             (_, Some(code)) => {
                 let mut c = format!(
@@ -345,7 +392,9 @@ impl Policy {
         let body = serde_json::json!({
             "error": error.code().unwrap_or(match reason {
                 DenyReason::InternalError => "server_error",
-                DenyReason::IssuerKeysUnavailable => "temporarily_unavailable",
+                DenyReason::IssuerKeysUnavailable | DenyReason::IntrospectionUnavailable => {
+                    "temporarily_unavailable"
+                }
                 DenyReason::NoMatchingRule => "access_denied",
                 _ => "unauthorized",
             }),

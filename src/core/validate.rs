@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
 use super::config::{Policy, TrustedIssuer};
+use super::introspect::IntrospectionNeed;
 use super::keys::{Alg, IssuerKey};
 use super::keyset::{KeyMiss, KeySnapshot};
 use super::reason::DenyReason;
@@ -33,6 +34,8 @@ pub struct TokenFacts {
     pub fetched_keys: Option<FetchedKeyUse>,
     /// Whether the (original) issuer's `review_by` date has passed.
     pub review_overdue: bool,
+    /// An introspection answer the decision needed and did not have (the glue may ask).
+    pub introspection: Option<IntrospectionNeed>,
 }
 
 impl TokenFacts {
@@ -143,16 +146,29 @@ pub fn validate<'p>(
     })?;
     check_signature(key, alg, &parsed)?;
     facts.verified = true;
+    let token_id = parsed.token_id();
+    vouched(policy, issuer, parsed.claims, token_id, now)
+}
 
-    let lifetime = Lifetime::read(claims, policy.clock_skew_seconds, now)?;
-    if !audiences(claims)?
+/// The checks on the claims of a token `issuer` vouched for (its signature verified, or its
+/// introspection endpoint answered active): lifetime, audience, subject and authentication
+/// context, caller, delegation, scopes. `token_id` names it in the audit and for revocation.
+pub(crate) fn vouched<'p>(
+    policy: &'p Policy,
+    issuer: &'p TrustedIssuer,
+    claims: Map<String, Value>,
+    token_id: String,
+    now: u64,
+) -> Result<VerifiedToken<'p>, DenyReason> {
+    let lifetime = Lifetime::read(&claims, policy.clock_skew_seconds, now)?;
+    if !audiences(&claims)?
         .iter()
         .any(|a| issuer.audiences.iter().any(|ok| ok == a))
     {
         return Err(DenyReason::AudienceMismatch);
     }
-    let read = ClaimFacts::read(claims, now, policy.clock_skew_seconds)?;
-    let caller = issuer.claims.caller(claims)?.map(str::to_owned);
+    let read = ClaimFacts::read(&claims, now, policy.clock_skew_seconds)?;
+    let caller = issuer.claims.caller(&claims)?.map(str::to_owned);
     if caller.as_deref().is_some_and(has_control) {
         return Err(DenyReason::InvalidClaim);
     }
@@ -161,8 +177,7 @@ pub fn validate<'p>(
         Some(v @ Value::Object(_)) => Some(v.clone()),
         Some(_) => return Err(DenyReason::InvalidClaim),
     };
-    let scopes = issuer.claims.scopes(claims, policy.limits.max_scopes)?;
-    let token_id = parsed.token_id();
+    let scopes = issuer.claims.scopes(&claims, policy.limits.max_scopes)?;
     Ok(VerifiedToken {
         issuer,
         subject: read.subject,
@@ -182,7 +197,7 @@ pub fn validate<'p>(
         jti: read.jti,
         act,
         gateway_token: false,
-        claims: parsed.claims,
+        claims,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The request path: headers in, one decision, header replaced or local response sent, one
 //! audit line out. A request whose token needs keys the filter does not have yet (an
-//! unknown `kid`, or none fetched) may pause once while they are fetched, and is then
-//! decided again the same way.
+//! unknown `kid`, or none fetched) may pause once while they are fetched, and one whose
+//! token needs an introspection answer once while it is asked for; it is then decided
+//! again the same way.
 
 use std::rc::Rc;
 
@@ -9,8 +10,10 @@ use super::abi::{self, Level, Map};
 use super::env::{now, now_ms, HostEntropy};
 use super::exports::{CONTINUE, PAUSE};
 use super::fetch::{Wait, WaitPlan};
+use super::introspect::IntrospectPlan;
 use super::metrics::{self, Counter};
 use super::root::ExchangeRoot;
+use crate::core::introspect::{IntrospectionResult, TokenDigest};
 use crate::core::publish::Served;
 use crate::core::{grpc, Decision, Denial, DenyReason, HttpRequest, Policy, RequestHead, Verdict};
 
@@ -18,12 +21,16 @@ use crate::core::{grpc, Decision, Denial, DenyReason, HttpRequest, Policy, Reque
 pub struct ExchangeFilter {
     context_id: u32,
     policy: Option<Rc<Policy>>,
-    /// The request, kept while it waits for keys.
+    /// The request, kept while it waits for keys or an introspection answer.
     request: Option<RequestHeaders>,
     /// What it waits for.
-    wait: Option<Wait>,
-    /// It waited once already: the next decision is final.
+    wait: Option<Waiting>,
+    /// It waited for keys once already.
     waited: bool,
+    /// It asked for an introspection answer once already.
+    introspection_asked: bool,
+    /// The answer the call it waited for ended with.
+    introspected: Option<(TokenDigest, IntrospectionResult)>,
     /// Its decision was carried out and logged.
     decided: bool,
 }
@@ -37,6 +44,8 @@ impl ExchangeFilter {
             request: None,
             wait: None,
             waited: false,
+            introspection_asked: false,
+            introspected: None,
             decided: false,
         }
     }
@@ -79,22 +88,30 @@ impl ExchangeFilter {
         self.decide(&policy, root, false)
     }
 
-    /// Whether it is paused, waiting for keys.
+    /// Whether it is paused, waiting for keys or an introspection answer.
     pub fn is_waiting(&self) -> bool {
         self.wait.is_some()
     }
 
-    /// Whether its wait is over (keys changed, the attempt ended, or time is up).
+    /// Whether its wait is over (keys changed, the attempt or the call ended, or time is up).
     pub fn wait_is_over(&self, root: &ExchangeRoot) -> bool {
-        self.wait
-            .as_ref()
-            .is_some_and(|w| root.wait_is_over(w, now_ms()))
+        match &self.wait {
+            Some(Waiting::Keys(w)) => root.wait_is_over(w, now_ms()),
+            Some(Waiting::Introspection(digest)) => root.introspection_wait(digest).is_some(),
+            None => false,
+        }
     }
 
     /// Decides the paused request again (its context is the effective one) and lets it go
     /// on, or answers it.
     pub fn resume(&mut self, root: &mut ExchangeRoot) {
-        self.wait = None;
+        if let Some(Waiting::Introspection(digest)) = self.wait.take() {
+            // No answer (the call was cancelled): decided without one, so refused.
+            self.introspected = root
+                .introspection_wait(&digest)
+                .flatten()
+                .map(|r| (digest, r));
+        }
         let Some(policy) = self.policy.clone() else {
             return;
         };
@@ -133,19 +150,36 @@ impl ExchangeFilter {
         };
         let grpc = headers.head.grpc;
         let request = headers.request();
-        let mut decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+        let mut decision = decide_with(policy, &request, root, self.introspected.as_ref());
         if !self.waited {
             self.waited = true;
             match root.wait_for_keys(&decision, now_ms(), self.context_id) {
                 WaitPlan::Wait(wait) => {
                     // No audit yet: the decision after the wait is the one logged.
-                    self.wait = Some(wait);
+                    self.wait = Some(Waiting::Keys(wait));
                     return PAUSE;
                 }
                 WaitPlan::Redecide => {
-                    decision = policy.decide(&request, root.keys(), now(), &mut HostEntropy);
+                    decision = decide_with(policy, &request, root, self.introspected.as_ref());
                 }
                 WaitPlan::Proceed => {}
+            }
+        }
+        if let Some(need) = decision
+            .introspection
+            .take()
+            .filter(|_| !self.introspection_asked)
+        {
+            self.introspection_asked = true;
+            match root.introspect(&need, now_ms(), self.context_id) {
+                IntrospectPlan::Wait(digest) => {
+                    self.wait = Some(Waiting::Introspection(digest));
+                    return PAUSE;
+                }
+                IntrospectPlan::Answered(result) => {
+                    self.introspected = Some((need.digest, result));
+                    decision = decide_with(policy, &request, root, self.introspected.as_ref());
+                }
             }
         }
         if matches!(decision.verdict, Verdict::Forward { .. }) {
@@ -162,6 +196,28 @@ impl ExchangeFilter {
         log_decision(&decision);
         action
     }
+}
+
+/// What a request waits for.
+enum Waiting {
+    /// An issuer's keys.
+    Keys(Wait),
+    /// The introspection call about this token.
+    Introspection(TokenDigest),
+}
+
+/// One decision now, with the keys in force and the introspection answers known (`own`:
+/// the one this request waited for).
+fn decide_with(
+    policy: &Policy,
+    request: &HttpRequest<'_>,
+    root: &ExchangeRoot,
+    own: Option<&(TokenDigest, IntrospectionResult)>,
+) -> Decision {
+    let now = now();
+    let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+    let introspections = root.introspections(own, now_ms);
+    policy.decide_introspected(request, root.keys(), &introspections, now, &mut HostEntropy)
 }
 
 /// The decision's one audit line, and its counters.
