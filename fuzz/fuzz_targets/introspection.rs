@@ -19,11 +19,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::fetch::CallResponse;
 use token_exchange_filter::core::introspect::{
-    parse_introspection, IntrospectionLookup, IntrospectionResult, Introspected, TokenDigest,
+    parse_introspection, Introspected, IntrospectionLookup, IntrospectionResult, TokenDigest,
 };
-use token_exchange_filter::core::{
-    DenyReason, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
-};
+use token_exchange_filter::core::{DenyReason, HttpRequest, KeySnapshot, Outcome, Policy, Verdict};
 use token_exchange_tests::{
     load, orders_rule, policy, taking_opaque_tokens, CountingEntropy, Gateway, Issuer,
 };
@@ -90,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let parsed = parse_introspection(&response, MAX_BYTES);
     if selector % 8 >= 6 || body.len() > MAX_BYTES {
-        assert!(parsed.is_err(), "accepted a non-200 or non-JSON or oversized answer");
+        assert!(
+            parsed.is_err(),
+            "accepted a non-200 or non-JSON or oversized answer"
+        );
     }
     let (result, answer): (IntrospectionResult, Option<Map<String, Value>>) = match parsed {
         Ok(Introspected::Active(members)) => {
@@ -142,7 +143,10 @@ fuzz_target!(|data: &[u8]| {
             let held = scopes(answer.get("scope"));
             for s in minted.scope.split(' ') {
                 assert!(held.iter().any(|h| h == s), "minted {s} not held");
-                assert!(s == "orders:read" || s == "orders:write", "minted {s} not granted");
+                assert!(
+                    s == "orders:read" || s == "orders:write",
+                    "minted {s} not granted"
+                );
             }
             let (_, claims) = token_exchange_tests::minted_token_parts(&minted.token);
             assert_eq!(claims.get("aud"), Some(&json!("orders-service")));
