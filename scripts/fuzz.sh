@@ -23,7 +23,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fuzz_dir="$root/fuzz"
 sanitizer="${FUZZ_SANITIZER:-none}"
 max_len="${FUZZ_MAX_LEN:-16384}"
-all_targets=(token_parse validate config jwks json key_fetch)
+all_targets=(token_parse validate config jwks json key_fetch introspection)
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else

@@ -34,11 +34,11 @@ ls -l target/wasm32-wasip1/release/token_exchange_filter.wasm >&2
 step "optimised wasm (bash scripts/build-wasm.sh: wasm-opt -Oz, what every suite, the demo and the bench run)"
 ls -l "$(bash scripts/build-wasm.sh)" >&2
 
-step "cargo test --workspace"
+step "cargo test --workspace --no-fail-fast"
 # CI=1 makes the Envoy end-to-end tests fail (not skip) if Envoy is missing; setup installed it.
 export CI=${CI:-1}
 set +e
-cargo test --workspace 2>&1 | tee "$TEST_LOG"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$TEST_LOG"
 rc=${PIPESTATUS[0]}
 set -e
 printf '\n==> cargo test summary\n' >&2

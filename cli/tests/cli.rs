@@ -463,6 +463,8 @@ fn explain_a_pyjwt_token_on_the_demo_policy() {
     let r = run(&[
         "explain",
         "envoy-example/demo-policy.json",
+        "--issuer-key",
+        "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/1",
         "--route",
@@ -567,10 +569,10 @@ fn explain_with_a_generated_signing_key_and_a_seed() {
         .unwrap()
         .contains("a generated key (not the policy's)"));
     assert_eq!(j["minted"]["signature_verified"], true);
-    assert!(j["notes"][0]
+    assert!(j["notes"].as_array().unwrap().iter().any(|n| n
         .as_str()
         .unwrap()
-        .contains("signing_keys replaced for this run by a generated key"));
+        .contains("signing_keys replaced for this run by a generated key")));
     // --seed: the same output twice; another seed, another jti.
     let mut a = base.to_vec();
     a.extend(["--seed", "7"]);
@@ -781,6 +783,7 @@ fn test_accepts_literal_tokens_minted_by_pyjwt() {
     let cases = json!({
         "policy": root().join("envoy-example/demo-policy.json"),
         "now": NOW + 5,
+        "issuers": {"demo": {"key": format!("@{}", root().join("envoy-example/demo-keys/demo-issuer-es256.DEMO-ONLY.jwk.json").display()), "iss": "https://idp.demo.local", "replace_policy_keys": true}},
         "defaults": {"request": {"path": "/orders/1", "route": "orders"}},
         "cases": [
             {"name": "PyJWT token allowed", "token": good, "expect": {"decision": "allow", "minted": {"claims": {"exchanged_from": {"iss": "https://idp.demo.local", "token_id": "lit-1", "iat": NOW}}}}},

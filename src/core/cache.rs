@@ -216,6 +216,7 @@ impl Exchange {
         let kid = match &self.verified_by {
             VerifiedBy::Issuer { kid, .. } => kid.as_ref().map_or(0, |k| k.len()),
             VerifiedBy::Gateway { kid, .. } => kid.len(),
+            VerifiedBy::Introspection => 0,
         };
         // The minted token's short strings are held twice (the token and the audit's facts).
         ENTRY_OVERHEAD
@@ -527,7 +528,8 @@ impl ExchangeCache {
             VerifiedBy::Issuer { kid: k, .. } => {
                 e.exchange.issuer_index == issuer_index && (kid.is_none() || k.as_deref() == kid)
             }
-            VerifiedBy::Gateway { .. } => false,
+            // No key verified it: its introspection answer ends it (checked on a hit).
+            VerifiedBy::Gateway { .. } | VerifiedBy::Introspection => false,
         })
     }
 

@@ -19,6 +19,10 @@ use super::config::{ExchangeRule, Policy, RuleMode, StripAction, Unmatched};
 use super::entropy::Entropy;
 use super::grpc;
 use super::hygiene::identity_headers;
+use super::introspect::{
+    confirm_active, is_opaque, verify_opaque, IntrospectionLookup, IntrospectionNeed,
+    IntrospectionResult, NoIntrospection, TokenDigest,
+};
 use super::keyset::KeySnapshot;
 use super::lifecycle::{self, Provenance};
 use super::mint::{mint, MintedToken};
@@ -86,6 +90,9 @@ pub struct Decision {
     pub fetched_keys: Option<FetchedKeyUse>,
     /// The position of the matched rule in the policy (for per-rule counters).
     pub rule_index: Option<usize>,
+    /// The token needs an introspection answer this decision did not have (it is refused
+    /// as unavailable; the glue may ask and decide again).
+    pub introspection: Option<IntrospectionNeed>,
 }
 
 impl Decision {
@@ -110,7 +117,8 @@ impl Decision {
 impl Policy {
     /// Decides one request at `now` (since the Unix epoch) with the keys in force (the
     /// policy's own and those in `keys`: fetched issuer keys, generated signing keys),
-    /// without a cache: every token is verified and a fresh token minted.
+    /// without a cache: every token is verified and a fresh token minted. Tokens that need
+    /// introspection are refused as unavailable (see [`Policy::decide_with`]).
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
@@ -118,13 +126,23 @@ impl Policy {
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
-        self.decide_with(req, keys, now, entropy, None)
+        self.decide_with(req, keys, &NoIntrospection, now, entropy, None)
+    }
+
+    /// As [`Policy::decide`], with the introspection answers known in `introspections`.
+    pub fn decide_introspected(
+        &self,
+        req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
+        introspections: &dyn IntrospectionLookup,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+    ) -> Decision {
+        self.decide_with(req, keys, introspections, now, entropy, None)
     }
 
     /// Decides one request at `now`, reusing (and filling) `cache`: the same decision as
-    /// [`Policy::decide`] but for the minted token's reuse. A cache holding another policy's
-    /// entries is emptied first: a new policy (its signing key, its rules, its revocations)
-    /// never reuses what an earlier one minted.
+    /// [`Policy::decide`] but for the minted token's reuse.
     pub fn decide_cached(
         &self,
         req: &HttpRequest<'_>,
@@ -133,8 +151,7 @@ impl Policy {
         entropy: &mut dyn Entropy,
         cache: &mut ExchangeCache,
     ) -> Decision {
-        cache.bind(self.compiled.id);
-        self.decide_with(req, keys, now, entropy, Some(cache))
+        self.decide_with(req, keys, &NoIntrospection, now, entropy, Some(cache))
     }
 
     /// A new cache with this policy's settings (`cache.enabled: false` gives one that
@@ -145,14 +162,24 @@ impl Policy {
         cache
     }
 
-    fn decide_with(
+    /// Decides one request at `now` with the keys in force, the introspection answers known
+    /// in `introspections`, and, when given, reusing (and filling) `cache`. A cache holding
+    /// another policy's entries is emptied first: a new policy (its signing key, its rules,
+    /// its revocations) never reuses what an earlier one minted. An exchange of a token that
+    /// was introspected is reused only while its introspection answer is still known active.
+    pub fn decide_with(
         &self,
         req: &HttpRequest<'_>,
         keys: &KeySnapshot,
+        introspections: &dyn IntrospectionLookup,
         now: Duration,
         entropy: &mut dyn Entropy,
         cache: Option<&mut ExchangeCache>,
     ) -> Decision {
+        let mut cache = cache;
+        if let Some(c) = cache.as_deref_mut() {
+            c.bind(self.compiled.id);
+        }
         let path = path_only(req.path);
         let mut audit = self.blank_audit(req, now);
         audit.identity_headers = identity_headers(&self.strip_headers, &req.header_names);
@@ -162,6 +189,7 @@ impl Policy {
             &Request {
                 req,
                 keys,
+                introspections,
                 path,
                 now: now.as_secs(),
             },
@@ -203,6 +231,7 @@ impl Policy {
     ) -> Decision {
         audit.issuer_review_overdue = facts.review_overdue;
         let fetched_keys = facts.fetched_keys;
+        let introspection = facts.introspection;
         let verdict = match result {
             Ok(Some((exchange, cache))) => {
                 // Shared with the cache entry: reference counts, no copies.
@@ -255,6 +284,10 @@ impl Policy {
                         .and_then(|t| t.key_source.as_ref())
                         .map(|s| s.min_refetch_seconds);
                 }
+                if refusal.reason == DenyReason::IntrospectionUnavailable {
+                    // The next request asks the endpoint again.
+                    denial.retry_after = Some(1);
+                }
                 Verdict::Deny(denial)
             }
         };
@@ -268,6 +301,7 @@ impl Policy {
             strip_headers,
             fetched_keys,
             rule_index,
+            introspection,
         }
     }
 
@@ -314,7 +348,7 @@ impl Policy {
         let token = bearer_token(&r.req.authorization)?;
         if let Some(cache) = cache.as_deref_mut() {
             if let Some(hit) = cache.lookup(token, index, r.now) {
-                if self.still_stands(&hit, rule, r.keys, r.now) {
+                if self.still_stands(&hit, rule, r, token) {
                     e.facts.review_overdue = self
                         .trusted_issuers
                         .get(hit.issuer_index)
@@ -342,7 +376,7 @@ impl Policy {
         e: &mut Evaluation<'_>,
     ) -> Result<Exchange, Refusal> {
         let now = r.now;
-        let verified = self.verify(rule, r.keys, token, now, e.facts)?;
+        let verified = self.verify(rule, (r.keys, r.introspections), token, now, e.facts)?;
         let audit = &mut *e.audit;
         audit.acr = verified.acr.as_deref().map(|a| bounded_arc(a, 256));
         audit.auth_time = verified.auth_time;
@@ -383,12 +417,29 @@ impl Policy {
         &self,
         x: &Exchange,
         rule: &ExchangeRule,
-        keys: &KeySnapshot,
-        now: u64,
+        r: &Request<'_, '_>,
+        token: &str,
     ) -> bool {
+        let (keys, now) = (r.keys, r.now);
         let Some(issuer) = self.trusted_issuers.get(x.issuer_index) else {
             return false;
         };
+        // A token the provider vouched for (opaque, or a JWT of an issuer with
+        // `introspect_jwts`) is reused only while its answer is still known active: its
+        // introspection cache entry ending (or turning inactive) ends the reuse, so a
+        // revocation at the provider is honoured as without this cache.
+        let introspected = matches!(x.verified_by, VerifiedBy::Introspection)
+            || (matches!(x.verified_by, VerifiedBy::Issuer { .. })
+                && issuer.jwt_introspection().is_some());
+        if introspected
+            && !matches!(
+                r.introspections
+                    .introspected(&issuer.issuer, &TokenDigest::of(token)),
+                Some(IntrospectionResult::Active(_))
+            )
+        {
+            return false;
+        }
         // The gateway key that signs now signed the cached token.
         let signer = keys.signer(self);
         if !signer
@@ -414,6 +465,8 @@ impl Policy {
                     .iter()
                     .any(|k| k.kid() == Some(&**kid) && k.fingerprint() == *fingerprint),
             },
+            // Checked above: the answer is still known active.
+            VerifiedBy::Introspection => true,
         };
         if !key_in_force {
             return false;
@@ -431,22 +484,38 @@ impl Policy {
     }
 
     /// The token's verification: the gateway's own tokens through `chain` when the rule
-    /// accepts them, every other token against the trusted issuers.
+    /// accepts them, opaque tokens by introspection at the issuer that takes them, every
+    /// other token against the trusted issuers (and, with `introspect_jwts`, also at its
+    /// issuer's introspection endpoint).
     fn verify<'p>(
         &'p self,
         rule: &ExchangeRule,
-        keys: &'p KeySnapshot,
+        (keys, introspections): (&'p KeySnapshot, &dyn IntrospectionLookup),
         token: &str,
         now: u64,
         facts: &mut TokenFacts,
     ) -> Result<VerifiedToken<'p>, DenyReason> {
+        if token.len() > self.limits.max_token_bytes {
+            return Err(DenyReason::TokenTooLarge);
+        }
+        if let Some((issuer, _)) = self.opaque_issuer().filter(|_| is_opaque(token)) {
+            // Never ask the provider about a token this rule could not take anyway.
+            if !rule.require.issuers.is_empty() && !rule.require.issuers.contains(&issuer.issuer) {
+                return Err(DenyReason::IssuerNotAllowed);
+            }
+            return verify_opaque(self, issuer, token, introspections, now, facts);
+        }
         let parsed = parse(token, &self.limits)?;
-        match &rule.accept_gateway_tokens {
+        let verified = match &rule.accept_gateway_tokens {
             Some(accept) if chain::is_gateway_token(self, &parsed) => {
                 chain::verify_gateway_token(self, keys, accept, parsed, now, facts)
             }
             _ => validate(self, keys, parsed, now, facts),
+        }?;
+        if !verified.gateway_token && verified.issuer.jwt_introspection().is_some() {
+            confirm_active(verified.issuer, token, introspections, facts)?;
         }
+        Ok(verified)
     }
 
     /// With `strip_headers_action: refuse`, a request carrying an identity header is refused.
@@ -508,7 +577,12 @@ impl Policy {
         let error = reason.bearer_error();
         let www_authenticate = match (reason, error.code()) {
             // The gateway's failures, not the credentials': no challenge.
-            (DenyReason::InternalError | DenyReason::IssuerKeysUnavailable, _) => None,
+            (
+                DenyReason::InternalError
+                | DenyReason::IssuerKeysUnavailable
+                | DenyReason::IntrospectionUnavailable,
+                _,
+            ) => None,
             (_, None) => Some(format!("Bearer realm=\"{}\"", self.realm)),
             (_, Some(code)) => {
                 let mut c = format!(
@@ -534,7 +608,9 @@ impl Policy {
         let body = serde_json::json!({
             "error": error.code().unwrap_or(match reason {
                 DenyReason::InternalError => "server_error",
-                DenyReason::IssuerKeysUnavailable => "temporarily_unavailable",
+                DenyReason::IssuerKeysUnavailable | DenyReason::IntrospectionUnavailable => {
+                    "temporarily_unavailable"
+                }
                 DenyReason::NoMatchingRule => "access_denied",
                 _ => "unauthorized",
             }),
@@ -561,6 +637,8 @@ impl Policy {
 struct Request<'r, 'a> {
     req: &'r HttpRequest<'a>,
     keys: &'r KeySnapshot,
+    /// The introspection answers known (the glue's cache, a paused request's answer).
+    introspections: &'r dyn IntrospectionLookup,
     /// The path without its query.
     path: &'r str,
     /// Seconds since the epoch.

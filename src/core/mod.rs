@@ -1,8 +1,8 @@
 //! The host-free policy core: configuration, token validation, rule matching, policy
 //! evaluation, minting and the audit record, the key snapshot decisions are made with, the
-//! fetch schedule of issuers' keys and the documents the gateway publishes. No Proxy-Wasm
-//! call is made from here: time, randomness and fetched bytes are arguments; decisions and
-//! I/O requests are values. It compiles and is tested natively.
+//! fetch schedule of issuers' keys, token introspection and the documents the gateway
+//! publishes. No Proxy-Wasm call is made from here: time, randomness and fetched bytes are
+//! arguments; decisions and I/O requests are values. It compiles and is tested natively.
 
 pub mod audit;
 pub mod cache;
@@ -17,6 +17,7 @@ pub mod entropy;
 pub mod fetch;
 pub mod grpc;
 pub mod hygiene;
+pub mod introspect;
 pub mod json;
 pub mod jwks;
 pub mod keys;
@@ -40,8 +41,8 @@ pub use audit::{AuditRecord, CacheUse, Outcome};
 pub use cache::{CacheSettings, Exchange, ExchangeCache};
 pub use claims::ClaimMapping;
 pub use config::{
-    ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Policy, RuleMode, StripAction,
-    TrustedIssuer,
+    ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Introspection, Policy, RuleMode,
+    StripAction, TrustedIssuer,
 };
 pub use decide::{Decision, Denial, HttpRequest, Verdict};
 pub use entropy::{Entropy, EntropyError};

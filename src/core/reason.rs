@@ -115,6 +115,12 @@ deny_reasons! {
     IssuerKeysUnavailable => "issuer_keys_unavailable", "the issuer's signing keys are temporarily unavailable";
     /// The signature does not verify.
     InvalidSignature => "invalid_signature", "invalid signature";
+    /// The issuer's introspection endpoint answered `active: false` (RFC 7662): revoked,
+    /// expired or never issued.
+    TokenInactive => "token_inactive", "token is not active";
+    /// The token needs introspection and the endpoint gave no valid answer (timeout, refused,
+    /// an error status, not JSON, too large, `active` missing). A server-side failure (503).
+    IntrospectionUnavailable => "introspection_unavailable", "the token could not be checked with its issuer";
     // --- the issuer's lifecycle and revocation (checked on verified tokens) ---
     /// The trusted issuer's `expires` date has passed.
     IssuerExpired => "issuer_expired", "issuer no longer trusted";
@@ -179,7 +185,9 @@ impl DenyReason {
             DuplicateAuthorization | MalformedAuthorization | AmbiguousPath | TokenInQuery => {
                 BearerError::InvalidRequest
             }
-            NoMatchingRule | InternalError | IssuerKeysUnavailable => BearerError::None,
+            NoMatchingRule | InternalError | IssuerKeysUnavailable | IntrospectionUnavailable => {
+                BearerError::None
+            }
             IdentityHeaderPresent => BearerError::InvalidRequest,
             InsufficientScope
             | AmrNotSatisfied
@@ -200,7 +208,7 @@ impl DenyReason {
     pub fn status(self) -> u16 {
         match (self, self.bearer_error()) {
             (DenyReason::InternalError, _) => 500,
-            (DenyReason::IssuerKeysUnavailable, _) => 503,
+            (DenyReason::IssuerKeysUnavailable | DenyReason::IntrospectionUnavailable, _) => 503,
             (DenyReason::NoMatchingRule, _) => 403,
             (_, BearerError::InvalidRequest) => 400,
             (_, BearerError::InsufficientScope) => 403,
@@ -279,6 +287,16 @@ mod tests {
         assert_eq!(
             DenyReason::IssuerKeysUnavailable.bearer_error().code(),
             None
+        );
+        assert_eq!(DenyReason::IntrospectionUnavailable.status(), 503);
+        assert_eq!(
+            DenyReason::IntrospectionUnavailable.bearer_error().code(),
+            None
+        );
+        assert_eq!(DenyReason::TokenInactive.status(), 401);
+        assert_eq!(
+            DenyReason::TokenInactive.bearer_error().code(),
+            Some("invalid_token")
         );
     }
 

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
 use super::config::{Policy, TrustedIssuer};
+use super::introspect::IntrospectionNeed;
 use super::keys::{Alg, IssuerKey};
 use super::keyset::{KeyMiss, KeySnapshot};
 use super::reason::DenyReason;
@@ -35,6 +36,8 @@ pub struct TokenFacts {
     pub fetched_keys: Option<FetchedKeyUse>,
     /// Whether the (original) issuer's `review_by` date has passed.
     pub review_overdue: bool,
+    /// An introspection answer the decision needed and did not have (the glue may ask).
+    pub introspection: Option<IntrospectionNeed>,
 }
 
 impl TokenFacts {
@@ -78,6 +81,9 @@ pub enum VerifiedBy {
         /// Its [`IssuerKey::fingerprint`].
         fingerprint: [u8; 32],
     },
+    /// The issuer's introspection endpoint answered active (an opaque token): a hit
+    /// checks that the answer is still known active.
+    Introspection,
 }
 
 /// A token that passed every issuer-level check.
@@ -182,16 +188,38 @@ pub fn validate<'p>(
         key_set_version: keys.fetched(&issuer.issuer).map_or(0, |s| s.version),
     };
     facts.verified = true;
+    // Computed once by `observe` (it may hash the signature).
+    let token_id = facts.token_id.clone().unwrap_or_else(|| parsed.token_id());
+    vouched(
+        policy,
+        (issuer_index, issuer),
+        verified_by,
+        parsed.claims,
+        token_id,
+        now,
+    )
+}
 
-    let lifetime = Lifetime::read(claims, policy.clock_skew_seconds, now)?;
-    if !audiences(claims)?
+/// The checks on the claims of a token `issuer` vouched for (its signature verified, or its
+/// introspection endpoint answered active): lifetime, audience, subject and authentication
+/// context, caller, delegation, scopes. `token_id` names it in the audit and for revocation.
+pub(crate) fn vouched<'p>(
+    policy: &'p Policy,
+    (issuer_index, issuer): (usize, &'p TrustedIssuer),
+    verified_by: VerifiedBy,
+    claims: Map<String, Value>,
+    token_id: String,
+    now: u64,
+) -> Result<VerifiedToken<'p>, DenyReason> {
+    let lifetime = Lifetime::read(&claims, policy.clock_skew_seconds, now)?;
+    if !audiences(&claims)?
         .iter()
         .any(|a| issuer.audiences.iter().any(|ok| ok == a))
     {
         return Err(DenyReason::AudienceMismatch);
     }
-    let read = ClaimFacts::read(claims, now, policy.clock_skew_seconds)?;
-    let caller = issuer.claims.caller(claims)?.map(str::to_owned);
+    let read = ClaimFacts::read(&claims, now, policy.clock_skew_seconds)?;
+    let caller = issuer.claims.caller(&claims)?.map(str::to_owned);
     if caller.as_deref().is_some_and(has_control) {
         return Err(DenyReason::InvalidClaim);
     }
@@ -200,9 +228,7 @@ pub fn validate<'p>(
         Some(v @ Value::Object(_)) => Some(v.clone()),
         Some(_) => return Err(DenyReason::InvalidClaim),
     };
-    let scopes = issuer.claims.scopes(claims, policy.limits.max_scopes)?;
-    // Computed once by `observe` (it may hash the signature).
-    let token_id = facts.token_id.clone().unwrap_or_else(|| parsed.token_id());
+    let scopes = issuer.claims.scopes(&claims, policy.limits.max_scopes)?;
     Ok(VerifiedToken {
         issuer,
         issuer_index,
@@ -224,7 +250,7 @@ pub fn validate<'p>(
         jti: read.jti,
         act,
         gateway_token: false,
-        claims: parsed.claims,
+        claims,
     })
 }
 

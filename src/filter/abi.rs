@@ -394,24 +394,26 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostStat
     })
 }
 
-/// Sends an HTTP call to `upstream`; its token, which `proxy_on_http_call_response` names.
+/// Sends an HTTP call to `upstream` with `body` (may be empty); its token, which
+/// `proxy_on_http_call_response` names.
 pub fn http_call(
     upstream: &str,
     headers: &[(&str, &str)],
+    body: &[u8],
     timeout_ms: u32,
 ) -> Result<u32, HostStatus> {
     let headers = encode_pairs(headers);
     let trailers = encode_pairs(&[]);
     let mut token: u32 = 0;
-    // SAFETY: pointers and lengths of live buffers; valid out-pointer. No body.
+    // SAFETY: pointers and lengths of live buffers; valid out-pointer.
     let s = unsafe {
         proxy_http_call(
             upstream.as_ptr(),
             upstream.len(),
             headers.as_ptr(),
             headers.len(),
-            std::ptr::null(),
-            0,
+            body.as_ptr(),
+            body.len(),
             trailers.as_ptr(),
             trailers.len(),
             timeout_ms,
@@ -419,6 +421,30 @@ pub fn http_call(
         )
     };
     status(s).map(|()| token)
+}
+
+/// The answer to the call being reported: its headers (lossy UTF-8) and its body when it is
+/// at most `max` bytes (never more is read: a larger one is refused by its announced size).
+pub fn call_response(body_size: usize, max: usize) -> (Vec<(String, String)>, Vec<u8>) {
+    let headers = header_map(Map::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .pairs()
+        .map(|(n, v)| {
+            (
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let body = if body_size > 0 && body_size <= max {
+        buffer_prefix(Buffer::HttpCallResponseBody, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    (headers, body)
 }
 
 /// Lets the paused request of the effective context go on upstream.

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::abi::{self, Buffer, Level, Map};
+use super::abi::{self, Level};
 use super::env::HostEntropy;
 use super::metrics::{self, Counter};
 use super::shared::{SharedStore, PREFIX};
@@ -220,25 +220,7 @@ impl KeyFetcher {
             return;
         };
         let max = source.config.max_bytes;
-        let headers: Vec<(String, String)> = abi::header_map(Map::HttpCallResponseHeaders)
-            .unwrap_or_default()
-            .pairs()
-            .map(|(n, v)| {
-                (
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect();
-        // Never read more than the cap: a larger body is refused by its announced size.
-        let body = if body_size > 0 && body_size <= max {
-            abi::buffer_prefix(Buffer::HttpCallResponseBody, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let (headers, body) = abi::call_response(body_size, max);
         let response = CallResponse {
             headers: &headers,
             body: &body,
@@ -488,7 +470,7 @@ impl KeyFetcher {
         let request = source.schedule.request(step, &source.config, &source.state);
         let sent = request.and_then(|r| {
             let timeout = u32::try_from(r.timeout_ms).unwrap_or(u32::MAX);
-            abi::http_call(&r.upstream, &r.headers(), timeout)
+            abi::http_call(&r.upstream, &r.headers(), b"", timeout)
                 .map_err(|s| FetchFailure::DispatchRefused(s.0))
         });
         match sent {

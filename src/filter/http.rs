@@ -1,7 +1,8 @@
 //! The request path: headers in, one decision, header replaced or local response sent, one
 //! audit line out. A request whose token needs keys the filter does not have yet (an
-//! unknown `kid`, or none fetched) may pause once while they are fetched, and is then
-//! decided again the same way.
+//! unknown `kid`, or none fetched) may pause once while they are fetched, and one whose
+//! token needs an introspection answer once while it is asked for; it is then decided
+//! again the same way.
 
 use std::rc::Rc;
 
@@ -9,8 +10,10 @@ use super::abi::{self, Level, Map};
 use super::env::{now, now_ms, HostEntropy};
 use super::exports::{CONTINUE, PAUSE};
 use super::fetch::{Wait, WaitPlan};
+use super::introspect::IntrospectPlan;
 use super::metrics::{self, Counter};
 use super::root::ExchangeRoot;
+use crate::core::introspect::{IntrospectionResult, TokenDigest};
 use crate::core::publish::Served;
 use crate::core::{
     grpc, CacheUse, Decision, Denial, DenyReason, HttpRequest, Policy, RequestHead, Verdict,
@@ -20,12 +23,16 @@ use crate::core::{
 pub struct ExchangeFilter {
     context_id: u32,
     policy: Option<Rc<Policy>>,
-    /// The request, kept while it waits for keys.
+    /// The request, kept while it waits for keys or an introspection answer.
     request: Option<RequestHeaders>,
     /// What it waits for.
-    wait: Option<Wait>,
-    /// It waited once already: the next decision is final.
+    wait: Option<Waiting>,
+    /// It waited for keys once already.
     waited: bool,
+    /// It asked for an introspection answer once already.
+    introspection_asked: bool,
+    /// The answer the call it waited for ended with.
+    introspected: Option<(TokenDigest, IntrospectionResult)>,
     /// Its decision was carried out and logged.
     decided: bool,
 }
@@ -39,6 +46,8 @@ impl ExchangeFilter {
             request: None,
             wait: None,
             waited: false,
+            introspection_asked: false,
+            introspected: None,
             decided: false,
         }
     }
@@ -82,22 +91,30 @@ impl ExchangeFilter {
         self.decide(&policy, root, false)
     }
 
-    /// Whether it is paused, waiting for keys.
+    /// Whether it is paused, waiting for keys or an introspection answer.
     pub fn is_waiting(&self) -> bool {
         self.wait.is_some()
     }
 
-    /// Whether its wait is over (keys changed, the attempt ended, or time is up).
+    /// Whether its wait is over (keys changed, the attempt or the call ended, or time is up).
     pub fn wait_is_over(&self, root: &ExchangeRoot) -> bool {
-        self.wait
-            .as_ref()
-            .is_some_and(|w| root.wait_is_over(w, now_ms()))
+        match &self.wait {
+            Some(Waiting::Keys(w)) => root.wait_is_over(w, now_ms()),
+            Some(Waiting::Introspection(digest)) => root.introspection_wait(digest).is_some(),
+            None => false,
+        }
     }
 
     /// Decides the paused request again (its context is the effective one) and lets it go
     /// on, or answers it.
     pub fn resume(&mut self, root: &mut ExchangeRoot) {
-        self.wait = None;
+        if let Some(Waiting::Introspection(digest)) = self.wait.take() {
+            // No answer (the call was cancelled): decided without one, so refused.
+            self.introspected = root
+                .introspection_wait(&digest)
+                .flatten()
+                .map(|r| (digest, r));
+        }
         let Some(policy) = self.policy.clone() else {
             return;
         };
@@ -136,19 +153,54 @@ impl ExchangeFilter {
         };
         let grpc = headers.head.grpc;
         let request = headers.request();
-        let mut decision = root.decide(policy, &request, now(), &mut HostEntropy);
+        let mut decision = root.decide(
+            policy,
+            &request,
+            self.introspected.as_ref(),
+            now(),
+            &mut HostEntropy,
+        );
         if !self.waited {
             self.waited = true;
             match root.wait_for_keys(&decision, now_ms(), self.context_id) {
                 WaitPlan::Wait(wait) => {
                     // No audit yet: the decision after the wait is the one logged.
-                    self.wait = Some(wait);
+                    self.wait = Some(Waiting::Keys(wait));
                     return PAUSE;
                 }
                 WaitPlan::Redecide => {
-                    decision = root.decide(policy, &request, now(), &mut HostEntropy);
+                    decision = root.decide(
+                        policy,
+                        &request,
+                        self.introspected.as_ref(),
+                        now(),
+                        &mut HostEntropy,
+                    );
                 }
                 WaitPlan::Proceed => {}
+            }
+        }
+        if let Some(need) = decision
+            .introspection
+            .take()
+            .filter(|_| !self.introspection_asked)
+        {
+            self.introspection_asked = true;
+            match root.introspect(&need, now_ms(), self.context_id) {
+                IntrospectPlan::Wait(digest) => {
+                    self.wait = Some(Waiting::Introspection(digest));
+                    return PAUSE;
+                }
+                IntrospectPlan::Answered(result) => {
+                    self.introspected = Some((need.digest, result));
+                    decision = root.decide(
+                        policy,
+                        &request,
+                        self.introspected.as_ref(),
+                        now(),
+                        &mut HostEntropy,
+                    );
+                }
             }
         }
         if matches!(decision.verdict, Verdict::Forward { .. }) {
@@ -168,6 +220,14 @@ impl ExchangeFilter {
         log_decision(&decision);
         action
     }
+}
+
+/// What a request waits for.
+enum Waiting {
+    /// An issuer's keys.
+    Keys(Wait),
+    /// The introspection call about this token.
+    Introspection(TokenDigest),
 }
 
 /// The decision's one audit line, and its counters.

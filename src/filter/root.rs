@@ -10,7 +10,9 @@ use super::abi::{self, Buffer, Level};
 use super::env::{now, now_ms, HostEntropy};
 use super::fetch::{KeyFetcher, Wait, WaitPlan};
 use super::generated;
+use super::introspect::{IntrospectPlan, Introspector};
 use super::metrics::{self, Counter};
+use crate::core::introspect::{IntrospectionNeed, IntrospectionResult, TokenDigest};
 use crate::core::keyset::KeySnapshot;
 use crate::core::lifecycle;
 use crate::core::{Decision, Entropy, ExchangeCache, HttpRequest, Policy, ReviewReminder};
@@ -30,6 +32,7 @@ pub struct ExchangeRoot {
     /// This VM's verified-and-minted cache: a new, empty one with every policy loaded (and
     /// `Policy::decide_cached` empties it for a request decided under another policy).
     cache: ExchangeCache,
+    introspector: Introspector,
     reminder: ReviewReminder,
     /// The tick period the host accepted, if any (APISIX gives none: requests then drive
     /// refreshes).
@@ -48,6 +51,7 @@ impl ExchangeRoot {
             policy: None,
             keys: KeyFetcher::new(u64::from_le_bytes(id)),
             cache: ExchangeCache::new(Default::default()),
+            introspector: Introspector::default(),
             reminder: ReviewReminder::default(),
             tick_ms: None,
         }
@@ -69,10 +73,20 @@ impl ExchangeRoot {
         &mut self,
         policy: &Policy,
         request: &HttpRequest<'_>,
+        own: Option<&(TokenDigest, IntrospectionResult)>,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
-        policy.decide_cached(request, self.keys.snapshot(), now, entropy, &mut self.cache)
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let introspections = self.introspector.lookup(own, now_ms);
+        policy.decide_with(
+            request,
+            self.keys.snapshot(),
+            &introspections,
+            now,
+            entropy,
+            Some(&mut self.cache),
+        )
     }
 
     /// Whether ticks come often enough to drive the fetch schedule.
@@ -148,10 +162,11 @@ impl ExchangeRoot {
             return false;
         }
         self.keys.configure(&policy);
-        // Ticks drive the fetch schedule and the daily reminders. Without either there is
-        // nothing to drive and no timer is asked for (a tick left from an earlier policy
-        // finds nothing to do).
-        if self.keys.has_sources() {
+        self.introspector.configure(&policy);
+        // Ticks drive the fetch schedule, the introspection calls' deadlines and the daily
+        // reminders. Without any there is nothing to drive and no timer is asked for (a
+        // tick left from an earlier policy finds nothing to do).
+        if self.keys.has_sources() || self.introspector.has_endpoints() {
             self.want_ticks(FETCH_TICK_MS);
             if !self.fetch_ticks() {
                 abi::log(
@@ -209,6 +224,7 @@ impl ExchangeRoot {
     /// `proxy_on_tick`: the fetch schedule and the reminders.
     pub fn on_tick(&mut self) {
         self.keys.tick(now_ms(), self.context_id);
+        self.introspector.expire(now_ms());
         self.remind();
     }
 
@@ -216,22 +232,28 @@ impl ExchangeRoot {
     pub fn before_request(&mut self, now: u64) {
         if !self.fetch_ticks() {
             self.keys.expire(now);
+            self.introspector.expire(now);
         }
     }
 
     /// Whether `token` is one of this root's calls.
     pub fn owns_call(&self, token: u32) -> bool {
-        self.keys.owns_call(token)
+        self.keys.owns_call(token) || self.introspector.owns_call(token)
     }
 
     /// The answer to call `token`.
     pub fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize) {
-        self.keys.on_response(token, body_size, now_ms());
+        if self.introspector.owns_call(token) {
+            self.introspector.on_response(token, body_size, now_ms());
+        } else {
+            self.keys.on_response(token, body_size, now_ms());
+        }
     }
 
     /// Request context `context` went away.
     pub fn forget_calls_of(&mut self, context: u32) {
         self.keys.forget_calls_of(context);
+        self.introspector.forget_calls_of(context);
     }
 
     /// Whether the request of `context`, decided as `decision`, waits for keys.
@@ -247,5 +269,24 @@ impl ExchangeRoot {
     /// Whether a request's wait for keys is over.
     pub fn wait_is_over(&self, wait: &Wait, now: u64) -> bool {
         self.keys.wait_is_over(wait, now)
+    }
+
+    /// Asks about a token for the request of `context` (or joins the call already out).
+    pub fn introspect(
+        &mut self,
+        need: &IntrospectionNeed,
+        now: u64,
+        context: u32,
+    ) -> IntrospectPlan {
+        self.introspector.start(need, now, context)
+    }
+
+    /// Whether a request waiting for an answer about `digest` can be decided again, and
+    /// with which answer (none when its call ended otherwise: it is then refused).
+    pub fn introspection_wait(&self, digest: &TokenDigest) -> Option<Option<IntrospectionResult>> {
+        if self.introspector.in_flight(digest) {
+            return None;
+        }
+        Some(self.introspector.finished(digest))
     }
 }

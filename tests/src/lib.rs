@@ -681,3 +681,46 @@ pub fn decide_get(
         &mut CountingEntropy(0),
     )
 }
+
+/// The client secret test policies give their introspection endpoints (a test value).
+pub const INTROSPECTION_SECRET: &str = "TEST-ONLY introspection secret +/:%";
+
+/// `trusted` (a trusted-issuer entry) taking opaque tokens, introspected at `endpoint`
+/// through `upstream` as client `gateway` with [`INTROSPECTION_SECRET`].
+pub fn taking_opaque_tokens(mut trusted: Value, endpoint: &str, upstream: &str) -> Value {
+    trusted["opaque_tokens"] = json!(true);
+    trusted["introspection"] = json!({
+        "endpoint": endpoint,
+        "upstream": upstream,
+        "client_id": "gateway",
+        "client_secret": INTROSPECTION_SECRET,
+        "timeout_ms": 1000,
+        "max_bytes": 4096,
+        "cache_seconds": 60,
+        "negative_cache_seconds": 10,
+        "cache_max_entries": 100
+    });
+    trusted
+}
+
+/// An active introspection answer for `sub` with these scopes, caller `web-app`, audience
+/// `api`, ten minutes of life from `now`.
+pub fn active_answer(iss: &str, now: u64, scope: &str) -> Value {
+    json!({
+        "active": true,
+        "iss": iss,
+        "sub": "alice",
+        "aud": "api",
+        "client_id": "web-app",
+        "scope": scope,
+        "iat": now,
+        "exp": now + 600,
+        "jti": format!("opaque-{now}"),
+        "acr": "urn:mfa",
+        "amr": ["pwd", "otp"],
+        "auth_time": now,
+        "tenant": "acme",
+        "token_type": "Bearer",
+        "username": "alice@example.com"
+    })
+}

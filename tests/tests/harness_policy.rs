@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use token_exchange_tests::hostile::corpus;
 use token_exchange_tests::*;
-use wasm_test_harness::{build, Host, LogLevel, Profile, RequestSpec, Vm};
+use wasm_test_harness::{build, Host, HttpCallResponse, LogLevel, Profile, RequestSpec, Vm};
 
 fn wasm() -> Vec<u8> {
     build::filter_wasm().expect("filter wasm builds")
@@ -696,6 +696,36 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
             .to_owned(),
     );
     assert_eq!(r.status(), Some(503));
+
+    // An issuer taking opaque tokens: one inactive, one whose introspection fails.
+    let opaque = Issuer::ed25519("https://opaque.test", "o1", 14);
+    let mut doc = policy(&gw, &[], json!([orders_rule()]));
+    doc["trusted_issuers"] = json!([taking_opaque_tokens(
+        opaque.trusted(&["api"]),
+        "https://opaque.test/introspect",
+        "idp"
+    )]);
+    let vm = f.host.load(&wasm(), doc.to_string().as_bytes()).unwrap();
+    for (token, answer) in [
+        (
+            "revoked-opaque-token",
+            HttpCallResponse::status(200)
+                .header("content-type", "application/json")
+                .body(r#"{"active":false}"#),
+        ),
+        ("failing-opaque-token", HttpCallResponse::status(502)),
+    ] {
+        let r = get(&vm, "/orders", &[&format!("Bearer {token}")]);
+        let call = f.host.pending_http_calls().remove(0);
+        f.host.answer_http_call(call.token, answer).unwrap();
+        assert!(r.status().is_some());
+        seen.insert(
+            audits(&f.host).last().unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
 
     let all: BTreeSet<String> = DenyReason::ALL
         .iter()

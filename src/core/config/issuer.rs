@@ -3,9 +3,10 @@
 
 use serde_json::Value;
 
+use super::introspection::read_introspection;
 use super::keysource::read_key_source;
-use super::reader::{any, join, non_empty, scope_check, string, string_list, Errors, Obj};
-use super::TrustedIssuer;
+use super::reader::{any, boolean, join, non_empty, scope_check, string, string_list, Errors, Obj};
+use super::{IntrospectedTokens, TrustedIssuer};
 use crate::core::claims::{
     ClaimMapping, DEFAULT_CALLER_CLAIMS, DEFAULT_SCOPE_CLAIMS, FIXED_MEANING_CLAIMS,
 };
@@ -41,6 +42,22 @@ pub(super) fn read_trusted_issuers(
             }
             Some(t) => out.push(t),
             None => ok = false,
+        }
+    }
+    // Opaque tokens carry no `iss`: exactly one issuer can be asked about them.
+    let opaque: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| item.get("opaque_tokens") == Some(&Value::Bool(true)))
+        .map(|(i, _)| i)
+        .collect();
+    if let [_, rest @ ..] = opaque.as_slice() {
+        for i in rest {
+            errs.push(
+                &format!("{path}[{i}].opaque_tokens"),
+                "only one trusted issuer may take opaque tokens (they name no issuer)",
+            );
+            ok = false;
         }
     }
     ok.then_some(out)
@@ -113,6 +130,7 @@ pub(super) fn read_trusted_issuer(
     let expires = optional(v, |v| date(v, &p, errs));
     let (v, p) = o.get("revoked_before");
     let revoked_before = optional(v, |v| point_in_time(v, &p, errs));
+    let introspection = read_introspected(&mut o, path, errs);
     o.finish(errs);
     let keys = keys?;
     let mut keys_by_kid = NameIndex::default();
@@ -134,7 +152,52 @@ pub(super) fn read_trusted_issuer(
         revoked_before: revoked_before?,
         key_source: key_source?,
         keys_by_kid,
+        introspection: introspection?,
     })
+}
+
+/// `introspection`, `opaque_tokens` and `introspect_jwts`: `Some(None)` when the issuer's
+/// tokens are never introspected, `None` when an error was reported.
+fn read_introspected(
+    o: &mut Obj,
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Option<IntrospectedTokens>> {
+    let (v, intro_path) = o.get("introspection");
+    let endpoint = optional(v, |v| read_introspection(v?, &intro_path, errs));
+    let mut flag = |o: &mut Obj, key: &'static str| {
+        let (v, p) = o.get(key);
+        let value = match v {
+            None => Some(false),
+            v => boolean(v, &p, errs),
+        };
+        (value, p)
+    };
+    let (opaque, opaque_path) = flag(o, "opaque_tokens");
+    let (jwts, jwts_path) = flag(o, "introspect_jwts");
+    let (endpoint, opaque, jwts) = (endpoint?, opaque?, jwts?);
+    match endpoint {
+        None => {
+            for (on, p) in [(opaque, &opaque_path), (jwts, &jwts_path)] {
+                if on {
+                    errs.push(p, "needs introspection (the endpoint to ask)");
+                }
+            }
+            (!opaque && !jwts).then_some(None)
+        }
+        Some(_) if !opaque && !jwts => {
+            errs.push(
+                &join(path, "introspection"),
+                "is never used: set opaque_tokens or introspect_jwts",
+            );
+            None
+        }
+        Some(endpoint) => Some(Some(IntrospectedTokens {
+            endpoint,
+            opaque_tokens: opaque,
+            jwts,
+        })),
+    }
 }
 
 /// An optional member: `Some(None)` when absent, `None` when present and invalid.

@@ -25,12 +25,14 @@ use super::routing::RuleIndex;
 use super::signing::{GatewayKey, KeyMaterial, KeyState, SigningKey};
 use super::token::Limits;
 
+mod introspection;
 mod issuer;
 mod keysource;
 mod reader;
 mod rule;
 mod signing_keys;
 
+pub use introspection::Introspection;
 pub use keysource::{JwksLocation, KeySource};
 pub use signing_keys::Publication;
 
@@ -121,6 +123,21 @@ pub struct TrustedIssuer {
     pub revoked_before: Option<u64>,
     /// Where further keys are fetched from (`jwks_uri` or discovery), if anywhere.
     pub key_source: Option<KeySource>,
+    /// Which of its tokens are introspected (RFC 7662), and where, if any.
+    pub introspection: Option<IntrospectedTokens>,
+}
+
+/// A trusted issuer's introspection: the endpoint and which tokens are sent there.
+#[derive(Debug)]
+pub struct IntrospectedTokens {
+    /// The endpoint, the credentials and the cache's bounds.
+    pub endpoint: Introspection,
+    /// Bearer tokens that are not JWS compact serializations are this issuer's (at most one
+    /// issuer of a policy takes them).
+    pub opaque_tokens: bool,
+    /// Its JWTs are also introspected once they validate locally (revocation at the
+    /// provider takes effect within the cache's time).
+    pub jwts: bool,
 }
 
 impl TrustedIssuer {
@@ -132,6 +149,14 @@ impl TrustedIssuer {
     /// Whether the issuer's trust has ended at `now`.
     pub fn expired(&self, now: u64) -> bool {
         self.expires.is_some_and(|d| now >= d.end())
+    }
+
+    /// Its introspection endpoint, when its validated JWTs are also introspected.
+    pub fn jwt_introspection(&self) -> Option<&Introspection> {
+        self.introspection
+            .as_ref()
+            .filter(|i| i.jwts)
+            .map(|i| &i.endpoint)
     }
 
     /// The policy's own key with this `kid` (the first, if several share it), by index.
@@ -395,6 +420,16 @@ impl Policy {
             denials,
             rule_denials,
         };
+    }
+
+    /// The one trusted issuer that takes opaque tokens, if any.
+    pub fn opaque_issuer(&self) -> Option<(&TrustedIssuer, &Introspection)> {
+        self.trusted_issuers.iter().find_map(|t| {
+            t.introspection
+                .as_ref()
+                .filter(|i| i.opaque_tokens)
+                .map(|i| (t, &i.endpoint))
+        })
     }
 
     /// The keys a gateway-issued token (chained exchange) is verified with: the public halves

@@ -36,7 +36,11 @@ impl CallResponse<'_> {
     }
 
     /// The body, once status, content type and size are acceptable.
-    fn document(&self, max_bytes: usize, media_types: &[&str]) -> Result<&[u8], FetchFailure> {
+    pub(crate) fn document(
+        &self,
+        max_bytes: usize,
+        media_types: &[&str],
+    ) -> Result<&[u8], FetchFailure> {
         let status = match self.header(":status") {
             None => {
                 let detail = self.header(":dispatch_status").map(str::to_owned);
