@@ -193,7 +193,11 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     let _ = writeln!(
         t,
         "rule       {}{}",
-        outcome.rule.as_deref().unwrap_or("(none matched)"),
+        match (&outcome.rule, &outcome.served) {
+            (Some(r), _) => r.as_str(),
+            (None, Some(_)) => "(none: a published document is served before any rule)",
+            (None, None) => "(none matched)",
+        },
         if outcome.shadow { " (mode shadow)" } else { "" }
     );
     if let Some(c) = &outcome.challenge {
@@ -263,7 +267,8 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
             );
         }
     }
-    for (_, line) in &key_states {
+    // A served document uses no issuer's keys.
+    for (_, line) in key_states.iter().filter(|_| outcome.served.is_none()) {
         let _ = writeln!(t, "keys       {line}");
     }
     let removes = removed(&outcome.strip_headers);

@@ -2371,6 +2371,7 @@ fn explain_serves_the_published_key_set_that_pyjwt_verifies_minted_tokens_with()
         &[
             "decision   serve",
             "status     200",
+            "rule       (none: a published document is served before any rule)",
             "header     cache-control: public, max-age=300",
             "published  example-gw-2026-01 (active: signs), example-gw-next (published: announced before it signs); not served: example-gw-2025-07 (retired at 2026-01-01T00:00:00Z, no longer published since 2026-01-01T00:05:00Z)",
             "forwarded  nothing: the filter serves the document itself",
@@ -2915,4 +2916,114 @@ fn audit_counts_served_documents_and_key_fetch_lines_apart_from_callers() {
     let spiky = text.replace("issuer_keys_unavailable", "invalid_claim");
     let r = run_with(&["audit", "-", "--json"], Some(&spiky));
     assert_eq!(r.json()["anomalies"][0]["kind"], "deny_spike");
+}
+
+/// The log of the real Envoy living-keys run (`tests/tests/envoy_keys.rs`): issuer keys
+/// fetched, rotated at the provider, the endpoint failing with 503 and recovering, `kid`s
+/// sprayed, and the gateway's key set and discovery document served.
+const ENVOY_KEYS_LOG: &str = "cli/tests/fixtures/envoy-keys-audit.log";
+
+#[test]
+fn audit_reads_serve_records_and_key_fetch_lines_of_a_real_envoy() {
+    let text = std::fs::read_to_string(root().join(ENVOY_KEYS_LOG)).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": {\"event\":\"token_exchange\"")
+                .map(|(_, r)| format!("{{\"event\":\"token_exchange\"{r}"))
+        })
+        .map(|r| serde_json::from_str(&r).unwrap())
+        .collect();
+    let served: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "serve")
+        .collect();
+    assert!(!served.is_empty() && served.len() < records.len());
+    let r = run(&["audit", ENVOY_KEYS_LOG, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["records"], records.len());
+    let count = |doc: &str| served.iter().filter(|r| r["reason"] == doc).count();
+    assert_eq!(
+        j["served"],
+        json!({"jwks": {"200": count("jwks")}, "openid_configuration": {"200": count("openid_configuration")}})
+    );
+    // Served documents are no decisions by caller, rule, reason or issuer.
+    let decided = records.len() - served.len();
+    let total = |m: &Value| -> u64 {
+        m.as_object()
+            .unwrap()
+            .values()
+            .map(|c| {
+                c["allow"].as_u64().unwrap()
+                    + c["deny"].as_u64().unwrap()
+                    + c["pass"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(total(&j["by_caller"]), decided as u64);
+    assert_eq!(total(&j["by_rule"]), decided as u64);
+    assert!(j["by_caller"].get("(none)").is_none(), "{}", j["by_caller"]);
+    assert!(j["by_reason"].get("jwks").is_none());
+    // The filter's key fetch lines, in order, by issuer.
+    let events: Vec<(String, String)> = j["key_fetches"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["issuer"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "version",
+            "fetched",
+            "version",
+            "failing",
+            "version",
+            "recovered"
+        ]
+    );
+    assert!(events.iter().all(|(i, _)| i == "https://idp.test"));
+    let idp = &j["key_fetches"]["issuers"]["https://idp.test"];
+    assert_eq!(idp["last"], "recovered");
+    assert_eq!(
+        idp["versions"],
+        json!([
+            "version 1, usable kids [\"idp-a\"]",
+            "version 2, usable kids [\"idp-a\", \"idp-b\"]",
+            "version 3, usable kids [\"idp-b\", \"idp-c\"]"
+        ])
+    );
+    // The kid spraying of the run is what a reviewer is shown.
+    let kinds: Vec<(&str, &str)> = j["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("repeated_reason", "unknown_key")]);
+    let human = run(&["audit", ENVOY_KEYS_LOG]);
+    assert_has(
+        &human.stdout,
+        &[
+            &format!(
+                "served     {} published document(s): jwks (200 ×{})",
+                served.len(),
+                count("jwks")
+            ),
+            "  https://idp.test: failing ×1, fetched ×1, recovered ×1; last recovered",
+            "fetching keys of issuer \"https://idp.test\" failed (HTTP 503)",
+        ],
+    );
 }
