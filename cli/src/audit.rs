@@ -2,7 +2,10 @@
 //! lines, or JSON log wrappers such as container logs) and summarises them for a reviewer:
 //! decisions by rule, reason, issuer and caller, the original token behind each minted
 //! `jti`, the trust-boundary fields (shadow rules, chained hops, overdue reviews, identity
-//! headers, scopes removed by ceilings), and the anomalies a reviewer looks for.
+//! headers, scopes removed by ceilings), and the anomalies a reviewer looks for. The
+//! gateway's published documents (`serve` records) and the filter's own lines about fetching
+//! its issuers' keys are summarised apart: neither names a caller, and a refusal because an
+//! issuer's keys are unavailable is the gateway's state, not the caller's doing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -30,6 +33,10 @@ pub const REVOKED_REASONS: [&str; 3] = [
     "subject_revoked",
     "issued_before_revocation",
 ];
+
+/// Denials that are the gateway's own temporary state, not something the caller did: never
+/// counted toward a caller's deny spike.
+pub const SERVER_SIDE_REASONS: [&str; 2] = ["issuer_keys_unavailable", "internal_error"];
 
 /// Where a record was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,6 +84,80 @@ pub struct Log {
     /// The filter's warnings about the issuer allow list (an overdue review, an expired
     /// issuer), each once.
     pub lifecycle: Vec<LifecycleNotice>,
+    /// The filter's lines about fetching its issuers' keys, in order.
+    pub key_fetches: Vec<KeyFetchEvent>,
+}
+
+/// One of the filter's lines about an issuer's fetched keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetchEvent {
+    /// 1-based line number.
+    pub line: usize,
+    /// The issuer it is about.
+    pub issuer: String,
+    /// `fetched`, `recovered`, `failing`, `unavailable`, `pending`, `version`, `skipped_key`
+    /// or `import_failed`.
+    pub kind: &'static str,
+    /// The line's message, as logged.
+    pub message: String,
+}
+
+/// The leading Rust-quoted string of `text` (`"https://idp" …`), unquoted, and what follows.
+fn quoted(text: &str) -> Option<(String, &str)> {
+    let rest = text.strip_prefix('"')?;
+    let mut escaped = false;
+    let end = rest.char_indices().find_map(|(i, c)| {
+        let close = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        close.then_some(i)
+    })?;
+    let raw = rest.get(..end)?;
+    let after = rest.get(end + 1..)?;
+    let unquoted = serde_json::from_str(&format!("\"{raw}\"")).unwrap_or_else(|_| raw.to_owned());
+    Some((unquoted, after))
+}
+
+/// The filter's line about an issuer's fetched keys (see the core's
+/// `HealthChange::message` and the glue's key set lines).
+fn key_fetch_event(line: &str) -> Option<(String, &'static str, String)> {
+    let (_, message) = line.split_once(FILTER_PREFIX)?;
+    let message = message
+        .split(", client: ")
+        .next()
+        .unwrap_or(message)
+        .trim_end();
+    let (issuer_at, kinds): (&str, &[(&str, &'static str)]) =
+        if let Some(rest) = message.strip_prefix("keys of issuer ") {
+            (
+                rest,
+                &[
+                    (" fetched", "fetched"),
+                    (" recovered: ", "recovered"),
+                    (" unavailable (", "unavailable"),
+                    (" not fetched yet", "pending"),
+                ],
+            )
+        } else if let Some(rest) = message.strip_prefix("fetching keys of issuer ") {
+            (rest, &[(" failed (", "failing")])
+        } else if let Some(rest) = message.strip_prefix("issuer ") {
+            (
+                rest,
+                &[
+                    (": key set version ", "version"),
+                    (": fetched keys[", "skipped_key"),
+                ],
+            )
+        } else if let Some(rest) = message.strip_prefix("the shared key set of issuer ") {
+            (rest, &[(" does not import here", "import_failed")])
+        } else {
+            return None;
+        };
+    let (issuer, after) = quoted(issuer_at)?;
+    let kind = kinds
+        .iter()
+        .find(|(start, _)| after.starts_with(start))
+        .map(|(_, k)| *k)?;
+    Some((issuer, kind, message.to_owned()))
 }
 
 /// One of the filter's warnings about its issuer allow list, as first logged.
@@ -118,6 +199,15 @@ pub fn read_log(text: &str) -> Log {
     let mut log = Log::default();
     for (i, line) in text.lines().enumerate() {
         log.lines += 1;
+        if let Some((issuer, kind, message)) = key_fetch_event(line) {
+            log.key_fetches.push(KeyFetchEvent {
+                line: i + 1,
+                issuer,
+                kind,
+                message,
+            });
+            continue;
+        }
         if let Some(notice) = lifecycle_notice(line) {
             // Each worker logs its own copy, and the filter repeats it daily: keep one.
             match log
@@ -488,6 +578,60 @@ impl TrustSummary {
     }
 }
 
+/// What the filter's key fetch lines and records say about one issuer's fetched keys.
+#[derive(Default)]
+struct FetchSummary {
+    /// Health changes by kind (`fetched`, `failing`, `unavailable`, `recovered`, `pending`).
+    changes: BTreeMap<&'static str, usize>,
+    /// The last health change logged.
+    last: Option<&'static str>,
+    /// Key set versions announced (`version N, usable kids [...]`), in order.
+    versions: Vec<String>,
+    /// Keys skipped in fetched sets, each once.
+    skipped: BTreeSet<String>,
+    /// Shared sets that did not import in a worker.
+    import_failed: usize,
+    /// Requests refused because its keys were unavailable (`issuer_keys_unavailable`).
+    refused: usize,
+}
+
+impl FetchSummary {
+    fn json(&self) -> Value {
+        json!({"changes": self.changes, "last": self.last, "versions": self.versions,
+               "skipped_keys": self.skipped, "import_failed": self.import_failed,
+               "refused_requests": self.refused})
+    }
+}
+
+/// The key fetch lines of `log` and the `issuer_keys_unavailable` records, by issuer.
+fn fetch_summaries(log: &Log) -> BTreeMap<String, FetchSummary> {
+    let mut by: BTreeMap<String, FetchSummary> = BTreeMap::new();
+    for e in &log.key_fetches {
+        let f = by.entry(e.issuer.clone()).or_default();
+        match e.kind {
+            "version" => {
+                let detail = e.message.split_once(": key set ").map_or("", |(_, d)| d);
+                f.versions.push(detail.to_owned());
+            }
+            "skipped_key" => {
+                let detail = e.message.split_once(": fetched ").map_or("", |(_, d)| d);
+                f.skipped.insert(format!("fetched {detail}"));
+            }
+            "import_failed" => f.import_failed += 1,
+            kind => {
+                *f.changes.entry(kind).or_default() += 1;
+                f.last = Some(kind);
+            }
+        }
+    }
+    for e in &log.entries {
+        if s(&e.record, "reason") == Some("issuer_keys_unavailable") {
+            by.entry(text_of(&e.record, "iss")).or_default().refused += 1;
+        }
+    }
+    by
+}
+
 /// `a ×2, b ×1`.
 fn counted(m: &BTreeMap<String, usize>) -> String {
     m.iter()
@@ -515,11 +659,26 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
     let mut trust = TrustSummary::default();
     // (reason, what was revoked) -> uses
     let mut revoked: BTreeMap<(String, String), RevokedUse> = BTreeMap::new();
+    // what was served -> status -> n
+    let mut served: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
 
     const NONE: &str = "(none)";
     for e in &log.entries {
         let r = &e.record;
         *formats.entry(e.format.name()).or_default() += 1;
+        if s(r, "decision") == Some("serve") {
+            // A published document: no token, no caller, no rule.
+            let status = r
+                .get("status")
+                .and_then(Value::as_u64)
+                .map_or(NONE.to_owned(), |st| st.to_string());
+            *served
+                .entry(text_of(r, "reason"))
+                .or_default()
+                .entry(status)
+                .or_default() += 1;
+            continue;
+        }
         decisions.add(r);
         by_rule.entry(text_of(r, "rule")).or_default().add(r);
         *by_reason.entry(text_of(r, "reason")).or_default() += 1;
@@ -542,7 +701,9 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
             }));
         }
         // A shadow rule's deny was not carried out: no spike, but the rollout review below.
-        if s(r, "decision") == Some("deny") && caller != NONE && !shadowed {
+        // Nor is a refusal for the gateway's own state (keys unavailable) the caller's doing.
+        let server_side = SERVER_SIDE_REASONS.contains(&s(r, "reason").unwrap_or_default());
+        if s(r, "decision") == Some("deny") && caller != NONE && !shadowed && !server_side {
             if let Some(ts) = ts {
                 deny_times.entry(caller.clone()).or_default().push(ts);
             }
@@ -682,6 +843,8 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         Value::Object(m.iter().map(|(k, c)| (k.clone(), c.json())).collect())
     };
     let shadow_records = trust.shadow_records();
+    let fetches = fetch_summaries(log);
+    let served_total: usize = served.values().flat_map(BTreeMap::values).sum();
     let mut json = json!({
         "lines": log.lines,
         "records": log.entries.len(),
@@ -693,6 +856,13 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         "by_issuer": map_json(&by_issuer),
         "by_caller": map_json(&by_caller),
         "minted": minted,
+        "served": served,
+        "key_fetches": {
+            "issuers": fetches.iter().map(|(i, f)| (i.clone(), f.json())).collect::<Map<String, Value>>(),
+            "events": log.key_fetches.iter().map(|e| json!({
+                "line": e.line, "issuer": e.issuer, "kind": e.kind, "message": e.message,
+            })).collect::<Vec<_>>(),
+        },
         "anomalies": anomalies,
         "thresholds": {
             "window_seconds": th.window_seconds, "spike": th.spike,
@@ -727,6 +897,23 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         let _ = writeln!(t, "  malformed lines: {}", lines.join(", "));
     }
     let _ = writeln!(t, "decisions  {}", decisions.text());
+    if served_total > 0 {
+        let what: Vec<String> = served
+            .iter()
+            .map(|(doc, by_status)| {
+                let statuses: Vec<String> = by_status
+                    .iter()
+                    .map(|(st, n)| format!("{st} ×{n}"))
+                    .collect();
+                format!("{doc} ({})", statuses.join(", "))
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "served     {served_total} published document(s): {} (no token, no caller: not counted above)",
+            what.join(", ")
+        );
+    }
     if shadow_records > 0 {
         let _ = writeln!(
             t,
@@ -755,6 +942,47 @@ pub fn summarise(log: &Log, th: Thresholds) -> (String, Value, usize) {
         &by_caller,
     );
     trust.text(&mut t, log);
+    if !fetches.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nissuer keys fetched by the filter (its own log lines; refusals while unavailable are the gateway's state, not the caller's)"
+        );
+        for (issuer, f) in &fetches {
+            let changes: Vec<String> = f.changes.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+            let _ = writeln!(
+                t,
+                "  {issuer}: {}; last {}; refused requests (issuer_keys_unavailable) {}",
+                if changes.is_empty() {
+                    "no health change logged".to_owned()
+                } else {
+                    changes.join(", ")
+                },
+                f.last.unwrap_or("-"),
+                f.refused
+            );
+            for v in &f.versions {
+                let _ = writeln!(t, "    key set {v}");
+            }
+            for k in &f.skipped {
+                let _ = writeln!(t, "    {k}");
+            }
+            if f.import_failed > 0 {
+                let _ = writeln!(
+                    t,
+                    "    a shared key set did not import in a worker ×{}",
+                    f.import_failed
+                );
+            }
+        }
+        for e in log.key_fetches.iter().filter(|e| {
+            matches!(
+                e.kind,
+                "failing" | "unavailable" | "recovered" | "import_failed"
+            )
+        }) {
+            let _ = writeln!(t, "  line {}: {}", e.line, e.message);
+        }
+    }
     let _ = writeln!(
         t,
         "\nminted tokens ({}): minted jti <- original token id",

@@ -1,12 +1,17 @@
 //! `test`: table-driven policy tests. A case file names a policy, test issuers with their
 //! private keys (or the policy's own signing key, for gateway tokens), and cases (a request,
 //! a token to sign, a literal token or the token an earlier case minted, a fixed `now`, and
-//! what must come out); each case goes through the core's `decide`. The format is described
-//! in the README ("Policy tests"); unknown fields are errors, like in policies.
+//! what must come out); each case goes through the core's `decide`. The key sets the filter
+//! would have fetched for issuers with `jwks_uri` or discovery are given per issuer
+//! (`fetched`, for the file or one case: a JWK Set, the public keys of test issuers, or
+//! `"never"`) with their fetch time, and imported as the filter imports them. Requests to
+//! `jwks_path` and `discovery_path` are served as the filter serves them. The format is
+//! described in the README ("Policy tests"); unknown fields are errors, like in policies.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -15,6 +20,7 @@ use token_exchange_filter::core::audit::Outcome as AuditOutcome;
 use token_exchange_filter::core::signing::{SigningKey, MINTED_TOKEN_TYPE};
 use token_exchange_filter::core::{AuditRecord, DenyReason, Policy};
 
+use crate::fetched::{apply, fetching_issuer, import, Fetch, SuppliedKeys};
 use crate::input::{parse_json, read_text, relative_to, time_from_value, InputError};
 use crate::keys::{default_header, overlay, public_jwk, sign_token, signing_key};
 use crate::outcome::{Decider, Forwarded, Outcome};
@@ -39,6 +45,9 @@ struct CaseFileDoc {
     issuers: BTreeMap<String, TestIssuerDoc>,
     #[serde(default)]
     defaults: DefaultsDoc,
+    /// Issuer → the key set the filter last fetched for it, or `"never"`.
+    #[serde(default)]
+    fetched: Map<String, Value>,
     cases: Vec<CaseDoc>,
 }
 
@@ -103,7 +112,40 @@ struct CaseDoc {
     request: RequestDoc,
     #[serde(default, deserialize_with = "present")]
     token: Option<Value>,
+    /// Overrides the file's `fetched`, issuer by issuer.
+    #[serde(default)]
+    fetched: Map<String, Value>,
     expect: ExpectDoc,
+}
+
+/// One issuer's entry of `fetched` (other than `"never"`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchedDoc {
+    /// A JWK Set (or one public JWK), inline or `"@file"`.
+    #[serde(default)]
+    jwks: Option<Value>,
+    /// Or: the public keys of these test issuers, as a set.
+    #[serde(default)]
+    keys_of: Option<Vec<String>>,
+    /// When it was fetched (default: the case's `now`).
+    #[serde(default)]
+    fetched_at: Option<Value>,
+}
+
+/// `"served"` expectations: what the filter answered at `jwks_path` or `discovery_path`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServedDoc {
+    /// The served JWK Set has exactly these kids (in any order).
+    #[serde(default)]
+    kids: Option<Vec<String>>,
+    /// The served document, exactly.
+    #[serde(default)]
+    body: Option<Value>,
+    /// These response headers, exactly.
+    #[serde(default)]
+    headers: Map<String, Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +171,12 @@ struct ExpectDoc {
     minted: Option<MintedDoc>,
     #[serde(default)]
     audit: Option<Map<String, Value>>,
+    #[serde(default)]
+    retry_after: Option<u64>,
+    #[serde(default)]
+    refetch: Option<bool>,
+    #[serde(default)]
+    served: Option<ServedDoc>,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +209,8 @@ struct MintedByDoc {
 struct TestIssuer {
     key: TestKey,
     iss: Option<String>,
+    /// The public JWK of its own key (for `keys_of`).
+    public: Option<Value>,
 }
 
 /// The key a test issuer signs with.
@@ -186,7 +236,16 @@ struct Case {
     now: Duration,
     request: RequestSpec,
     token: TokenSource,
+    /// What the filter holds for each fetching issuer named in the file or the case.
+    fetches: Vec<(String, Fetch)>,
     expect: ExpectDoc,
+}
+
+/// One issuer's `fetched` entry, imported; its time is resolved per case.
+#[derive(Clone)]
+enum FetchSpec {
+    Never,
+    Set(Arc<SuppliedKeys>, Option<Duration>),
 }
 
 enum TokenSource {
@@ -294,6 +353,7 @@ pub fn run_file(
     let mut issuers = BTreeMap::new();
     for (name, t) in &doc.issuers {
         let p = format!("issuers.{name}");
+        let mut public = None;
         let key = match (&t.key, t.policy_signing_key) {
             (Some(_), true) => {
                 return Err(at(&file, &p, "give key or policy_signing_key, not both"))
@@ -316,6 +376,7 @@ pub fn run_file(
             (Some(k), false) => {
                 let jwk = read_key(&file, path, &p, k)?;
                 let key = signing_key(&jwk, "key").map_err(|e| at(&file, format!("{p}.key"), e))?;
+                public = public_jwk(&jwk, "key").ok();
                 if t.replace_policy_keys {
                     let iss = t.iss.as_deref().ok_or_else(|| {
                         at(
@@ -338,6 +399,7 @@ pub fn run_file(
             TestIssuer {
                 key,
                 iss: t.iss.clone(),
+                public,
             },
         );
     }
@@ -348,6 +410,13 @@ pub fn run_file(
             t.iss = Some(policy.issuer.clone());
         }
     }
+    let fetch_ctx = FetchContext {
+        file: &file,
+        path,
+        policy,
+        issuers: &issuers,
+    };
+    let file_fetched = fetch_ctx.entries("fetched", &doc.fetched)?;
 
     // Every case is resolved (so a bad one is reported whatever --run selects); the selected
     // ones run, with the earlier cases whose minted tokens they present.
@@ -364,6 +433,8 @@ pub fn run_file(
             issuers: &issuers,
             policy,
             earlier: &names,
+            fetch: &fetch_ctx,
+            file_fetched: &file_fetched,
         };
         let case = resolve_case(&ctx, &p, c)?;
         cases.push(case);
@@ -420,7 +491,9 @@ pub fn run_file(
                 Some(sign_token(key, header, claims, rng.as_mut())?)
             }
         };
-        let outcome = decider.decide(&request, case.now, rng.as_mut());
+        let mut keys = decider.keys().clone();
+        apply(&mut keys, &case.fetches);
+        let outcome = decider.decide(&request, &keys, case.now, rng.as_mut());
         minted.push(outcome.minted.as_ref().map(|m| m.token.clone()));
         if !selected.get(i).copied().unwrap_or(false) {
             continue;
@@ -475,6 +548,144 @@ struct CaseContext<'a> {
     policy: &'a Policy,
     /// The names of the cases above, in order.
     earlier: &'a [&'a str],
+    fetch: &'a FetchContext<'a>,
+    /// The file's `fetched`.
+    file_fetched: &'a [(String, FetchSpec)],
+}
+
+/// What `fetched` entries are read against.
+struct FetchContext<'a> {
+    file: &'a str,
+    path: &'a Path,
+    policy: &'a Policy,
+    issuers: &'a BTreeMap<String, TestIssuer>,
+}
+
+impl FetchContext<'_> {
+    /// Reads a `fetched` member (at JSON path `p`): issuer → entry.
+    fn entries(
+        &self,
+        p: &str,
+        map: &Map<String, Value>,
+    ) -> Result<Vec<(String, FetchSpec)>, InputError> {
+        map.iter()
+            .map(|(issuer, v)| {
+                let ip = format!("{p}.{issuer}");
+                fetching_issuer(self.policy, issuer).map_err(|e| at(self.file, &ip, e))?;
+                Ok((issuer.clone(), self.entry(&ip, issuer, v)?))
+            })
+            .collect()
+    }
+
+    fn entry(&self, p: &str, issuer: &str, v: &Value) -> Result<FetchSpec, InputError> {
+        let file = self.file;
+        match v {
+            Value::String(s) if s == "never" => return Ok(FetchSpec::Never),
+            Value::Object(_) => {}
+            _ => {
+                return Err(at(
+                    file,
+                    p,
+                    "must be \"never\" or an object: {\"jwks\": <a JWK Set or \"@file\">} or {\"keys_of\": [<test issuers>]}, and fetched_at",
+                ))
+            }
+        }
+        let d: FetchedDoc = serde_path_to_error::deserialize(v.clone())
+            .map_err(|e| at(file, format!("{p}.{}", e.path()), e.inner()))?;
+        let fetched_at = d
+            .fetched_at
+            .as_ref()
+            .map(|t| {
+                time_from_value(t, "fetched_at").map_err(|e| at(file, format!("{p}.fetched_at"), e))
+            })
+            .transpose()?;
+        let (text, origin, what) = match (&d.jwks, &d.keys_of) {
+            (Some(Value::String(s)), None) => {
+                let rel = s.strip_prefix('@').ok_or_else(|| {
+                    at(file, format!("{p}.jwks"), "must be a JWK Set object or \"@file\"")
+                })?;
+                let set_path = relative_to(self.path, rel).display().to_string();
+                let text = read_text(&set_path, "key set").map_err(|e| at(file, format!("{p}.jwks"), e))?;
+                (text, set_path, "jwks")
+            }
+            (Some(set @ Value::Object(_)), None) => (set.to_string(), "inline".to_owned(), "jwks"),
+            (Some(_), None) => {
+                return Err(at(file, format!("{p}.jwks"), "must be a JWK Set object or \"@file\""))
+            }
+            (None, Some(names)) => {
+                let mut keys = Vec::new();
+                for (i, name) in names.iter().enumerate() {
+                    let t = self.issuers.get(name).ok_or_else(|| {
+                        at(file, format!("{p}.keys_of[{i}]"), format!("no test issuer {name:?}"))
+                    })?;
+                    let public = t.public.clone().ok_or_else(|| {
+                        at(
+                            file,
+                            format!("{p}.keys_of[{i}]"),
+                            format!("test issuer {name:?} signs with the policy's signing key: the filter never fetches those"),
+                        )
+                    })?;
+                    keys.push(public);
+                }
+                let origin = format!("the public keys of test issuer(s) {}", names.join(", "));
+                (json!({ "keys": keys }).to_string(), origin, "keys_of")
+            }
+            (Some(_), Some(_)) => return Err(at(file, p, "give jwks or keys_of, not both")),
+            (None, None) => {
+                return Err(at(
+                    file,
+                    p,
+                    "which keys were fetched? give jwks (a JWK Set or \"@file\") or keys_of (test issuers), or \"never\"",
+                ))
+            }
+        };
+        let supplied = import(self.policy, issuer, &text, &origin)
+            .map_err(|e| at(file, format!("{p}.{what}"), e))?;
+        Ok(FetchSpec::Set(Arc::new(supplied), fetched_at))
+    }
+}
+
+/// The file's `fetched` overlaid by the case's, with each fetch time resolved (default: the
+/// case's `now`; never after it).
+fn case_fetches(
+    ctx: &CaseContext<'_>,
+    p: &str,
+    case: &[(String, FetchSpec)],
+    now: Duration,
+) -> Result<Vec<(String, Fetch)>, InputError> {
+    let mut merged: Vec<(String, FetchSpec, String)> = ctx
+        .file_fetched
+        .iter()
+        .map(|(i, f)| (i.clone(), f.clone(), format!("fetched.{i}")))
+        .collect();
+    for (issuer, spec) in case {
+        merged.retain(|(i, _, _)| i != issuer);
+        merged.push((
+            issuer.clone(),
+            spec.clone(),
+            format!("{p}.fetched.{issuer}"),
+        ));
+    }
+    merged
+        .into_iter()
+        .map(|(issuer, spec, path)| {
+            let fetch = match spec {
+                FetchSpec::Never => Fetch::Never,
+                FetchSpec::Set(keys, at_time) => {
+                    let at_time = at_time.unwrap_or(now);
+                    if at_time > now {
+                        return Err(at(
+                            ctx.file,
+                            format!("{path}.fetched_at"),
+                            "is after the case's now: a key set cannot be fetched after the request",
+                        ));
+                    }
+                    Fetch::At(keys, at_time.as_secs())
+                }
+            };
+            Ok((issuer, fetch))
+        })
+        .collect()
 }
 
 fn resolve_case(ctx: &CaseContext<'_>, p: &str, c: CaseDoc) -> Result<Case, InputError> {
@@ -569,11 +780,14 @@ fn resolve_case(ctx: &CaseContext<'_>, p: &str, c: CaseDoc) -> Result<Case, Inpu
             )),
         };
     check_expectations(file, &format!("{p}.expect"), &c.expect)?;
+    let own = ctx.fetch.entries(&format!("{p}.fetched"), &c.fetched)?;
+    let fetches = case_fetches(ctx, p, &own, now)?;
     Ok(Case {
         name: c.name,
         now,
         request,
         token,
+        fetches,
         expect: c.expect,
     })
 }
@@ -678,7 +892,12 @@ fn signed(
     })
 }
 
-const OUTCOME_REASONS: [&str; 2] = ["exchanged", "unmatched_pass"];
+const OUTCOME_REASONS: [&str; 4] = [
+    "exchanged",
+    "unmatched_pass",
+    "jwks",
+    "openid_configuration",
+];
 
 /// The members an audit record can have (a record with every field the CLI knows set,
 /// serialized: the core decides the names).
@@ -744,6 +963,9 @@ fn check_expectations(file: &str, p: &str, e: &ExpectDoc) -> Result<(), InputErr
         && e.rule.is_none()
         && e.challenge.is_none()
         && e.minted.is_none()
+        && e.retry_after.is_none()
+        && e.refetch.is_none()
+        && e.served.is_none()
         && e.audit.as_ref().is_none_or(Map::is_empty)
     {
         return Err(at(
@@ -786,11 +1008,11 @@ fn check_expectations(file: &str, p: &str, e: &ExpectDoc) -> Result<(), InputErr
         }
     }
     if let Some(d) = &e.decision {
-        if !["allow", "deny", "pass"].contains(&d.as_str()) {
+        if !["allow", "deny", "pass", "serve"].contains(&d.as_str()) {
             return Err(at(
                 file,
                 format!("{p}.decision"),
-                format!("{d:?} is not allow, deny or pass"),
+                format!("{d:?} is not allow, deny, pass or serve"),
             ));
         }
         if e.minted.is_some() && d != "allow" {
@@ -798,6 +1020,22 @@ fn check_expectations(file: &str, p: &str, e: &ExpectDoc) -> Result<(), InputErr
                 file,
                 format!("{p}.minted"),
                 "only an allowed request mints a token",
+            ));
+        }
+        if e.served.is_some() && d != "serve" {
+            return Err(at(
+                file,
+                format!("{p}.served"),
+                "only a request to jwks_path or discovery_path is served (decision serve)",
+            ));
+        }
+    }
+    if let Some(served) = &e.served {
+        if served.kids.is_none() && served.body.is_none() && served.headers.is_empty() {
+            return Err(at(
+                file,
+                format!("{p}.served"),
+                "expects nothing: give kids, body or headers",
             ));
         }
     }
@@ -921,6 +1159,47 @@ fn compare(e: &ExpectDoc, o: &Outcome) -> Vec<String> {
                     );
                 }
             }
+        }
+    }
+    if let Some(r) = e.retry_after {
+        check("retry_after", json!(r), json!(o.retry_after));
+    }
+    if let Some(r) = e.refetch {
+        check("refetch", json!(r), json!(o.refetch()));
+    }
+    if let Some(sd) = &e.served {
+        match &o.served {
+            None => check("served", json!("a document"), Value::Null),
+            Some(sv) => {
+                if let Some(kids) = &sd.kids {
+                    let mut want = kids.clone();
+                    let mut got = sv.kids();
+                    want.sort();
+                    got.sort();
+                    check("served kids", json!(want), json!(got));
+                }
+                if let Some(body) = &sd.body {
+                    check("served body", body.clone(), sv.body.clone());
+                }
+                for (name, want) in &sd.headers {
+                    let got = sv
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map_or(Value::Null, |(_, v)| json!(v));
+                    check(&format!("served header {name}"), want.clone(), got);
+                }
+            }
+        }
+    }
+    if let Some(sv) = &o.served {
+        // Whatever the case expects: a private member served is always a failure.
+        for m in sv.private_members() {
+            check(
+                &format!("served key member {m}"),
+                Value::Null,
+                json!("present"),
+            );
         }
     }
     if let Some(a) = &e.audit {

@@ -2,7 +2,12 @@
 //! then a review summary read through the core's accessors: issuers with their ceilings and
 //! review dates (judged at `--now`), header hygiene and revocation lists, rules in evaluation
 //! order, warnings, the lifecycle notices the filter logs, and the core's findings
-//! (`Policy::rule_findings`).
+//! (`Policy::rule_findings`). For living keys: each issuer's key sources (inline, `jwks_uri`
+//! or discovery, with the fetch schedule's bounds), each gateway key's state and until when
+//! it is published (judged at `--now` by the core's `GatewayKey::published_at`), what the
+//! filter serves at `jwks_path` and `discovery_path`, and the key findings below: settings
+//! the loader accepts (it cannot know the time, nor the deployment) that a reviewer should
+//! act on.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -16,8 +21,11 @@ use token_exchange_filter::core::review::{CeilingConflict, GatewayConflict, Issu
 use token_exchange_filter::core::signing::{GatewayKey, KeyMaterial, KeyState};
 use token_exchange_filter::core::{ExchangeRule, Policy, RuleFinding, RuleMode, TrustedIssuer};
 
+use crate::fetched::{describe_source, source_json};
 use crate::input::{format_time, InputError};
+use crate::keys::generated_keys;
 use crate::policy::PolicyDocument;
+use crate::random::OsEntropy;
 
 /// What `check` found: the human text, the JSON, whether the policy is valid, and whether a
 /// valid policy has something a reviewer must act on (a warning, a finding, or an issuer
@@ -65,10 +73,16 @@ pub fn check(path: &str, now: Duration) -> Result<CheckReport, InputError> {
     let now = now.as_secs();
     let findings = policy.rule_findings();
     let notices = lifecycle::notices(&policy, now);
+    let key_findings = key_findings(&policy, now);
+    // Generated here only to list what would be served (their kids and algorithms).
+    let generated = generated_keys(&policy, &mut OsEntropy)?;
+    let published = policy.published_jwks(&generated, now);
     let review = Review {
         path,
         policy: &policy,
         findings: &findings,
+        key_findings: &key_findings,
+        published: &published,
         notices: &notices,
         now,
     };
@@ -76,7 +90,10 @@ pub fn check(path: &str, now: Duration) -> Result<CheckReport, InputError> {
         text: review.human(),
         json: review.summary(),
         valid: true,
-        notable: !findings.is_empty() || !policy.warnings.is_empty() || !notices.is_empty(),
+        notable: !findings.is_empty()
+            || !key_findings.is_empty()
+            || !policy.warnings.is_empty()
+            || !notices.is_empty(),
     })
 }
 
@@ -85,6 +102,9 @@ struct Review<'a> {
     path: &'a str,
     policy: &'a Policy,
     findings: &'a [RuleFinding],
+    key_findings: &'a [KeyFinding],
+    /// The JWK Set the filter serves at `now` (when `jwks_path` is set).
+    published: &'a Value,
     /// The lines the filter logs about the allow list at `now` (overdue, expired).
     notices: &'a [String],
     now: u64,
@@ -191,6 +211,7 @@ impl Review<'_> {
             "expired": t.expired(self.now),
             "revoked_before": t.revoked_before,
             "revoked_before_utc": t.revoked_before.map(format_time),
+            "key_source": t.key_source.as_ref().map(source_json),
         })
     }
 
@@ -291,13 +312,26 @@ impl Review<'_> {
 
     fn summary(&self) -> Value {
         let policy = self.policy;
+        let ttl = policy.longest_ttl_seconds();
         let signing: Vec<Value> = policy
             .signing_keys
             .iter()
             .map(|k| {
-                json!({"kid": k.kid, "alg": k.alg().name(), "role": key_role(k), "generated": matches!(k.material, KeyMaterial::Generated(_))})
+                let (state, retired_at) = match k.state {
+                    KeyState::Active => ("active", None),
+                    KeyState::Published => ("published", None),
+                    KeyState::Retired { at } => ("retired", Some(at)),
+                };
+                json!({
+                    "kid": k.kid, "alg": k.alg().name(), "role": key_role(k), "state": state,
+                    "retired_at": retired_at,
+                    "published_until": retired_at.map(|at| at.saturating_add(ttl)),
+                    "published_now": k.published_at(self.now, ttl) && k.alg() != Alg::HS256,
+                    "generated": matches!(k.material, KeyMaterial::Generated(_)),
+                })
             })
             .collect();
+        let publication = &policy.publication;
         json!({
             "policy": self.path,
             "valid": true,
@@ -319,11 +353,19 @@ impl Review<'_> {
                 "max_claims": policy.limits.max_claims,
                 "max_scopes": policy.limits.max_scopes,
             },
+            "published": {
+                "jwks_path": publication.jwks_path,
+                "discovery_path": publication.discovery_path,
+                "max_age_seconds": publication.jwks_path.as_ref().map(|_| publication.max_age_seconds),
+                "kids": publication.jwks_path.as_ref().map(|_| served_kids(self.published)),
+                "openid_configuration": policy.openid_configuration(),
+            },
             "trusted_issuers": policy.trusted_issuers.iter().map(|t| self.issuer_json(t)).collect::<Vec<_>>(),
             "rules": policy.rules.iter().enumerate().map(|(i, r)| self.rule_json(i, r)).collect::<Vec<_>>(),
             "warnings": policy.warnings.iter().map(|w| json!({"path": w.path, "message": w.message})).collect::<Vec<_>>(),
             "notices": self.notices,
             "findings": self.findings.iter().map(|f| self.finding_json(f)).collect::<Vec<_>>(),
+            "key_findings": self.key_findings.iter().map(KeyFinding::json).collect::<Vec<_>>(),
         })
     }
 
@@ -337,19 +379,26 @@ impl Review<'_> {
             format_time(self.now)
         );
         let _ = writeln!(t, "gateway issuer   {}", policy.issuer);
+        let ttl = policy.longest_ttl_seconds();
         let keys: Vec<String> = policy
             .signing_keys
             .iter()
             .map(|k| {
                 let generated = if matches!(k.material, KeyMaterial::Generated(_)) {
-                    ", generated at start"
+                    ", generated at start: lost on restart, one per gateway"
                 } else {
                     ""
                 };
-                format!("{} ({}, {}{generated})", k.kid, k.alg().name(), key_role(k))
+                format!(
+                    "{} ({}, {}{generated})",
+                    k.kid,
+                    k.alg().name(),
+                    key_state_text(k, ttl, self.now)
+                )
             })
             .collect();
         let _ = writeln!(t, "signing keys     {}", keys.join(", "));
+        let _ = writeln!(t, "published        {}", self.describe_publication());
         let unmatched = match policy.unmatched {
             Unmatched::Deny => "deny (403 no_matching_rule)",
             Unmatched::Pass => "pass (forwarded untouched, audited as pass)",
@@ -402,7 +451,41 @@ impl Review<'_> {
         for f in self.findings {
             let _ = writeln!(t, "  {f} ({})", self.finding_detail(f));
         }
+        let _ = writeln!(t, "\nkey findings ({})", self.key_findings.len());
+        for f in self.key_findings {
+            let _ = writeln!(t, "  {}: {}", f.path, f.message);
+        }
         t
+    }
+
+    fn describe_publication(&self) -> String {
+        let publication = &self.policy.publication;
+        let Some(jwks_path) = &publication.jwks_path else {
+            return "nothing (no jwks_path: verifiers get the gateway's public keys another way)"
+                .to_owned();
+        };
+        let kids = served_kids(self.published);
+        let mut text = format!(
+            "GET {jwks_path}: the JWK Set of {} (cache-control: public, max-age={})",
+            if kids.is_empty() {
+                "no key".to_owned()
+            } else {
+                kids.join(", ")
+            },
+            publication.max_age_seconds
+        );
+        if let (Some(path), Some(doc)) = (
+            &publication.discovery_path,
+            self.policy.openid_configuration(),
+        ) {
+            let uri = doc.get("jwks_uri").and_then(Value::as_str).unwrap_or("");
+            let _ = write!(
+                text,
+                "; GET {path}: issuer {}, jwks_uri {uri}",
+                self.policy.issuer
+            );
+        }
+        text
     }
 
     fn describe_hygiene(&self) -> String {
@@ -442,7 +525,20 @@ impl Review<'_> {
                 )
             })
             .collect();
-        let _ = writeln!(t, "    keys        {}", keys.join(", "));
+        match (&ti.key_source, keys.is_empty()) {
+            (Some(_), true) => {
+                let _ = writeln!(t, "    keys        fetched only (none inline)");
+            }
+            (Some(_), false) => {
+                let _ = writeln!(t, "    keys        inline {}, and fetched", keys.join(", "));
+            }
+            (None, _) => {
+                let _ = writeln!(t, "    keys        inline {}", keys.join(", "));
+            }
+        }
+        if let Some(source) = &ti.key_source {
+            let _ = writeln!(t, "    fetched     {}", describe_source(source));
+        }
         let _ = writeln!(t, "    audiences   {}", join(&ti.audiences));
         let _ = writeln!(
             t,
@@ -611,6 +707,149 @@ fn describe_chain(r: &ExchangeRule) -> String {
         "at most {} exchange(s) recorded in act; {gateway}",
         r.max_chain_depth
     )
+}
+
+/// The kids of a served JWK Set.
+fn served_kids(jwks: &Value) -> Vec<String> {
+    jwks.get("keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.get("kid").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// A gateway key's state at `now`, in words: it signs, is published ahead of use, or is
+/// retired and published until the last token it signed has expired (`retired_at` plus the
+/// longest `ttl_seconds`).
+pub fn key_state_text(k: &GatewayKey, longest_ttl: u64, now: u64) -> String {
+    let hs = k.alg() == Alg::HS256;
+    match k.state {
+        KeyState::Active if hs => "active: signs; HS256, never published".to_owned(),
+        KeyState::Active => "active: signs".to_owned(),
+        KeyState::Published if hs => "published state; HS256, never published".to_owned(),
+        KeyState::Published => "published: announced before it signs".to_owned(),
+        KeyState::Retired { at } => {
+            let until = at.saturating_add(longest_ttl);
+            let published = if hs {
+                "HS256, never published".to_owned()
+            } else if k.published_at(now, longest_ttl) {
+                format!("published until {}", format_time(until))
+            } else {
+                format!("no longer published since {}", format_time(until))
+            };
+            format!("retired at {}, {published}", format_time(at))
+        }
+    }
+}
+
+/// A setting of the gateway's or an issuer's keys that a reviewer should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFinding {
+    /// What kind (see the README's key findings table).
+    pub kind: &'static str,
+    /// The JSON path of the setting.
+    pub path: String,
+    /// The key's `kid` or the issuer.
+    pub subject: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl KeyFinding {
+    fn json(&self) -> Value {
+        json!({"kind": self.kind, "path": self.path, "subject": self.subject, "message": self.message})
+    }
+}
+
+/// The key findings of a valid policy at `now` (seconds). The loader already refuses an
+/// issuer without keys or key source, a refresh longer than the staleness bound, and a
+/// `retired_at` without a retired state; these are what it cannot judge.
+pub fn key_findings(policy: &Policy, now: u64) -> Vec<KeyFinding> {
+    let mut found = Vec::new();
+    let ttl = policy.longest_ttl_seconds();
+    let jwks_path = policy.publication.jwks_path.is_some();
+    for (i, k) in policy.signing_keys.iter().enumerate() {
+        let path = format!("signing_keys[{i}]");
+        let generated = matches!(k.material, KeyMaterial::Generated(_));
+        match k.state {
+            KeyState::Retired { at } if at > now => found.push(KeyFinding {
+                kind: "retired_in_future",
+                path: format!("{path}.retired_at"),
+                subject: k.kid.clone(),
+                message: format!(
+                    "key {:?} is retired (it no longer signs) but retired_at is {}, in the future: it stays published until {}, long after the last token it signed expired; set retired_at to when it stopped signing",
+                    k.kid,
+                    format_time(at),
+                    format_time(at.saturating_add(ttl))
+                ),
+            }),
+            KeyState::Retired { at } if !k.published_at(now, ttl) => {
+                found.push(KeyFinding {
+                    kind: "retired_key_unpublished",
+                    path: path.clone(),
+                    subject: k.kid.clone(),
+                    message: format!(
+                        "key {:?} retired at {} is no longer published since {} (every token it signed has expired): remove it from signing_keys (a private key kept for nothing)",
+                        k.kid,
+                        format_time(at),
+                        format_time(at.saturating_add(ttl))
+                    ),
+                })
+            }
+            _ => {}
+        }
+        if generated && !jwks_path {
+            found.push(KeyFinding {
+                kind: "generated_key_unpublished",
+                path: path.clone(),
+                subject: k.kid.clone(),
+                message: format!(
+                    "key {:?} is generated at start and there is no jwks_path: no verifier can ever get its public key; set jwks_path, or configure a key",
+                    k.kid
+                ),
+            });
+        }
+        if generated && k.state == KeyState::Active {
+            found.push(KeyFinding {
+                kind: "generated_active_key",
+                path,
+                subject: k.kid.clone(),
+                message: format!(
+                    "the active key {:?} is generated at start: lost on every restart (tokens it signed stop verifying once verifiers refetch the key set) and different on every gateway; for demos and a single gateway only",
+                    k.kid
+                ),
+            });
+        }
+    }
+    if jwks_path {
+        let served = policy
+            .signing_keys
+            .iter()
+            .any(|k| k.alg() != Alg::HS256 && k.published_at(now, ttl));
+        if !served {
+            found.push(KeyFinding {
+                kind: "nothing_published",
+                path: "jwks_path".to_owned(),
+                subject: policy.issuer.clone(),
+                message: "the JWK Set served at jwks_path has no key (HS256 keys are never published): verifiers cannot check any minted token".to_owned(),
+            });
+        }
+    }
+    for (i, t) in policy.trusted_issuers.iter().enumerate() {
+        if t.key_source.is_some() && !t.keys.is_empty() {
+            found.push(KeyFinding {
+                kind: "inline_and_fetched",
+                path: format!("trusted_issuers[{i}].jwks"),
+                subject: t.issuer.clone(),
+                message: format!(
+                    "issuer {:?} has inline keys beside its fetched ones: the inline keys stay trusted whatever the provider rotates out (a compromised key it removes keeps verifying); drop jwks and let the filter fetch",
+                    t.issuer
+                ),
+            });
+        }
+    }
+    found
 }
 
 /// What a gateway key does: signs (active), published ahead of use, or retired (published

@@ -1,6 +1,8 @@
 //! `explain`: one request through the core's `decide`, at a fixed time, without a gateway:
 //! the decision, what is forwarded, and the trust-boundary facts behind it (shadow mode, the
-//! minted `act` chain, a step-up challenge, ceilings, the issuer's review, identity headers).
+//! minted `act` chain, a step-up challenge, ceilings, the issuer's review, identity headers),
+//! with the key sets the filter would have fetched supplied offline (`--jwks`), and the
+//! gateway's published documents as the filter serves them.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::{ExchangeRule, Policy};
 
+use crate::fetched::{describe_state, import, Fetch};
 use crate::input::{format_time, inline_or_file, InputError};
 use crate::keys::{generate, public_jwk, KeyAlg};
 use crate::outcome::{Decider, Forwarded, Outcome};
@@ -28,6 +31,10 @@ pub struct ExplainRequest {
     pub issuer_keys: Vec<String>,
     /// `--generated-signing-key`: sign with a fresh key instead of the policy's.
     pub generated_signing_key: bool,
+    /// `--jwks ISS=JWKS`: the key set the filter last fetched for a fetching issuer.
+    pub jwks: Vec<String>,
+    /// `--fetched-at`: when those sets were fetched (default: `now`).
+    pub fetched_at: Option<Duration>,
 }
 
 /// Reasons that ask the client to re-authenticate (RFC 9470).
@@ -60,7 +67,40 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     }
     let decider = Decider::load(&doc)?;
     let policy = &decider.policy;
-    let outcome = decider.decide(&req.request, req.now, rng.as_mut());
+    let fetched_at = req.fetched_at.unwrap_or(req.now).as_secs();
+    let mut fetches: Vec<(String, Fetch)> = Vec::new();
+    for arg in &req.jwks {
+        let (iss, set) = arg.split_once('=').ok_or_else(|| {
+            InputError(format!("--jwks {arg:?}: use ISSUER=JWKS or ISSUER=@file"))
+        })?;
+        let what = format!("--jwks for {iss}");
+        if fetches.iter().any(|(i, _)| i == iss) {
+            return Err(InputError(format!(
+                "{what}: given twice (the filter holds one key set per issuer)"
+            )));
+        }
+        let origin = match set.strip_prefix('@') {
+            Some(path) => path.to_owned(),
+            None => "inline".to_owned(),
+        };
+        let supplied = import(policy, iss, &inline_or_file(set, &what)?, &origin)
+            .map_err(|e| InputError(format!("{what}: {e}")))?;
+        fetches.push((iss.to_owned(), Fetch::At(supplied.into(), fetched_at)));
+    }
+    if req.fetched_at.is_some() && fetches.is_empty() {
+        return Err(InputError::new(
+            "--fetched-at is only used with --jwks (when the given key sets were fetched)",
+        ));
+    }
+    if fetched_at > req.now.as_secs() {
+        return Err(InputError::new(
+            "--fetched-at: after --now (a key set cannot be fetched after the request)",
+        ));
+    }
+    let mut keys = decider.keys().clone();
+    crate::fetched::apply(&mut keys, &fetches);
+    let key_states = describe_state(policy, &fetches, req.now.as_secs());
+    let outcome = decider.decide(&req.request, &keys, req.now, rng.as_mut());
     let rule = outcome
         .rule
         .as_ref()
@@ -112,6 +152,10 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
             o.insert("step_up".into(), s.clone());
         }
         o.insert("notes".into(), json!(notes));
+        if !key_states.is_empty() {
+            let states: Vec<&Value> = key_states.iter().map(|(j, _)| j).collect();
+            o.insert("issuer_keys".into(), json!(states));
+        }
     }
 
     let mut t = String::new();
@@ -140,10 +184,20 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     if let Some(s) = outcome.status {
         let _ = writeln!(t, "status     {s}{unsent}");
     }
+    if let Some(r) = outcome.retry_after {
+        let _ = writeln!(
+            t,
+            "retry      Retry-After: {r} (jwks_min_refetch_seconds: a retry sooner cannot find new keys){unsent}"
+        );
+    }
     let _ = writeln!(
         t,
         "rule       {}{}",
-        outcome.rule.as_deref().unwrap_or("(none matched)"),
+        match (&outcome.rule, &outcome.served) {
+            (Some(r), _) => r.as_str(),
+            (None, Some(_)) => "(none: a published document is served before any rule)",
+            (None, None) => "(none matched)",
+        },
         if outcome.shadow { " (mode shadow)" } else { "" }
     );
     if let Some(c) = &outcome.challenge {
@@ -187,6 +241,36 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     for line in trust_lines(policy, rule, &outcome) {
         let _ = writeln!(t, "{line}");
     }
+    if let Some(served) = &outcome.served {
+        for (name, value) in &served.headers {
+            let _ = writeln!(t, "header     {name}: {value}");
+        }
+        if !served.body.is_null() {
+            let pretty = serde_json::to_string_pretty(&served.body)
+                .unwrap_or_default()
+                .replace('\n', "\n           ");
+            let _ = writeln!(t, "body       {pretty}");
+        }
+        if outcome.reason == "jwks" {
+            let _ = writeln!(
+                t,
+                "published  {}",
+                describe_published(policy, &served.kids(), req.now.as_secs())
+            );
+        }
+    }
+    if outcome.refetch() {
+        if let Some((issuer, _)) = &outcome.fetched_keys {
+            let _ = writeln!(
+                t,
+                "refetch    the filter first refetches the keys of {issuer} (at most once per jwks_min_refetch_seconds) and waits for them (at most jwks_timeout_ms): this is its decision if they are the ones given"
+            );
+        }
+    }
+    // A served document uses no issuer's keys.
+    for (_, line) in key_states.iter().filter(|_| outcome.served.is_none()) {
+        let _ = writeln!(t, "keys       {line}");
+    }
     let removes = removed(&outcome.strip_headers);
     let forwarded = match (outcome.forwarded, outcome.shadow) {
         (Forwarded::Minted, _) => {
@@ -197,6 +281,9 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
         ),
         (Forwarded::Unchanged, false) => {
             format!("untouched (no rule matched, unmatched: pass){removes}")
+        }
+        (Forwarded::Nothing, _) if outcome.served.is_some() => {
+            "nothing: the filter serves the document itself".to_owned()
         }
         (Forwarded::Nothing, _) => "nothing: the filter answers itself".to_owned(),
     };
@@ -211,7 +298,42 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     for n in &notes {
         let _ = writeln!(t, "note       {n}");
     }
-    Ok((t, json, outcome.forwarded != Forwarded::Nothing))
+    let yes = outcome.forwarded != Forwarded::Nothing
+        || (outcome.served.is_some() && outcome.status == Some(200));
+    Ok((t, json, yes))
+}
+
+/// The served keys with their place in the rotation.
+fn describe_published(policy: &Policy, kids: &[String], now: u64) -> String {
+    let ttl = policy.longest_ttl_seconds();
+    let listed: Vec<String> = kids
+        .iter()
+        .map(|kid| {
+            let state = policy
+                .signing_keys
+                .iter()
+                .find(|k| &k.kid == kid)
+                .map_or("?".to_owned(), |k| {
+                    crate::check::key_state_text(k, ttl, now)
+                });
+            format!("{kid} ({state})")
+        })
+        .collect();
+    let left: Vec<String> = policy
+        .signing_keys
+        .iter()
+        .filter(|k| !kids.contains(&k.kid))
+        .map(|k| format!("{} ({})", k.kid, crate::check::key_state_text(k, ttl, now)))
+        .collect();
+    let mut text = if listed.is_empty() {
+        "no key".to_owned()
+    } else {
+        listed.join(", ")
+    };
+    if !left.is_empty() {
+        text.push_str(&format!("; not served: {}", left.join(", ")));
+    }
+    text
 }
 
 /// What a client must do to satisfy a step-up rule, and what the token showed.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cases;
 pub mod check;
 pub mod explain;
+pub mod fetched;
 pub mod input;
 pub mod keys;
 pub mod outcome;

@@ -19,10 +19,12 @@ use token_exchange_cli::{audit, cases, check, explain};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the policy is valid, the request is forwarded (allowed, passed, or under a
-     shadow rule), every case passed, the key or token was written, the log was summarised
-  1  the answer is no: the policy is invalid (check), the request is refused (explain),
+     shadow rule) or a published document served (200), every case passed, the key or
+     token was written, the log was summarised
+  1  the answer is no: the policy is invalid (check), the request is refused (explain;
+     a 405 at jwks_path or discovery_path included),
      a case failed (test), anomalies were found (audit --fail-on-anomaly), warnings,
-     findings or lifecycle notices with check --strict
+     findings, key findings or lifecycle notices with check --strict
   2  the command could not answer: bad usage, a missing or unreadable file, bad JSON,
      a bad key, token or time, an invalid policy given to explain or test, a bad case file";
 
@@ -61,8 +63,9 @@ enum Command {
 struct CheckArgs {
     /// The policy file (JSON), or - for stdin.
     policy: String,
-    /// Exit 1 also when the valid policy has warnings, findings (e.g. shadowed rules) or
-    /// lifecycle notices (an issuer overdue for review, or expired).
+    /// Exit 1 also when the valid policy has warnings, findings (e.g. shadowed rules), key
+    /// findings (e.g. a retired key kept after its publication ended) or lifecycle notices
+    /// (an issuer overdue for review, or expired).
     #[arg(long)]
     strict: bool,
     /// The time review dates are judged at: RFC 3339 or Unix seconds (default: now).
@@ -101,9 +104,15 @@ struct ExplainArgs {
     /// Deterministic randomness (minted jti, RSA blinding) for repeatable output.
     #[arg(long)]
     seed: Option<u64>,
-    /// Replace the keys of trusted issuer ISSUER by this key for this run: ISSUER=JWK or ISSUER=@file (repeatable).
+    /// Replace the inline keys of trusted issuer ISSUER by this key for this run: ISSUER=JWK or ISSUER=@file (repeatable; for an issuer with jwks_uri or discovery use --jwks).
     #[arg(long = "issuer-key", value_name = "ISSUER=JWK")]
     issuer_keys: Vec<String>,
+    /// The key set the filter last fetched for ISSUER (jwks_uri or discovery), a JWK Set (or one public JWK) inline or @file, imported as the filter imports fetched sets (repeatable, once per issuer). Without it the issuer's keys were never fetched. No network access.
+    #[arg(long = "jwks", value_name = "ISSUER=JWKS")]
+    jwks: Vec<String>,
+    /// When the --jwks sets were fetched: RFC 3339 or Unix seconds (default: --now); older than jwks_max_stale_seconds at --now is stale.
+    #[arg(long)]
+    fetched_at: Option<String>,
     /// Sign the minted token with a freshly generated key instead of the policy's.
     #[arg(long)]
     generated_signing_key: bool,
@@ -244,6 +253,12 @@ fn run_explain(a: ExplainArgs) -> Result<Answer, InputError> {
         seed: a.seed,
         issuer_keys: a.issuer_keys,
         generated_signing_key: a.generated_signing_key,
+        jwks: a.jwks,
+        fetched_at: a
+            .fetched_at
+            .as_deref()
+            .map(|t| parse_time(t).map_err(|e| InputError(format!("--fetched-at: {e}"))))
+            .transpose()?,
     })?;
     Ok(Answer { text, json, yes })
 }

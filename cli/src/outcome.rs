@@ -3,6 +3,9 @@
 //! against the gateway's public key), what is forwarded, and the audit record exactly as the
 //! filter logs it.
 //!
+//! A request for the gateway's published documents (`jwks_path`, `discovery_path`) is
+//! answered by the core's `Policy::serve_published` first, as the filter does.
+//!
 //! A shadow rule's decision is carried out as a pass, so the filter's `Decision` holds no
 //! challenge and no minted token. To show what enforcing would have done, the same request
 //! is decided again by the same policy with its rules enforced (`mode` is the only
@@ -13,6 +16,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
+use token_exchange_filter::core::keyset::KeyMiss;
+use token_exchange_filter::core::publish::Served;
 use token_exchange_filter::core::token::b64url_decode;
 use token_exchange_filter::core::{AuditRecord, Decision, Entropy, KeySnapshot, Policy, Verdict};
 
@@ -31,7 +36,8 @@ pub struct Decider {
     pub policy: Policy,
     /// The same policy with every rule enforced (only when some rule is in shadow mode).
     enforcing: Option<Policy>,
-    /// The keys the policy asks to generate (`{"generate": ...}`), generated here.
+    /// The keys the policy asks to generate (`{"generate": ...}`), generated here; nothing
+    /// fetched.
     keys: KeySnapshot,
 }
 
@@ -52,21 +58,32 @@ impl Decider {
         })
     }
 
-    /// Decides `request` at `now` with the core's `Policy::decide`, and describes it.
+    /// The generated keys, and nothing fetched: what a decision's key snapshot starts from.
+    pub fn keys(&self) -> &KeySnapshot {
+        &self.keys
+    }
+
+    /// Decides `request` at `now` with `keys` (from [`Decider::keys`], plus fetched sets) as
+    /// the filter does: a published document is served by `Policy::serve_published`, any
+    /// other request decided by `Policy::decide`. Describes the decision.
     pub fn decide(
         &self,
         request: &RequestSpec,
+        keys: &KeySnapshot,
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Outcome {
         let head = request.head();
         let req = head.request();
+        if let Some(served) = self.policy.serve_published(&req, keys, now) {
+            return Outcome::served(&served);
+        }
         let mut recording = Recording::new(entropy);
-        let decision = self.policy.decide(&req, &self.keys, now, &mut recording);
+        let decision = self.policy.decide(&req, keys, now, &mut recording);
         let enforced = match (&self.enforcing, decision.audit.mode) {
             (Some(enforcing), Some(SHADOW)) => {
                 let mut replay = Replay::new(recording.drawn);
-                let twin = enforcing.decide(&req, &self.keys, now, &mut replay);
+                let twin = enforcing.decide(&req, keys, now, &mut replay);
                 // Shown only if it is the decision the audit line describes.
                 let same = AuditRecord {
                     mode: Some(SHADOW),
@@ -76,13 +93,56 @@ impl Decider {
             }
             _ => None,
         };
-        Outcome::of(
-            &self.policy,
-            &self.keys,
-            &decision,
-            enforced.as_ref(),
-            head.grpc,
-        )
+        Outcome::of(&self.policy, keys, &decision, enforced.as_ref(), head.grpc)
+    }
+}
+
+/// A published document the filter answered with itself.
+#[derive(Debug, Clone)]
+pub struct ServedView {
+    /// The response headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The document (`null` for a 405).
+    pub body: Value,
+}
+
+impl ServedView {
+    /// The `kid`s of a served JWK Set, in order.
+    pub fn kids(&self) -> Vec<String> {
+        self.body
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                k.get("kid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Members of served keys that only private keys have (there must never be any).
+    pub fn private_members(&self) -> Vec<String> {
+        const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+        self.body
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|k| {
+                let kid = k
+                    .get("kid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                PRIVATE
+                    .iter()
+                    .filter(move |m| k.get(**m).is_some())
+                    .map(move |m| format!("{kid}.{m}"))
+            })
+            .collect()
     }
 }
 
@@ -141,9 +201,11 @@ impl MintedView {
 /// One decision, described.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// `allow`, `deny` or `pass` (in shadow mode: what enforcing would have decided).
+    /// `allow`, `deny`, `pass` (in shadow mode: what enforcing would have decided) or
+    /// `serve`.
     pub decision: String,
-    /// `exchanged`, `unmatched_pass` or a deny reason code.
+    /// `exchanged`, `unmatched_pass`, a deny reason code, or what was served (`jwks`,
+    /// `openid_configuration`).
     pub reason: String,
     /// The reason's fixed description (denials).
     pub description: Option<String>,
@@ -161,6 +223,13 @@ pub struct Outcome {
     pub grpc: Option<(u32, String)>,
     /// What was minted (allow; in shadow mode, the token that was minted and discarded).
     pub minted: Option<MintedView>,
+    /// `Retry-After` of a denial that is the gateway's temporary state (seconds).
+    pub retry_after: Option<u64>,
+    /// The token's issuer fetches its keys: which, and what was missing from them (the
+    /// filter then refetches them before it answers, rate-limited).
+    pub fetched_keys: Option<(String, Option<KeyMiss>)>,
+    /// The published document served (decision `serve`).
+    pub served: Option<ServedView>,
     /// What reaches the upstream.
     pub forwarded: Forwarded,
     /// Headers removed before forwarding (when anything is forwarded).
@@ -195,6 +264,12 @@ impl Outcome {
             body: None,
             grpc: None,
             minted: None,
+            retry_after: None,
+            fetched_keys: decision
+                .fetched_keys
+                .as_ref()
+                .map(|f| (f.issuer.clone(), f.missing)),
+            served: None,
             forwarded: match decision.verdict {
                 Verdict::Forward { .. } => Forwarded::Minted,
                 Verdict::Pass => Forwarded::Unchanged,
@@ -214,6 +289,7 @@ impl Outcome {
                 out.description = Some(d.reason.description().to_owned());
                 out.challenge = d.www_authenticate.as_deref().map(str::to_owned);
                 out.body = Some(d.body.to_string());
+                out.retry_after = d.retry_after;
                 if grpc_request {
                     out.grpc = Some((d.grpc_status, d.grpc_message.to_string()));
                 }
@@ -222,6 +298,45 @@ impl Outcome {
             Verdict::Pass => {}
         }
         out
+    }
+
+    /// Describes a published document the filter served itself.
+    pub fn served(served: &Served) -> Outcome {
+        let audit_line = served.audit.to_json_line();
+        let audit = serde_json::from_str(&audit_line).unwrap_or(Value::Null);
+        Outcome {
+            decision: str_field(&audit, "decision"),
+            reason: str_field(&audit, "reason"),
+            description: None,
+            status: Some(served.status),
+            rule: None,
+            shadow: false,
+            challenge: None,
+            body: None,
+            grpc: None,
+            minted: None,
+            retry_after: None,
+            fetched_keys: None,
+            served: Some(ServedView {
+                headers: served
+                    .headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                    .collect(),
+                body: serde_json::from_str(&served.body).unwrap_or(Value::Null),
+            }),
+            forwarded: Forwarded::Nothing,
+            strip_headers: Vec::new(),
+            audit,
+            audit_line,
+        }
+    }
+
+    /// Whether the filter would refetch the issuer's keys before answering (a `kid` missing
+    /// from the fetched set, or no fresh set): the decision shown is the one it takes if the
+    /// refetch brings the same keys.
+    pub fn refetch(&self) -> bool {
+        self.fetched_keys.as_ref().is_some_and(|(_, m)| m.is_some())
     }
 
     /// The description as JSON (`explain --json`).
@@ -250,6 +365,31 @@ impl Outcome {
             }
             if let Some((status, message)) = &self.grpc {
                 o.insert("grpc".into(), json!({"status": status, "message": message}));
+            }
+            if let Some(r) = self.retry_after {
+                o.insert("retry_after".into(), json!(r));
+            }
+            if let Some((issuer, missing)) = &self.fetched_keys {
+                let missing = match missing {
+                    None => Value::Null,
+                    Some(KeyMiss::UnknownKid) => json!("unknown_kid"),
+                    Some(KeyMiss::Unavailable) => json!("unavailable"),
+                };
+                o.insert(
+                    "fetched_keys".into(),
+                    json!({"issuer": issuer, "missing": missing, "refetch": self.refetch()}),
+                );
+            }
+            if let Some(sv) = &self.served {
+                let headers: Map<String, Value> = sv
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.clone(), json!(v)))
+                    .collect();
+                o.insert(
+                    "served".into(),
+                    json!({"headers": headers, "body": sv.body, "kids": sv.kids()}),
+                );
             }
             if let Some(m) = &self.minted {
                 o.insert(

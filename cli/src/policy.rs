@@ -1,7 +1,7 @@
 //! Loading a policy file with the core's parser, and the request a command describes.
 //!
-//! A command may change the policy *document* for one run (replace a trusted issuer's keys by
-//! a test key, sign with a generated key); the changed document is then parsed and validated
+//! A command may change the policy *document* for one run (replace an inline-keyed trusted
+//! issuer's keys by a test key, sign with a generated key); the changed document is then parsed and validated
 //! whole by `Policy::from_json`, exactly as the filter would, and every change is reported.
 
 use serde_json::{json, Value};
@@ -84,6 +84,12 @@ impl PolicyDocument {
                     self.path
                 ))
             })?;
+        if entry.contains_key("jwks_uri") || entry.get("discovery") == Some(&Value::Bool(true)) {
+            // Test keys inline beside a key source would be a policy the filter never runs.
+            return Err(InputError(format!(
+                "trusted issuer {issuer:?} fetches its keys (jwks_uri or discovery): supply the key set the filter would fetch instead (explain --jwks, a case file's fetched)"
+            )));
+        }
         let kid = public_jwk
             .get("kid")
             .and_then(Value::as_str)

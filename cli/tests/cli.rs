@@ -354,8 +354,8 @@ fn explain_a_pyjwt_token_on_the_demo_policy() {
     let args = [
         "explain",
         "envoy-example/demo-policy.json",
-        // The demo fetches its issuer's keys at run time: give them here.
-        "--issuer-key",
+        // The demo fetches its issuer's keys at run time: give the set it fetches.
+        "--jwks",
         "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/42",
@@ -463,7 +463,7 @@ fn explain_a_pyjwt_token_on_the_demo_policy() {
     let r = run(&[
         "explain",
         "envoy-example/demo-policy.json",
-        "--issuer-key",
+        "--jwks",
         "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/1",
@@ -545,8 +545,8 @@ fn explain_with_a_generated_signing_key_and_a_seed() {
     let base = [
         "explain",
         "envoy-example/demo-policy.json",
-        // The demo fetches its issuer's keys at run time: give them here.
-        "--issuer-key",
+        // The demo fetches its issuer's keys at run time: give the set it fetches.
+        "--jwks",
         "https://idp.demo.local=@envoy-example/demo-keys/demo-issuer-es256.public.jwk.json",
         "--path",
         "/orders/42",
@@ -783,7 +783,7 @@ fn test_accepts_literal_tokens_minted_by_pyjwt() {
     let cases = json!({
         "policy": root().join("envoy-example/demo-policy.json"),
         "now": NOW + 5,
-        "issuers": {"demo": {"key": format!("@{}", root().join("envoy-example/demo-keys/demo-issuer-es256.DEMO-ONLY.jwk.json").display()), "iss": "https://idp.demo.local", "replace_policy_keys": true}},
+        "fetched": {"https://idp.demo.local": {"jwks": format!("@{}", root().join("envoy-example/demo-keys/demo-issuer-es256.public.jwk.json").display())}},
         "defaults": {"request": {"path": "/orders/1", "route": "orders"}},
         "cases": [
             {"name": "PyJWT token allowed", "token": good, "expect": {"decision": "allow", "minted": {"claims": {"exchanged_from": {"iss": "https://idp.demo.local", "token_id": "lit-1", "iat": NOW}}}}},
@@ -845,7 +845,7 @@ fn test_refuses_bad_case_files_with_their_json_path() {
     bad(
         "d.json",
         &|d| d["cases"][0]["expect"]["decision"] = json!("maybe"),
-        "is not allow, deny or pass",
+        "is not allow, deny, pass or serve",
     );
     bad(
         "e.json",
@@ -2060,4 +2060,970 @@ fn every_command_has_help_and_documents_its_exit_codes() {
     assert_eq!(r.code, 2);
     assert_eq!(run(&[]).code, 2);
     assert_eq!(run(&["--version"]).code, 0);
+}
+
+// -------------------------------------------------------------------------- living keys
+
+const DEMO: &str = "envoy-example/demo-policy.json";
+const DEMO_ISS: &str = "https://idp.demo.local";
+/// The demo issuer's public JWK: the file `envoy-example/jwks_server.py` serves as a set.
+const DEMO_JWK: &str = "envoy-example/demo-keys/demo-issuer-es256.public.jwk.json";
+const LIVING: &str = "filter-config/examples/living-keys.json";
+const STAFF: &str = "https://login.example.com/realms/staff";
+
+fn demo_jwks() -> String {
+    format!("{DEMO_ISS}=@{DEMO_JWK}")
+}
+
+/// `explain` on the demo policy at NOW + 10 with `extra` arguments and `token`, as JSON.
+fn explain_demo(token: &str, extra: &[&str]) -> Run {
+    let mut a = vec![
+        "explain",
+        DEMO,
+        "--path",
+        "/orders/42",
+        "--route",
+        "orders",
+        "--now",
+        "2026-01-01T00:00:10Z",
+        "--token",
+        token,
+    ];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+#[test]
+fn explain_decides_with_the_key_sets_the_filter_would_have_fetched() {
+    let Some(py) = python() else { return };
+    let token = demo_token(&py, &["--jti", "fetched-1"]);
+
+    // Without --jwks: as before the filter's first fetch.
+    let r = explain_demo(&token, &["--json"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(
+        (&j["reason"], &j["status"], &j["retry_after"]),
+        (&json!("issuer_keys_unavailable"), &json!(503), &json!(10))
+    );
+    assert_eq!(
+        j["fetched_keys"],
+        json!({"issuer": DEMO_ISS, "missing": "unavailable", "refetch": true})
+    );
+    assert_eq!(
+        j["issuer_keys"],
+        json!([{"issuer": DEMO_ISS, "state": "never_fetched"}])
+    );
+    let human = explain_demo(&token, &[]);
+    assert_has(
+        &human.stdout,
+        &[
+            "reason     issuer_keys_unavailable: the issuer's signing keys are temporarily unavailable",
+            "status     503",
+            "retry      Retry-After: 10",
+            "keys       https://idp.demo.local: never fetched, as before the filter's first fetch",
+            "--jwks https://idp.demo.local=@jwks.json",
+            "refetch    the filter first refetches the keys of https://idp.demo.local",
+        ],
+    );
+
+    // --jwks with the demo's key file (one JWK, served by jwks_server.py as a set).
+    let jwks = demo_jwks();
+    let r = explain_demo(&token, &["--jwks", &jwks, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(j["decision"], "allow");
+    assert_eq!(j["audit"]["token_verified"], true);
+    assert_eq!(
+        j["fetched_keys"],
+        json!({"issuer": DEMO_ISS, "missing": null, "refetch": false})
+    );
+    let state = &j["issuer_keys"][0];
+    assert_eq!(
+        (&state["state"], &state["usable_kids"], &state["fetched_at"]),
+        (&json!("fresh"), &json!(["demo-issuer-1"]), &json!(NOW + 10))
+    );
+    assert_eq!(state["stale_at"], NOW + 10 + 86_400);
+    let human = explain_demo(&token, &["--jwks", &jwks]);
+    assert_has(
+        &human.stdout,
+        &[
+            "decision   allow",
+            "keys       https://idp.demo.local: fetched 2026-01-01T00:00:10Z from envoy-example/demo-keys/demo-issuer-es256.public.jwk.json (one JWK, served as a one-key set): usable demo-issuer-1; in use until 2026-01-02T00:00:10Z",
+        ],
+    );
+
+    // --fetched-at: within jwks_max_stale_seconds (86400) the keys are used, beyond it not.
+    let r = explain_demo(
+        &token,
+        &[
+            "--jwks",
+            &jwks,
+            "--fetched-at",
+            "2025-12-31T00:00:11Z",
+            "--json",
+        ],
+    );
+    assert_eq!(r.json()["decision"], "allow");
+    let r = explain_demo(
+        &token,
+        &[
+            "--jwks",
+            &jwks,
+            "--fetched-at",
+            "2025-12-31T00:00:10Z",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    let j = r.json();
+    assert_eq!(j["reason"], "issuer_keys_unavailable");
+    assert_eq!(j["issuer_keys"][0]["state"], "stale");
+    let human = explain_demo(&token, &["--jwks", &jwks, "--fetched-at", "1767139210"]);
+    assert!(
+        human.stdout.contains("STALE since 2026-01-01T00:00:10Z"),
+        "{}",
+        human.stdout
+    );
+
+    // A set without the token's kid: unknown_key, after the refetch the filter makes.
+    let dir = scratch();
+    let other = dir.join("other.jwk.json").display().to_string();
+    assert_eq!(
+        run(&[
+            "keygen",
+            "--alg",
+            "ES256",
+            "--kid",
+            "rotated-in",
+            "--private-key-file",
+            &other
+        ])
+        .code,
+        0
+    );
+    let public = run(&["keygen", "--alg", "ES256", "--kid", "rotated-in", "--json"]).json();
+    let set = json!({"keys": [public["jwks"]["keys"][0].clone()]});
+    let inline = format!("{DEMO_ISS}={set}");
+    let r = explain_demo(&token, &["--jwks", &inline, "--json"]);
+    let j = r.json();
+    assert_eq!(j["reason"], "unknown_key");
+    assert_eq!(
+        j["fetched_keys"],
+        json!({"issuer": DEMO_ISS, "missing": "unknown_kid", "refetch": true})
+    );
+    assert_eq!(j["issuer_keys"][0]["origin"], "inline");
+
+    // Unusable keys are skipped and reported as the filter logs them; the rest is used.
+    let demo_key: Value = read_json(DEMO_JWK);
+    let mut enc = demo_key.clone();
+    enc["kid"] = json!("enc-1");
+    enc["use"] = json!("enc");
+    let set = json!({"keys": [enc, {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}, demo_key]});
+    let p = write(&dir, "mixed.jwks.json", &set.to_string());
+    let arg = format!("{DEMO_ISS}=@{p}");
+    let r = explain_demo(&token, &["--jwks", &arg, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(
+        j["issuer_keys"][0]["skipped"],
+        json!([
+            "fetched keys[0]: key \"enc-1\" skipped: use \"enc\" is not for signatures",
+            "fetched keys[1]: key \"hmac\" skipped: key type oct (a shared secret) is never used to verify tokens"
+        ])
+    );
+    assert_eq!(j["issuer_keys"][0]["usable_kids"], json!(["demo-issuer-1"]));
+    let human = explain_demo(&token, &["--jwks", &arg]);
+    assert!(human
+        .stdout
+        .contains("; fetched keys[0]: key \"enc-1\" skipped: use \"enc\" is not for signatures"));
+}
+
+#[test]
+fn explain_refuses_bad_fetched_key_sets_in_one_line() {
+    let dir = scratch();
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "explain",
+            DEMO,
+            "--path",
+            "/orders/1",
+            "--now",
+            "1767225600",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    assert_input_error(
+        &base(&["--jwks", "nothing"]),
+        "--jwks \"nothing\": use ISSUER=JWKS",
+    );
+    let nobody = format!("https://nobody.example=@{DEMO_JWK}");
+    assert_input_error(
+        &base(&["--jwks", &nobody]),
+        "--jwks for https://nobody.example: \"https://nobody.example\" is not a trusted issuer of the policy",
+    );
+    assert_input_error(
+        &run(&[
+            "explain",
+            "filter-config/examples/minimal.json",
+            "--path",
+            "/orders/1",
+            "--jwks",
+            &format!("https://idp.example.com=@{DEMO_JWK}"),
+        ]),
+        "has its keys in the policy (jwks) and no jwks_uri or discovery: the filter never fetches them",
+    );
+    assert_input_error(
+        &base(&["--jwks", &format!("{DEMO_ISS}={{")]),
+        "--jwks for https://idp.demo.local: inline:",
+    );
+    assert_input_error(
+        &base(&["--jwks", &format!("{DEMO_ISS}=@no/such.json")]),
+        "cannot read --jwks for https://idp.demo.local no/such.json",
+    );
+    assert_input_error(
+        &base(&["--jwks", &format!("{DEMO_ISS}={{\"keys\":[]}}")]),
+        "the filter would refuse this key set for \"https://idp.demo.local\" (invalid:",
+    );
+    // A private key is never used from a fetched set: nothing usable is left.
+    let private =
+        format!("{DEMO_ISS}=@envoy-example/demo-keys/demo-issuer-es256.DEMO-ONLY.jwk.json");
+    assert_input_error(&base(&["--jwks", &private]), "(no_usable_keys:");
+    // Larger than jwks_max_bytes (65536 by default).
+    let mut big = read_json(DEMO_JWK);
+    big["x5c"] = json!(["A".repeat(70_000)]);
+    let p = write(&dir, "big.json", &json!({"keys": [big]}).to_string());
+    assert_input_error(
+        &base(&["--jwks", &format!("{DEMO_ISS}=@{p}")]),
+        "(too_large:",
+    );
+    let jwks = demo_jwks();
+    assert_input_error(&base(&["--jwks", &jwks, "--jwks", &jwks]), "given twice");
+    assert_input_error(
+        &base(&["--fetched-at", "1767225600"]),
+        "--fetched-at is only used with --jwks",
+    );
+    assert_input_error(
+        &base(&["--jwks", &jwks, "--fetched-at", "1767225601"]),
+        "--fetched-at: after --now",
+    );
+    assert_input_error(
+        &base(&["--jwks", &jwks, "--fetched-at", "soon"]),
+        "--fetched-at: bad time \"soon\"",
+    );
+    // Test keys inline beside a key source would be a policy the filter never runs.
+    assert_input_error(
+        &base(&["--issuer-key", &format!("{DEMO_ISS}=@{DEMO_JWK}")]),
+        "trusted issuer \"https://idp.demo.local\" fetches its keys (jwks_uri or discovery): supply the key set the filter would fetch instead (explain --jwks",
+    );
+}
+
+#[test]
+fn explain_serves_the_published_key_set_that_pyjwt_verifies_minted_tokens_with() {
+    let Some(py) = python() else { return };
+    let at = |path: &str, method: &str, now: &str| {
+        run(&[
+            "explain", LIVING, "--path", path, "--method", method, "--now", now, "--json",
+        ])
+    };
+    let r = at("/.well-known/jwks.json", "GET", "2026-01-01T00:00:00Z");
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(
+        (&j["decision"], &j["reason"], &j["status"], &j["forwarded"]),
+        (
+            &json!("serve"),
+            &json!("jwks"),
+            &json!(200),
+            &json!("nothing")
+        )
+    );
+    assert_eq!(
+        j["served"]["kids"],
+        json!([
+            "example-gw-2026-01",
+            "example-gw-2025-07",
+            "example-gw-next"
+        ])
+    );
+    assert_eq!(
+        j["served"]["headers"],
+        json!({"content-type": "application/json", "cache-control": "public, max-age=300"})
+    );
+    for key in j["served"]["body"]["keys"].as_array().unwrap() {
+        assert!(key.get("d").is_none(), "never a private member: {key}");
+    }
+    assert_eq!(j["audit"]["decision"], "serve");
+    assert!(j["audit"].get("caller").is_none());
+    // The retired key is gone once the last token it signed has expired (ttl 300 s).
+    let human = run(&[
+        "explain",
+        LIVING,
+        "--path",
+        "/.well-known/jwks.json",
+        "--now",
+        "2026-01-01T00:05:00Z",
+    ]);
+    assert_eq!(human.code, 0);
+    assert_has(
+        &human.stdout,
+        &[
+            "decision   serve",
+            "status     200",
+            "rule       (none: a published document is served before any rule)",
+            "header     cache-control: public, max-age=300",
+            "published  example-gw-2026-01 (active: signs), example-gw-next (published: announced before it signs); not served: example-gw-2025-07 (retired at 2026-01-01T00:00:00Z, no longer published since 2026-01-01T00:05:00Z)",
+            "forwarded  nothing: the filter serves the document itself",
+        ],
+    );
+    let r = at("/.well-known/jwks.json", "POST", "2026-01-01T00:00:00Z");
+    assert_eq!(r.code, 1, "a 405 is a refusal");
+    assert_eq!(r.json()["status"], 405);
+    let r = at(
+        "/.well-known/openid-configuration",
+        "GET",
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!(r.code, 0);
+    assert_eq!(
+        r.json()["served"]["body"],
+        json!({"issuer": "https://gateway.example.internal", "jwks_uri": "https://gateway.example.internal/.well-known/jwks.json"})
+    );
+
+    // A staff token (PyJWT) verified with the fetched set; PyJWT verifies the minted token
+    // with the served key of its kid.
+    let dir = scratch();
+
+    let claims = json!({"iss": STAFF, "sub": "alice", "aud": "https://api.example.com", "azp": "web-app",
+                        "scope": "orders:read", "exp": NOW + 600, "iat": NOW});
+    let token = python_out(&py, PYJWT_SIGN, &[IDP_KEY, &claims.to_string()]);
+    let private: Value = read_json(IDP_KEY);
+    let public: Value =
+        json!({"kty": "RSA", "kid": private["kid"], "n": private["n"], "e": private["e"]});
+    let set = write(
+        &dir,
+        "staff.jwks.json",
+        &json!({"keys": [public]}).to_string(),
+    );
+    let arg = format!("{STAFF}=@{set}");
+    let r = run(&[
+        "explain",
+        LIVING,
+        "--path",
+        "/orders/7",
+        "--now",
+        "2026-01-01T00:00:10Z",
+        "--jwks",
+        &arg,
+        "--fetched-at",
+        "2026-01-01T00:00:00Z",
+        "--token",
+        &token,
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(j["minted"]["header"]["kid"], "example-gw-2026-01");
+    // The other fetching issuer was never fetched, and says so.
+    assert_eq!(
+        j["issuer_keys"][1],
+        json!({"issuer": "https://partner.example.net", "state": "never_fetched"})
+    );
+    let served = at("/.well-known/jwks.json", "GET", "2026-01-01T00:00:10Z").json();
+    let mut key = served["served"]["body"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == "example-gw-2026-01")
+        .unwrap()
+        .clone();
+    key["alg"] = json!("EdDSA");
+    let verified: Value = serde_json::from_str(&python_out(
+        &py,
+        PYJWT_VERIFY,
+        &[j["minted"]["token"].as_str().unwrap(), &key.to_string()],
+    ))
+    .unwrap();
+    assert_eq!(verified["claims"], j["minted"]["claims"]);
+}
+
+#[test]
+fn test_reports_failing_fetched_and_served_expectations() {
+    let dir = scratch();
+    let cases = json!({
+        "policy": root().join(LIVING),
+        "now": NOW,
+        "issuers": {"staff": {"key": format!("@{}", root().join(IDP_KEY).display()), "iss": STAFF}},
+        "fetched": {STAFF: {"keys_of": ["staff"]}},
+        "defaults": {"request": {"path": "/orders/1"},
+                     "token": {"issuer": "staff", "claims": {"sub": "a", "aud": "https://api.example.com", "scope": "orders:read"}, "expires_in": 60}},
+        "cases": [
+            {"name": "served kids", "request": {"path": "/.well-known/jwks.json"}, "token": null,
+             "expect": {"served": {"kids": ["example-gw-2026-01"], "headers": {"cache-control": "no-store"}}}},
+            {"name": "never fetched", "fetched": {STAFF: "never"},
+             "expect": {"refetch": false, "retry_after": 5}},
+            {"name": "a document where none is served", "expect": {"served": {"kids": []}}},
+        ]
+    });
+    let p = write(&dir, "living.cases.json", &cases.to_string());
+    let r = run(&["test", &p]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_has(
+        &r.stdout,
+        &[
+            "  FAIL  served kids",
+            "          served kids: expected [\"example-gw-2026-01\"], got [\"example-gw-2025-07\",\"example-gw-2026-01\",\"example-gw-next\"]",
+            "          served header cache-control: expected \"no-store\", got \"public, max-age=300\"",
+            "  FAIL  never fetched",
+            "          retry_after: expected 5, got 30",
+            "          refetch: expected false, got true",
+            "  FAIL  a document where none is served",
+            "          served: expected \"a document\", got nothing",
+            "3 case(s) in 1 file(s): 0 passed, 3 failed",
+        ],
+    );
+}
+
+#[test]
+fn test_refuses_bad_fetched_members_with_their_json_path() {
+    let dir = scratch();
+    let good = || {
+        json!({
+            "policy": root().join(LIVING),
+            "now": NOW,
+            "issuers": {"staff": {"key": format!("@{}", root().join(IDP_KEY).display()), "iss": STAFF},
+                        "gw": {"policy_signing_key": true}},
+            "fetched": {STAFF: {"keys_of": ["staff"]}},
+            "cases": [{"name": "c", "request": {"path": "/orders/1"},
+                       "token": {"issuer": "staff", "claims": {"sub": "a", "aud": "https://api.example.com", "scope": "orders:read"}, "expires_in": 60},
+                       "expect": {"decision": "allow"}}]
+        })
+    };
+    let p = write(&dir, "good.cases.json", &good().to_string());
+    let r = run(&["test", &p]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let bad = |name: &str, edit: &dyn Fn(&mut Value), needle: &str| {
+        let mut doc = good();
+        edit(&mut doc);
+        let p = write(&dir, name, &doc.to_string());
+        assert_input_error(&run(&["test", &p]), needle);
+    };
+    bad(
+        "a.json",
+        &|d| d["fetched"]["https://nobody.example"] = json!("never"),
+        "fetched.https://nobody.example: \"https://nobody.example\" is not a trusted issuer",
+    );
+    bad(
+        "b.json",
+        &|d| d["fetched"][STAFF] = json!("sometimes"),
+        "fetched.https://login.example.com/realms/staff: must be \"never\" or an object",
+    );
+    bad(
+        "c.json",
+        &|d| d["fetched"][STAFF] = json!({"keys_of": ["staff"], "jwks": {"keys": []}}),
+        "give jwks or keys_of, not both",
+    );
+    bad(
+        "d.json",
+        &|d| d["fetched"][STAFF] = json!({"fetched_at": NOW}),
+        "which keys were fetched?",
+    );
+    bad(
+        "e.json",
+        &|d| d["fetched"][STAFF] = json!({"keys_of": ["ghost"]}),
+        "fetched.https://login.example.com/realms/staff.keys_of[0]: no test issuer \"ghost\"",
+    );
+    bad(
+        "f.json",
+        &|d| d["fetched"][STAFF] = json!({"keys_of": ["gw"]}),
+        "test issuer \"gw\" signs with the policy's signing key: the filter never fetches those",
+    );
+    bad(
+        "g.json",
+        &|d| d["fetched"][STAFF] = json!({"jwks": "keys.json"}),
+        ".jwks: must be a JWK Set object or \"@file\"",
+    );
+    bad(
+        "h.json",
+        &|d| d["fetched"][STAFF] = json!({"jwks": "@no/such.json"}),
+        ".jwks: cannot read key set",
+    );
+    bad(
+        "i.json",
+        &|d| d["fetched"][STAFF] = json!({"jwks": {"keys": []}}),
+        "fetched.https://login.example.com/realms/staff.jwks: inline: the filter would refuse this key set",
+    );
+    bad(
+        "j.json",
+        &|d| d["fetched"][STAFF] = json!({"keys_of": ["staff"], "fetched_when": NOW}),
+        "fetched.https://login.example.com/realms/staff.fetched_when: unknown field `fetched_when`",
+    );
+    bad(
+        "k.json",
+        &|d| d["cases"][0]["fetched"] = json!({STAFF: {"keys_of": ["staff"], "fetched_at": NOW + 1}}),
+        "cases[0].fetched.https://login.example.com/realms/staff.fetched_at: is after the case's now",
+    );
+    bad(
+        "l.json",
+        &|d| d["fetched"][STAFF] = json!({"keys_of": ["staff"], "fetched_at": "noon"}),
+        "fetched.https://login.example.com/realms/staff.fetched_at: fetched_at: bad time \"noon\"",
+    );
+    bad(
+        "m.json",
+        &|d| d["cases"][0]["expect"]["served"] = json!({"kids": []}),
+        "cases[0].expect.served: only a request to jwks_path or discovery_path is served",
+    );
+    bad(
+        "n.json",
+        &|d| {
+            d["cases"][0]["expect"] = json!({"served": {}});
+        },
+        "cases[0].expect.served: expects nothing",
+    );
+    bad(
+        "o.json",
+        &|d| d["issuers"]["staff"]["replace_policy_keys"] = json!(true),
+        "issuers.staff.iss: trusted issuer \"https://login.example.com/realms/staff\" fetches its keys (jwks_uri or discovery)",
+    );
+    bad(
+        "p.json",
+        &|d| d["cases"][0]["fetched"] = json!({"https://nobody.example": "never"}),
+        "cases[0].fetched.https://nobody.example: \"https://nobody.example\" is not a trusted issuer",
+    );
+}
+
+#[test]
+fn check_reviews_key_sources_signing_key_states_publication_and_key_findings() {
+    let dir = scratch();
+    let r = run(&["check", LIVING, "--now", "2026-01-01T00:00:00Z", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let j = r.json();
+    assert_eq!(
+        j["trusted_issuers"][0]["key_source"],
+        json!({"kind": "discovery", "url": "https://login.example.com/realms/staff/.well-known/openid-configuration",
+               "upstream": "staff_idp", "refresh_seconds": 300, "max_stale_seconds": 86400, "timeout_ms": 2000,
+               "max_bytes": 65536, "min_refetch_seconds": 30})
+    );
+    assert_eq!(
+        j["trusted_issuers"][1]["key_source"],
+        json!({"kind": "jwks_uri", "url": "https://keys.partner.example.net/.well-known/jwks.json",
+               "upstream": "keys.partner.example.net:443", "refresh_seconds": 600, "max_stale_seconds": 43200,
+               "timeout_ms": 1500, "max_bytes": 32768, "min_refetch_seconds": 60})
+    );
+    let keys = &j["signing_keys"];
+    assert_eq!(
+        (&keys[0]["state"], &keys[0]["published_now"]),
+        (&json!("active"), &json!(true))
+    );
+    assert_eq!(
+        (
+            &keys[1]["state"],
+            &keys[1]["retired_at"],
+            &keys[1]["published_until"],
+            &keys[1]["published_now"]
+        ),
+        (
+            &json!("retired"),
+            &json!(NOW),
+            &json!(NOW + 300),
+            &json!(true)
+        )
+    );
+    assert_eq!(
+        (&keys[2]["state"], &keys[2]["generated"]),
+        (&json!("published"), &json!(true))
+    );
+    assert_eq!(
+        j["published"],
+        json!({"jwks_path": "/.well-known/jwks.json", "discovery_path": "/.well-known/openid-configuration",
+               "max_age_seconds": 300, "kids": ["example-gw-2026-01", "example-gw-2025-07", "example-gw-next"],
+               "openid_configuration": {"issuer": "https://gateway.example.internal", "jwks_uri": "https://gateway.example.internal/.well-known/jwks.json"}})
+    );
+    assert_eq!(j["key_findings"], json!([]));
+    let human = run(&["check", LIVING, "--now", "2026-01-01T00:00:00Z"]);
+    assert_eq!(human.code, 0);
+    assert_has(
+        &human.stdout,
+        &[
+            "signing keys     example-gw-2026-01 (EdDSA, active: signs), example-gw-2025-07 (EdDSA, retired at 2026-01-01T00:00:00Z, published until 2026-01-01T00:05:00Z), example-gw-next (ES256, published: announced before it signs, generated at start: lost on restart, one per gateway)",
+            "published        GET /.well-known/jwks.json: the JWK Set of example-gw-2026-01, example-gw-2025-07, example-gw-next (cache-control: public, max-age=300); GET /.well-known/openid-configuration: issuer https://gateway.example.internal, jwks_uri https://gateway.example.internal/.well-known/jwks.json",
+            "    keys        fetched only (none inline)",
+            "    fetched     by OIDC discovery (https://login.example.com/realms/staff/.well-known/openid-configuration: its issuer must equal this one, its jwks_uri is fetched) through upstream staff_idp: refreshed every 300 s, used until 86400 s after the last good fetch (jwks_max_stale_seconds), timeout 2000 ms, at most 65536 bytes; an unknown kid refetches at most every 30 s",
+            "    fetched     from https://keys.partner.example.net/.well-known/jwks.json through upstream keys.partner.example.net:443: refreshed every 600 s",
+            "key findings (0)",
+        ],
+    );
+
+    // Later: the retired key's publication has ended; its private key is kept for nothing.
+    let r = run(&["check", LIVING, "--now", "2026-01-01T00:05:00Z", "--json"]);
+    let j = r.json();
+    assert_eq!(j["key_findings"][0]["kind"], "retired_key_unpublished");
+    assert_eq!(j["key_findings"][0]["path"], "signing_keys[1]");
+    assert_eq!(j["key_findings"][0]["subject"], "example-gw-2025-07");
+    assert_eq!(
+        j["published"]["kids"],
+        json!(["example-gw-2026-01", "example-gw-next"])
+    );
+    assert_eq!(j["findings"], json!([]), "rule findings stay apart");
+    assert_eq!(r.code, 0);
+    assert_eq!(
+        run(&["check", LIVING, "--now", "2026-01-01T00:05:00Z", "--strict"]).code,
+        1
+    );
+
+    // Each finding, on a variant of the policy.
+    let findings = |edit: &dyn Fn(&mut Value)| -> Value {
+        let mut doc = read_json(LIVING);
+        edit(&mut doc);
+        let p = write(&dir, "variant.json", &doc.to_string());
+        let r = run(&["check", &p, "--now", "2026-01-01T00:00:00Z", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stdout);
+        let human = run(&["check", &p, "--now", "2026-01-01T00:00:00Z"]);
+        let j = r.json();
+        for f in j["key_findings"].as_array().unwrap() {
+            let line = format!(
+                "  {}: {}",
+                f["path"].as_str().unwrap(),
+                f["message"].as_str().unwrap()
+            );
+            assert!(human.stdout.contains(&line), "{line}\n{}", human.stdout);
+        }
+        j["key_findings"].clone()
+    };
+    let kinds = |f: &Value| -> Vec<(String, String)> {
+        f.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["kind"].as_str().unwrap().to_owned(),
+                    x["path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let f = findings(&|d| d["signing_keys"][1]["retired_at"] = json!(NOW + 86_400 * 30));
+    assert_eq!(
+        kinds(&f),
+        [(
+            "retired_in_future".to_owned(),
+            "signing_keys[1].retired_at".to_owned()
+        )]
+    );
+    assert!(f[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stays published until 2026-01-31T00:05:00Z"));
+    let f = findings(&|d| {
+        let o = d.as_object_mut().unwrap();
+        for k in ["jwks_path", "discovery_path", "jwks_max_age_seconds"] {
+            o.remove(k);
+        }
+        d["signing_keys"] = json!([{"generate": "EdDSA", "kid": "gen-1"}]);
+    });
+    assert_eq!(
+        kinds(&f),
+        [
+            (
+                "generated_key_unpublished".to_owned(),
+                "signing_keys[0]".to_owned()
+            ),
+            (
+                "generated_active_key".to_owned(),
+                "signing_keys[0]".to_owned()
+            )
+        ]
+    );
+    let f = findings(&|d| {
+        d["trusted_issuers"][1]["jwks"] = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "pinned",
+            "x": "3WQMyZQglLH1PO6RZnSmOChTivyC11YJTWKA217-L0Q"}]});
+    });
+    assert_eq!(
+        kinds(&f),
+        [(
+            "inline_and_fetched".to_owned(),
+            "trusted_issuers[1].jwks".to_owned()
+        )]
+    );
+    let f = findings(&|d| {
+        d["allow_hs256_signing"] = json!(true);
+        d["signing_keys"] = json!([{"kty": "oct", "kid": "hs", "alg": "HS256",
+            "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0czA"}]);
+    });
+    assert_eq!(
+        kinds(&f),
+        [("nothing_published".to_owned(), "jwks_path".to_owned())]
+    );
+
+    // What the loader refuses is an error, not a finding.
+    let mut doc = read_json(LIVING);
+    doc["trusted_issuers"][1]["jwks_max_stale_seconds"] = json!(300);
+    let p = write(&dir, "refused.json", &doc.to_string());
+    let r = run(&["check", &p, "--json"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.json()["errors"][0]["path"],
+        "trusted_issuers[1].jwks_max_stale_seconds"
+    );
+    let mut doc = read_json(LIVING);
+    let t = doc["trusted_issuers"][1].as_object_mut().unwrap();
+    for k in [
+        "jwks_uri",
+        "jwks_upstream",
+        "jwks_refresh_seconds",
+        "jwks_max_stale_seconds",
+        "jwks_timeout_ms",
+        "jwks_max_bytes",
+        "jwks_min_refetch_seconds",
+    ] {
+        t.remove(k);
+    }
+    let p = write(&dir, "keyless.json", &doc.to_string());
+    let r = run(&["check", &p, "--json"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["errors"][0]["path"], "trusted_issuers[1].jwks");
+}
+
+#[test]
+fn audit_counts_served_documents_and_key_fetch_lines_apart_from_callers() {
+    let envoy = |msg: &str| {
+        format!("[2026-01-01 00:00:00.000][7][warning][wasm] [source/extensions/common/wasm/context.cc:1195] wasm log token_exchange token_exchange: token-exchange-filter: {msg}")
+    };
+    let record = |ts: u64, decision: &str, reason: &str, status: u16, extra: Value| {
+        let mut r = json!({"event": "token_exchange", "ts_ms": ts, "decision": decision, "reason": reason,
+                           "status": status, "method": "GET", "path": "/orders/1", "token_verified": false});
+        if let (Some(r), Value::Object(e)) = (r.as_object_mut(), extra) {
+            r.extend(e);
+        }
+        format!("[2026-01-01 00:00:00.000][7][info][wasm] [source/extensions/common/wasm/context.cc:1195] wasm log token_exchange token_exchange: {r}")
+    };
+    let mut lines = vec![
+        envoy(r#"keys of issuer "https://idp.demo.local" not fetched yet"#),
+        envoy(
+            r#"issuer "https://idp.demo.local": key set version 1, usable kids ["demo-issuer-1"]"#,
+        ),
+        envoy(
+            r#"issuer "https://idp.demo.local": fetched keys[1]: key "enc-1" skipped: use "enc" is not for signatures"#,
+        ),
+        envoy(r#"keys of issuer "https://idp.demo.local" fetched"#),
+        envoy(
+            r#"fetching keys of issuer "https://idp.demo.local" failed (http_503: HTTP 503); the last keys fetched stay in use until jwks_max_stale_seconds"#,
+        ),
+        envoy(
+            r#"keys of issuer "https://idp.demo.local" unavailable (no_response: no response (connection failed)): its tokens are refused (issuer_keys_unavailable, 503) until a fetch succeeds"#,
+        ),
+    ];
+    // An outage: 20 refusals of one caller within a second are the gateway's state.
+    for i in 0..20 {
+        lines.push(record(
+            1_767_225_600_000 + i * 10,
+            "deny",
+            "issuer_keys_unavailable",
+            503,
+            json!({"iss": "https://idp.demo.local", "caller": "demo-web-app", "token_id": "t"}),
+        ));
+    }
+    lines.push(envoy(
+        r#"keys of issuer "https://idp.demo.local" recovered: fetched again"#,
+    ));
+    for (path, status) in [
+        ("/.well-known/jwks.json", 200),
+        ("/.well-known/jwks.json", 200),
+        ("/.well-known/jwks.json", 405),
+    ] {
+        lines.push(record(
+            1_767_225_700_000,
+            "serve",
+            "jwks",
+            status,
+            json!({"path": path}),
+        ));
+    }
+    lines.push(record(
+        1_767_225_700_000,
+        "serve",
+        "openid_configuration",
+        200,
+        json!({}),
+    ));
+    let text = lines.join("\n");
+    let r = run_with(&["audit", "-", "--json", "--fail-on-anomaly"], Some(&text));
+    assert_eq!(r.code, 0, "no anomaly: {}", r.stdout);
+    let j = r.json();
+    assert_eq!(j["records"], 24);
+    assert_eq!(j["decisions"]["deny"], 20);
+    assert_eq!(
+        j["served"],
+        json!({"jwks": {"200": 2, "405": 1}, "openid_configuration": {"200": 1}})
+    );
+    assert!(
+        j["by_caller"].get("(none)").is_none(),
+        "served documents have no caller: {}",
+        j["by_caller"]
+    );
+    assert!(
+        j["by_rule"].get("(none)").is_some(),
+        "the refusals have no rule"
+    );
+    assert_eq!(j["by_reason"], json!({"issuer_keys_unavailable": 20}));
+    let f = &j["key_fetches"]["issuers"]["https://idp.demo.local"];
+    assert_eq!(
+        f["changes"],
+        json!({"pending": 1, "fetched": 1, "failing": 1, "unavailable": 1, "recovered": 1})
+    );
+    assert_eq!(f["last"], "recovered");
+    assert_eq!(
+        f["versions"],
+        json!(["version 1, usable kids [\"demo-issuer-1\"]"])
+    );
+    assert_eq!(
+        f["skipped_keys"],
+        json!(["fetched keys[1]: key \"enc-1\" skipped: use \"enc\" is not for signatures"])
+    );
+    assert_eq!(f["refused_requests"], 20);
+    let kinds: Vec<&str> = j["key_fetches"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "pending",
+            "version",
+            "skipped_key",
+            "fetched",
+            "failing",
+            "unavailable",
+            "recovered"
+        ]
+    );
+    assert_eq!(j["key_fetches"]["events"][4]["line"], 5);
+    let human = run_with(&["audit", "-"], Some(&text));
+    assert_has(
+        &human.stdout,
+        &[
+            "served     4 published document(s): jwks (200 ×2, 405 ×1), openid_configuration (200 ×1) (no token, no caller: not counted above)",
+            "  https://idp.demo.local: failing ×1, fetched ×1, pending ×1, recovered ×1, unavailable ×1; last recovered; refused requests (issuer_keys_unavailable) 20",
+            "    key set version 1, usable kids [\"demo-issuer-1\"]",
+            "  line 6: keys of issuer \"https://idp.demo.local\" unavailable (no_response",
+            "anomalies (0)",
+        ],
+    );
+    // The same denials for the caller's own reason are a spike.
+    let spiky = text.replace("issuer_keys_unavailable", "invalid_claim");
+    let r = run_with(&["audit", "-", "--json"], Some(&spiky));
+    assert_eq!(r.json()["anomalies"][0]["kind"], "deny_spike");
+}
+
+/// The log of the real Envoy living-keys run (`tests/tests/envoy_keys.rs`): issuer keys
+/// fetched, rotated at the provider, the endpoint failing with 503 and recovering, `kid`s
+/// sprayed, and the gateway's key set and discovery document served.
+const ENVOY_KEYS_LOG: &str = "cli/tests/fixtures/envoy-keys-audit.log";
+
+#[test]
+fn audit_reads_serve_records_and_key_fetch_lines_of_a_real_envoy() {
+    let text = std::fs::read_to_string(root().join(ENVOY_KEYS_LOG)).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": {\"event\":\"token_exchange\"")
+                .map(|(_, r)| format!("{{\"event\":\"token_exchange\"{r}"))
+        })
+        .map(|r| serde_json::from_str(&r).unwrap())
+        .collect();
+    let served: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["decision"] == "serve")
+        .collect();
+    assert!(!served.is_empty() && served.len() < records.len());
+    let r = run(&["audit", ENVOY_KEYS_LOG, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["records"], records.len());
+    let count = |doc: &str| served.iter().filter(|r| r["reason"] == doc).count();
+    assert_eq!(
+        j["served"],
+        json!({"jwks": {"200": count("jwks")}, "openid_configuration": {"200": count("openid_configuration")}})
+    );
+    // Served documents are no decisions by caller, rule, reason or issuer.
+    let decided = records.len() - served.len();
+    let total = |m: &Value| -> u64 {
+        m.as_object()
+            .unwrap()
+            .values()
+            .map(|c| {
+                c["allow"].as_u64().unwrap()
+                    + c["deny"].as_u64().unwrap()
+                    + c["pass"].as_u64().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(total(&j["by_caller"]), decided as u64);
+    assert_eq!(total(&j["by_rule"]), decided as u64);
+    assert!(j["by_caller"].get("(none)").is_none(), "{}", j["by_caller"]);
+    assert!(j["by_reason"].get("jwks").is_none());
+    // The filter's key fetch lines, in order, by issuer.
+    let events: Vec<(String, String)> = j["key_fetches"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["issuer"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "version",
+            "fetched",
+            "version",
+            "failing",
+            "version",
+            "recovered"
+        ]
+    );
+    assert!(events.iter().all(|(i, _)| i == "https://idp.test"));
+    let idp = &j["key_fetches"]["issuers"]["https://idp.test"];
+    assert_eq!(idp["last"], "recovered");
+    assert_eq!(
+        idp["versions"],
+        json!([
+            "version 1, usable kids [\"idp-a\"]",
+            "version 2, usable kids [\"idp-a\", \"idp-b\"]",
+            "version 3, usable kids [\"idp-b\", \"idp-c\"]"
+        ])
+    );
+    // The kid spraying of the run is what a reviewer is shown.
+    let kinds: Vec<(&str, &str)> = j["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap(),
+                a["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("repeated_reason", "unknown_key")]);
+    let human = run(&["audit", ENVOY_KEYS_LOG]);
+    assert_has(
+        &human.stdout,
+        &[
+            &format!(
+                "served     {} published document(s): jwks (200 ×{})",
+                served.len(),
+                count("jwks")
+            ),
+            "  https://idp.test: failing ×1, fetched ×1, recovered ×1; last recovered",
+            "fetching keys of issuer \"https://idp.test\" failed (HTTP 503)",
+        ],
+    );
 }
