@@ -14,6 +14,9 @@
 #            --no-pin (do not pin Envoy and wrk to separate cores with taskset)
 #            --wasm FILE (benchmark this filter module instead of building one, e.g. an older
 #            build to compare with)
+#   BENCH_WASM_LOG=warn bash scripts/bench.sh ...   Envoy's wasm log level (default info). At
+#            warn the audit lines are dropped: not a valid configuration, only a way to measure
+#            what writing them costs.
 # Files (configs, logs, tokens, results) go to .work/bench/; results.md holds the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,7 +125,7 @@ if [[ $ENVOY == 1 ]]; then
         WASM=$(bash scripts/build-wasm.sh)
     fi
     [[ -f $WASM ]] || die "no $WASM"
-    echo "Filter: $(basename "$WASM"), $(stat -c %s "$WASM") bytes; Envoy $("$ROOT/.venv/bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*' | head -1); wrk -t1 -c$CONNECTIONS; $ROUNDS round(s) of ${DURATION}s per case, interleaved" >>"$RESULTS"
+    echo "Filter: $(basename "$WASM"), $(stat -c %s "$WASM") bytes; wasm log level ${BENCH_WASM_LOG:-info}; Envoy $("$ROOT/.venv/bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*' | head -1); wrk -t1 -c$CONNECTIONS; $ROUNDS round(s) of ${DURATION}s per case, interleaved" >>"$RESULTS"
 
     say "pre-minting tokens ($TOKENS cold + 8 warm per issuer) into $STATE"
     VALID=$(( 600 + ROUNDS * ${#CASES[@]} * (DURATION + 3) ))
@@ -204,7 +207,7 @@ PYEOF
     say "starting Envoy (--concurrency 1${PIN_ENVOY:+, pinned to core 0})"
     # The filter's audit line (wasm, info) is part of its work and stays on; the rest at warn.
     "${PIN_ENVOY[@]}" "$ROOT/.venv/bin/envoy" -c "$STATE/envoy.json" --concurrency 1 \
-        --disable-hot-restart -l warn --component-log-level wasm:info \
+        --disable-hot-restart -l warn --component-log-level "wasm:${BENCH_WASM_LOG:-info}" \
         >"$STATE/envoy.log" 2>&1 </dev/null &
     ENVOY_PID=$!
     PIDS+=($ENVOY_PID)

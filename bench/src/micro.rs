@@ -10,7 +10,7 @@ use rsa::signature::{SignatureEncoding, Signer};
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use serde_json::{json, Value};
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
-use token_exchange_filter::core::{HttpRequest, KeySnapshot, Policy, Verdict};
+use token_exchange_filter::core::{ExchangeCache, HttpRequest, KeySnapshot, Policy, Verdict};
 use token_exchange_tests::{b64, policy, unb64, CountingEntropy, Gateway};
 
 use crate::gen::{
@@ -81,6 +81,74 @@ fn decide_case(name: String, policy: Policy, path: String, token: String, now: u
             };
             let d = policy.decide(&req, &keys, Duration::from_secs(now), &mut entropy);
             matches!(d.verdict, Verdict::Forward { .. })
+        }),
+    }
+}
+
+/// The decision through the cache, cycling over `tokens`: one token repeated measures a hit;
+/// more distinct tokens than the cache holds measure a miss with its insertion and eviction.
+fn cached_case(name: String, policy: Policy, path: String, tokens: Vec<String>, now: u64) -> Case {
+    let authorizations: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+    let mut cache: ExchangeCache = policy.new_cache();
+    let mut entropy = CountingEntropy(0);
+    let keys = KeySnapshot::new();
+    let mut next = 0usize;
+    Case {
+        name,
+        op: Box::new(move || {
+            let Some(authorization) = authorizations.get(next % authorizations.len().max(1)) else {
+                return false;
+            };
+            next = next.wrapping_add(1);
+            let req = HttpRequest {
+                method: "GET",
+                path: &path,
+                host: Some("bench.test"),
+                route_name: None,
+                authorization: vec![authorization.as_str()],
+                request_id: Some("bench"),
+                header_names: vec!["host", "authorization"],
+            };
+            let d = policy.decide_cached(
+                &req,
+                &keys,
+                Duration::from_secs(now),
+                &mut entropy,
+                &mut cache,
+            );
+            matches!(d.verdict, Verdict::Forward { .. })
+        }),
+    }
+}
+
+/// A decision that must be refused with `reason`.
+fn denied_case(
+    name: String,
+    policy: Policy,
+    token: String,
+    reason: &'static str,
+    now: u64,
+) -> Case {
+    let authorization = format!("Bearer {token}");
+    let mut entropy = CountingEntropy(0);
+    let keys = KeySnapshot::new();
+    Case {
+        name,
+        op: Box::new(move || {
+            let req = HttpRequest {
+                method: "GET",
+                path: "/orders/1",
+                host: Some("bench.test"),
+                route_name: None,
+                authorization: vec![authorization.as_str()],
+                request_id: Some("bench"),
+                header_names: vec!["host", "authorization"],
+            };
+            policy
+                .decide(&req, &keys, Duration::from_secs(now), &mut entropy)
+                .audit
+                .reason
+                == reason
         }),
     }
 }
@@ -167,6 +235,52 @@ fn cases() -> Res<Vec<Case>> {
             now,
         ));
     }
+    // Through the cache: a hit (the same token again), and misses over more distinct tokens
+    // than the cache holds (each verified, minted, inserted, and evicting another).
+    let cold = 4_500;
+    for (name, issuer) in &all {
+        let t = token(issuer, now, 600, &format!("micro-hit-{name}"));
+        out.push(cached_case(
+            format!("decide, cache hit: {} token", issuer.alg()),
+            load(&doc)?,
+            "/orders/1".into(),
+            vec![t],
+            now,
+        ));
+        let tokens = (0..cold)
+            .map(|i| token(issuer, now, 600, &format!("micro-cold-{name}-{i}")))
+            .collect();
+        out.push(cached_case(
+            format!(
+                "decide, cache miss ({cold} distinct tokens, 4,096 entries): {} token, EdDSA mint",
+                issuer.alg()
+            ),
+            load(&doc)?,
+            "/orders/1".into(),
+            tokens,
+            now,
+        ));
+    }
+    // What an invalid signature costs (the case a negative cache would serve).
+    let rs = all
+        .iter()
+        .find(|(n, _)| *n == "rs256")
+        .map(|(_, i)| i)
+        .ok_or("rs256")?;
+    let valid = token(rs, now, 600, "micro-bad-signature");
+    let (input, sig) = valid.rsplit_once('.').ok_or("jws")?;
+    let mut sig = unb64(sig);
+    if let Some(b) = sig.first_mut() {
+        *b ^= 1;
+    }
+    out.push(denied_case(
+        "decide: RS256 token with an invalid signature (denied)".into(),
+        load(&doc)?,
+        format!("{input}.{}", b64(&sig)),
+        "invalid_signature",
+        now,
+    ));
+
     // Minting per signing algorithm: the same EdDSA token, the gateway key varied.
     let ed = all
         .iter()
@@ -203,8 +317,15 @@ fn cases() -> Res<Vec<Case>> {
         out.push(decide_case(
             format!("decide: {rules} rules, {n_issuers} issuers (last rule, last issuer)"),
             load(&doc)?,
+            path.clone(),
+            t.clone(),
+            now,
+        ));
+        out.push(cached_case(
+            format!("decide, cache hit: {rules} rules, {n_issuers} issuers (last rule)"),
+            load(&doc)?,
             path,
-            t,
+            vec![t],
             now,
         ));
         let text = doc.to_string();

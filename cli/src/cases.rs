@@ -902,14 +902,14 @@ const OUTCOME_REASONS: [&str; 4] = [
 /// The members an audit record can have (a record with every field the CLI knows set,
 /// serialized: the core decides the names).
 fn audit_members() -> Vec<String> {
-    let s = || Some(String::new());
+    let s = || Some(std::sync::Arc::<str>::from(""));
     let full = AuditRecord {
         event: "token_exchange",
         decision: AuditOutcome::Deny,
         status: Some(0),
         mode: Some("shadow"),
         rule: s(),
-        request_id: s(),
+        request_id: Some(String::new()),
         iss: s(),
         sub: s(),
         caller: s(),

@@ -176,7 +176,7 @@ impl Review<'_> {
         self.policy
             .rules
             .get(i)
-            .map(|r| r.name.clone())
+            .map(|r| r.name.to_string())
             .unwrap_or_default()
     }
 

@@ -104,7 +104,7 @@ pub fn explain(req: ExplainRequest) -> Result<(String, Value, bool), InputError>
     let rule = outcome
         .rule
         .as_ref()
-        .and_then(|name| policy.rules.iter().find(|r| &r.name == name));
+        .and_then(|name| policy.rules.iter().find(|r| *r.name == **name));
 
     let signed_with = outcome.minted.as_ref().map(|m| {
         let kid = m

@@ -258,7 +258,7 @@ impl Outcome {
             reason: str_field(&audit, "reason"),
             description: None,
             status: decision.audit.status,
-            rule: decision.audit.rule.clone(),
+            rule: decision.audit.rule.as_deref().map(str::to_owned),
             shadow,
             challenge: None,
             body: None,
@@ -287,11 +287,11 @@ impl Outcome {
         match &said.verdict {
             Verdict::Deny(d) => {
                 out.description = Some(d.reason.description().to_owned());
-                out.challenge = d.www_authenticate.clone();
-                out.body = Some(d.body.clone());
+                out.challenge = d.www_authenticate.as_deref().map(str::to_owned);
+                out.body = Some(d.body.to_string());
                 out.retry_after = d.retry_after;
                 if grpc_request {
-                    out.grpc = Some((d.grpc_status, d.grpc_message.clone()));
+                    out.grpc = Some((d.grpc_status, d.grpc_message.to_string()));
                 }
             }
             Verdict::Forward { minted, .. } => out.minted = Some(view(policy, keys, &minted.token)),

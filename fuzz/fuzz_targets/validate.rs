@@ -1,5 +1,6 @@
 //! The whole decision (`Policy::decide`) on a fixed valid policy with arbitrary methods,
-//! paths and Authorization values.
+//! paths and Authorization values, and the same request through the exchange cache
+//! (`Policy::decide_cached`, one cache kept across inputs).
 //!
 //! Invariants: never panics; a request whose token the target did not sign itself (raw
 //! mode) is never forwarded, and never even audited as an allow (also not by the shadow
@@ -7,14 +8,17 @@
 //! every verdict's audit record agrees with it; a forward mints what its rule mints (its
 //! audience, within its ttl, granted scopes only), a gateway-signed token only through the
 //! chained rule; every minted token passes the test suites' strict check
-//! (`minted_token_parts`).
+//! (`minted_token_parts`); the cached decision is the uncached one (the same audit record
+//! but for `cache`, the same verdict, headers to strip and key use), and a hit only ever
+//! forwards or, under the shadow rule, passes.
 #![no_main]
 
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use token_exchange_filter::core::{
-    Entropy, EntropyError, HttpRequest, KeySnapshot, Outcome, Verdict,
+    CacheUse, Entropy, EntropyError, ExchangeCache, HttpRequest, KeySnapshot, Outcome, Verdict,
 };
 use token_exchange_filter_fuzz::{decode, policy, GATEWAY_ISS, MINTS, NOW, SIGNED_ISS};
 
@@ -38,12 +42,24 @@ fuzz_target!(|data: &[u8]| {
         request_id: Some("fuzz"),
         header_names: vec!["x-forwarded-user"],
     };
-    let d = policy.decide(
-        &req,
-        &KeySnapshot::default(),
-        Duration::from_secs(NOW),
-        &mut Fixed,
-    );
+    let keys = KeySnapshot::default();
+    let d = policy.decide(&req, &keys, Duration::from_secs(NOW), &mut Fixed);
+    static CACHE: OnceLock<Mutex<ExchangeCache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(policy.new_cache()));
+    if let Ok(mut cache) = cache.lock() {
+        let c = policy.decide_cached(&req, &keys, Duration::from_secs(NOW), &mut Fixed, &mut cache);
+        if c.audit.cache == CacheUse::Hit {
+            assert_eq!(c.audit.decision, Outcome::Allow, "{input:?}");
+        }
+        // Same clock and entropy: even the minted token is the same one.
+        let mut same = c.audit.clone();
+        same.cache = d.audit.cache;
+        assert_eq!(same, d.audit, "{input:?}");
+        assert_eq!(c.verdict, d.verdict, "{input:?}");
+        assert_eq!(c.strip_headers, d.strip_headers, "{input:?}");
+        assert_eq!(c.fetched_keys, d.fetched_keys, "{input:?}");
+        assert_eq!(c.rule_index, d.rule_index, "{input:?}");
+    }
     if !input.signed {
         assert_ne!(d.audit.decision, Outcome::Allow, "raw input allowed: {input:?}");
     }
@@ -67,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(d.audit.iss.as_deref(), Some(expected_iss));
             assert_eq!(d.audit.decision, Outcome::Allow);
             assert_eq!(d.audit.reason, "exchanged");
-            assert_eq!(*authorization, format!("Bearer {}", minted.token));
+            assert_eq!(**authorization, *format!("Bearer {}", minted.token));
             let rule = d.audit.rule.as_deref().unwrap();
             if input.as_gateway {
                 assert_eq!(rule, "billing", "a gateway token exchanged by {rule}");

@@ -22,7 +22,7 @@ use super::signing::MINTED_TOKEN_TYPE;
 use super::token::ParsedToken;
 use super::validate::{
     has_control, numeric_date, str_claim, verify_signature, ClaimFacts, Lifetime, Origin,
-    TokenFacts, VerifiedToken,
+    TokenFacts, VerifiedBy, VerifiedToken,
 };
 
 /// Whether `parsed` claims to be one of the gateway's own tokens.
@@ -66,7 +66,11 @@ pub fn verify_gateway_token<'p>(
     if mapping.scope_count(claims) > policy.limits.max_scopes {
         return Err(DenyReason::TooManyScopes);
     }
-    verify_signature(keys, alg, &parsed)?;
+    let key = verify_signature(keys, alg, &parsed)?;
+    let verified_by = VerifiedBy::Gateway {
+        kid: kid.into(),
+        fingerprint: key.fingerprint(),
+    };
     facts.verified = true;
 
     let lifetime = Lifetime::read(claims, policy.clock_skew_seconds, now)?;
@@ -82,8 +86,9 @@ pub fn verify_gateway_token<'p>(
     let read = ClaimFacts::read(claims, now, policy.clock_skew_seconds)?;
     let scopes = mapping.scopes(claims, policy.limits.max_scopes)?;
     let origin = origin(claims)?;
-    let issuer = policy
-        .trusted_issuer(&origin.issuer)
+    let (issuer_index, issuer) = policy
+        .trusted_issuer_index(&origin.issuer)
+        .and_then(|i| policy.trusted_issuers.get(i).map(|t| (i, t)))
         .ok_or(DenyReason::UntrustedIssuer)?;
     facts.review_overdue = issuer.review_overdue(now);
     let act = match claims.get("act") {
@@ -92,6 +97,8 @@ pub fn verify_gateway_token<'p>(
     };
     Ok(VerifiedToken {
         issuer,
+        issuer_index,
+        verified_by,
         subject: read.subject,
         caller: Some(audience),
         scopes,
@@ -203,7 +210,7 @@ pub fn act_claim(policy: &Policy, rule: &ExchangeRule, t: &VerifiedToken<'_>) ->
         };
         entry.insert("iss".into(), Value::String(named_by.clone()));
     }
-    entry.insert("rule".into(), Value::String(rule.name.clone()));
+    entry.insert("rule".into(), Value::String(rule.name.to_string()));
     entry.insert("audience".into(), Value::String(rule.mint.audience.clone()));
     if let Some(previous) = &t.act {
         entry.insert("act".into(), previous.clone());

@@ -1,68 +1,60 @@
 //! The decision for one request: rule → token → requirements → mint, and the audit record.
-//! Pure: time and randomness come in as arguments; the answer goes out as a value.
+//! Pure: time, randomness and the keys in force come in as arguments; the answer goes out
+//! as a value.
+//!
+//! With an [`ExchangeCache`], the token-dependent steps (parse, verify, claims, trust
+//! boundaries, the rule's requirements, minting) are looked up before they are done, per
+//! exact token and rule; the request-dependent ones (path, rule match, identity headers,
+//! query, Authorization syntax) always run, and a hit re-checks what can change without
+//! the token changing (`Policy::still_stands`). See `cache` for the whole contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::audit::{bounded, AuditRecord, Outcome};
+use super::audit::{bounded, bounded_arc, AuditRecord, CacheUse, Outcome};
+use super::cache::{Exchange, ExchangeCache, MintedFacts, StandingFacts, VerifiedFacts};
 use super::ceiling;
 use super::chain;
-use super::config::{ExchangeRule, Policy, RouteMatch, RuleMode, StripAction, Unmatched};
+use super::config::{ExchangeRule, Policy, RuleMode, StripAction, Unmatched};
 use super::entropy::Entropy;
 use super::grpc;
 use super::hygiene::identity_headers;
 use super::introspect::{
     confirm_active, is_opaque, verify_opaque, IntrospectionLookup, IntrospectionNeed,
-    NoIntrospection,
+    IntrospectionResult, NoIntrospection, TokenDigest,
 };
 use super::keyset::KeySnapshot;
-use super::lifecycle;
+use super::lifecycle::{self, Provenance};
 use super::mint::{mint, MintedToken};
 use super::reason::{BearerError, DenyReason, Refusal};
+pub use super::routing::HttpRequest;
 use super::step_up;
 use super::syntax::is_http_token;
 use super::token::parse;
-use super::validate::{validate, FetchedKeyUse, TokenFacts, VerifiedToken};
+use super::validate::{validate, FetchedKeyUse, TokenFacts, VerifiedBy, VerifiedToken};
 
-/// Ok(Some) = exchanged, Ok(None) = pass, Err = deny (with what the challenge names).
-type EvalResult = Result<Option<MintedToken>, Refusal>;
+/// Ok(Some) = exchanged (now or from the cache), Ok(None) = pass, Err = deny (with what the
+/// challenge names).
+type EvalResult = Result<Option<(Arc<Exchange>, CacheUse)>, Refusal>;
 
 /// The audit `mode` of a shadow rule's decisions.
 const SHADOW: &str = "shadow";
 
-/// What the filter needs to know about a request.
-#[derive(Debug, Clone, Default)]
-pub struct HttpRequest<'a> {
-    /// `:method`.
-    pub method: &'a str,
-    /// `:path`, query included.
-    pub path: &'a str,
-    /// `Host`, else `:authority`.
-    pub host: Option<&'a str>,
-    /// The host's route name (Envoy `xds.route_name`), when it exposes one.
-    pub route_name: Option<&'a str>,
-    /// Every `Authorization` header value (names compared case-insensitively by the caller).
-    pub authorization: Vec<&'a str>,
-    /// `x-request-id`, when present.
-    pub request_id: Option<&'a str>,
-    /// The names of all request headers (for `strip_headers`; any case).
-    pub header_names: Vec<&'a str>,
-}
-
-/// A local response refusing the request.
+/// A local response refusing the request (built once per reason and rule, at load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     /// HTTP status.
     pub status: u16,
     /// The `WWW-Authenticate` challenge (absent on 500).
-    pub www_authenticate: Option<String>,
+    pub www_authenticate: Option<Arc<str>>,
     /// A small JSON body with the same error.
-    pub body: String,
+    pub body: Arc<str>,
     /// Why.
     pub reason: DenyReason,
     /// The gRPC status for gRPC requests (`UNAUTHENTICATED` for 401, `PERMISSION_DENIED` for 403).
     pub grpc_status: u32,
     /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
-    pub grpc_message: String,
+    pub grpc_message: Arc<str>,
     /// `Retry-After` seconds (when the refusal is the gateway's temporary state).
     pub retry_after: Option<u64>,
 }
@@ -73,9 +65,9 @@ pub enum Verdict {
     /// Replace `Authorization` with this value, remove `Decision::strip_headers`, forward.
     Forward {
         /// `Bearer <minted token>`.
-        authorization: String,
-        /// What was minted.
-        minted: Box<MintedToken>,
+        authorization: Arc<str>,
+        /// What was minted (shared with the cache entry).
+        minted: Arc<MintedToken>,
     },
     /// Forward without exchanging the token (no rule matched and policy says pass, or the
     /// rule is in shadow mode); remove `Decision::strip_headers`.
@@ -96,6 +88,8 @@ pub struct Decision {
     /// The token's issuer has fetched keys: which, and whether its key was missing (a
     /// refetch could then change this decision; the glue may wait for one).
     pub fetched_keys: Option<FetchedKeyUse>,
+    /// The position of the matched rule in the policy (for per-rule counters).
+    pub rule_index: Option<usize>,
     /// The token needs an introspection answer this decision did not have (it is refused
     /// as unavailable; the glue may ask and decide again).
     pub introspection: Option<IntrospectionNeed>,
@@ -106,7 +100,7 @@ impl Decision {
     /// be forwarded. The audit keeps the token facts but no longer claims a minted token.
     pub fn fail_internal(&mut self, policy: &Policy) {
         let reason = DenyReason::InternalError;
-        self.verdict = Verdict::Deny(policy.denial(&reason.into()));
+        self.verdict = Verdict::Deny(policy.prebuilt_denial(&reason.into(), None));
         self.audit.decision = Outcome::Deny;
         self.audit.reason = reason.code();
         self.audit.status = Some(reason.status());
@@ -121,9 +115,10 @@ impl Decision {
 }
 
 impl Policy {
-    /// Decides one request at `now` (since the Unix epoch) with the keys in force: the
-    /// policy's own and those in `keys` (fetched issuer keys, generated signing keys).
-    /// Tokens that need introspection are refused as unavailable (see `decide_introspected`).
+    /// Decides one request at `now` (since the Unix epoch) with the keys in force (the
+    /// policy's own and those in `keys`: fetched issuer keys, generated signing keys),
+    /// without a cache: every token is verified and a fresh token minted. Tokens that need
+    /// introspection are refused as unavailable (see [`Policy::decide_with`]).
     pub fn decide(
         &self,
         req: &HttpRequest<'_>,
@@ -131,10 +126,10 @@ impl Policy {
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
-        self.decide_introspected(req, keys, &NoIntrospection, now, entropy)
+        self.decide_with(req, keys, &NoIntrospection, now, entropy, None)
     }
 
-    /// As `decide`, with the introspection answers known in `introspections`.
+    /// As [`Policy::decide`], with the introspection answers known in `introspections`.
     pub fn decide_introspected(
         &self,
         req: &HttpRequest<'_>,
@@ -143,20 +138,70 @@ impl Policy {
         now: Duration,
         entropy: &mut dyn Entropy,
     ) -> Decision {
+        self.decide_with(req, keys, introspections, now, entropy, None)
+    }
+
+    /// Decides one request at `now`, reusing (and filling) `cache`: the same decision as
+    /// [`Policy::decide`] but for the minted token's reuse.
+    pub fn decide_cached(
+        &self,
+        req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+        cache: &mut ExchangeCache,
+    ) -> Decision {
+        self.decide_with(req, keys, &NoIntrospection, now, entropy, Some(cache))
+    }
+
+    /// A new cache with this policy's settings (`cache.enabled: false` gives one that
+    /// stores nothing).
+    pub fn new_cache(&self) -> ExchangeCache {
+        let mut cache = ExchangeCache::new(self.cache);
+        cache.bind(self.compiled.id);
+        cache
+    }
+
+    /// Decides one request at `now` with the keys in force, the introspection answers known
+    /// in `introspections`, and, when given, reusing (and filling) `cache`. A cache holding
+    /// another policy's entries is emptied first: a new policy (its signing key, its rules,
+    /// its revocations) never reuses what an earlier one minted. An exchange of a token that
+    /// was introspected is reused only while its introspection answer is still known active.
+    pub fn decide_with(
+        &self,
+        req: &HttpRequest<'_>,
+        keys: &KeySnapshot,
+        introspections: &dyn IntrospectionLookup,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+        cache: Option<&mut ExchangeCache>,
+    ) -> Decision {
+        let mut cache = cache;
+        if let Some(c) = cache.as_deref_mut() {
+            c.bind(self.compiled.id);
+        }
         let path = path_only(req.path);
         let mut audit = self.blank_audit(req, now);
         audit.identity_headers = identity_headers(&self.strip_headers, &req.header_names);
         let mut facts = TokenFacts::default();
+        let mut rule_index = None;
         let result = self.evaluate(
-            req,
-            (keys, introspections),
-            path,
-            now.as_secs(),
+            &Request {
+                req,
+                keys,
+                introspections,
+                path,
+                now: now.as_secs(),
+            },
             entropy,
-            &mut audit,
-            &mut facts,
+            cache,
+            &mut Evaluation {
+                audit: &mut audit,
+                facts: &mut facts,
+                rule_index: &mut rule_index,
+            },
         );
-        let mut decision = self.finish(audit, facts, result);
+        let mut decision = self.finish(audit, facts, rule_index, result);
         if decision.audit.mode == Some(SHADOW) {
             // Audited as enforcing would have decided; forwarded as it came (minus the
             // identity headers, which no rule's mode affects).
@@ -177,27 +222,43 @@ impl Policy {
         }
     }
 
-    fn finish(&self, mut audit: AuditRecord, facts: TokenFacts, result: EvalResult) -> Decision {
-        audit.iss = facts.issuer.map(|s| bounded(&s, 256));
-        audit.sub = facts.subject.map(|s| bounded(&s, 256));
-        audit.caller = facts.caller.map(|s| bounded(&s, 256));
-        audit.token_id = facts.token_id;
-        audit.token_verified = facts.verified;
+    fn finish(
+        &self,
+        mut audit: AuditRecord,
+        facts: TokenFacts,
+        rule_index: Option<usize>,
+        result: EvalResult,
+    ) -> Decision {
         audit.issuer_review_overdue = facts.review_overdue;
         let fetched_keys = facts.fetched_keys;
         let introspection = facts.introspection;
         let verdict = match result {
-            Ok(Some(minted)) => {
+            Ok(Some((exchange, cache))) => {
+                // Shared with the cache entry: reference counts, no copies.
+                let f = &exchange.facts;
+                audit.iss = Some(Arc::clone(&f.issuer));
+                audit.sub = Some(Arc::clone(&f.subject));
+                audit.caller = f.caller.clone();
+                audit.token_id = Some(Arc::clone(&f.token_id));
+                audit.token_verified = true;
+                audit.cache = cache;
+                audit.origin_iss = f.origin_issuer.clone();
+                audit.origin_token_id = f.origin_token_id.clone();
+                audit.chain_depth = f.chain_depth;
+                audit.acr = f.acr.clone();
+                audit.auth_time = f.auth_time;
+                audit.ceiling_removed_scopes = f.ceiling_removed_scopes.clone();
+                let m = &exchange.minted_facts;
                 audit.decision = Outcome::Allow;
                 audit.reason = "exchanged";
-                audit.minted_jti = Some(minted.jti.clone());
-                audit.minted_aud = Some(minted.audience.clone());
-                audit.minted_scope = Some(minted.scope.clone());
-                audit.minted_exp = Some(minted.expires_at);
-                audit.minted_kid = Some(minted.kid.clone());
+                audit.minted_jti = Some(Arc::clone(&m.jti));
+                audit.minted_aud = Some(Arc::clone(&m.audience));
+                audit.minted_scope = Some(Arc::clone(&m.scope));
+                audit.minted_exp = Some(exchange.minted.expires_at);
+                audit.minted_kid = Some(Arc::clone(&m.kid));
                 Verdict::Forward {
-                    authorization: format!("Bearer {}", minted.token),
-                    minted: Box::new(minted),
+                    authorization: Arc::clone(&exchange.authorization),
+                    minted: Arc::clone(&exchange.minted),
                 }
             }
             Ok(None) => {
@@ -206,10 +267,15 @@ impl Policy {
                 Verdict::Pass
             }
             Err(refusal) => {
+                audit.iss = facts.issuer.map(|s| bounded_arc(&s, 256));
+                audit.sub = facts.subject.map(|s| bounded_arc(&s, 256));
+                audit.caller = facts.caller.map(|s| bounded_arc(&s, 256));
+                audit.token_id = facts.token_id.map(Arc::from);
+                audit.token_verified = facts.verified;
                 audit.decision = Outcome::Deny;
                 audit.reason = refusal.reason.code();
                 audit.status = Some(refusal.reason.status());
-                let mut denial = self.denial(&refusal);
+                let mut denial = self.prebuilt_denial(&refusal, rule_index);
                 if refusal.reason == DenyReason::IssuerKeysUnavailable {
                     // A retry sooner than the refetch interval cannot find new keys.
                     denial.retry_after = fetched_keys
@@ -234,6 +300,7 @@ impl Policy {
             audit,
             strip_headers,
             fetched_keys,
+            rule_index,
             introspection,
         }
     }
@@ -244,47 +311,78 @@ impl Policy {
         self.finish(
             audit,
             TokenFacts::default(),
+            None,
             Err(DenyReason::InternalError.into()),
         )
     }
 
     /// Ok(Some) = exchanged, Ok(None) = pass, Err = deny. Records the rule (and its shadow
-    /// mode) and what the verified token says in `audit` as they become known.
-    #[allow(clippy::too_many_arguments)]
+    /// mode) and what the verified token says in the audit as they become known.
     fn evaluate(
         &self,
-        req: &HttpRequest<'_>,
-        (keys, introspections): (&KeySnapshot, &dyn IntrospectionLookup),
-        path: &str,
-        now: u64,
+        r: &Request<'_, '_>,
         entropy: &mut dyn Entropy,
-        audit: &mut AuditRecord,
-        facts: &mut TokenFacts,
+        mut cache: Option<&mut ExchangeCache>,
+        e: &mut Evaluation<'_>,
     ) -> EvalResult {
-        if is_ambiguous_path(path) {
+        if is_ambiguous_path(r.path) {
             return Err(DenyReason::AmbiguousPath.into());
         }
-        let Some(rule) = self.rules.iter().find(|r| r.matcher.matches(req, path)) else {
+        let matched = self.compiled.rules.first_match(r.req, r.path);
+        let Some((index, rule)) = matched.and_then(|i| self.rules.get(i).map(|rule| (i, rule)))
+        else {
             return match self.unmatched {
-                Unmatched::Pass => self.check_identity_headers(audit).map(|()| None),
+                Unmatched::Pass => self.check_identity_headers(e.audit).map(|()| None),
                 Unmatched::Deny => Err(DenyReason::NoMatchingRule.into()),
             };
         };
-        audit.rule = Some(rule.name.clone());
+        *e.rule_index = Some(index);
+        e.audit.rule = Some(Arc::clone(&rule.name));
         if rule.mode == RuleMode::Shadow {
-            audit.mode = Some(SHADOW);
+            e.audit.mode = Some(SHADOW);
         }
-        self.check_identity_headers(audit)?;
-        if has_query_token(req.path) {
+        self.check_identity_headers(e.audit)?;
+        if has_query_token(r.req.path) {
             return Err(DenyReason::TokenInQuery.into());
         }
-        let token = bearer_token(&req.authorization)?;
-        let verified = self.verify(rule, (keys, introspections), token, now, facts)?;
-        audit.acr = verified.acr.as_deref().map(|a| bounded(a, 256));
+        let token = bearer_token(&r.req.authorization)?;
+        if let Some(cache) = cache.as_deref_mut() {
+            if let Some(hit) = cache.lookup(token, index, r.now) {
+                if self.still_stands(&hit, rule, r, token) {
+                    e.facts.review_overdue = self
+                        .trusted_issuers
+                        .get(hit.issuer_index)
+                        .is_some_and(|t| t.review_overdue(r.now));
+                    e.facts.fetched_keys = hit.fetched_keys.clone();
+                    return Ok(Some((hit, CacheUse::Hit)));
+                }
+                cache.remove(token, index);
+            }
+        }
+        let exchange = Arc::new(self.exchange(rule, r, token, entropy, e)?);
+        if let Some(cache) = cache {
+            cache.insert(token, index, Arc::clone(&exchange));
+        }
+        Ok(Some((exchange, CacheUse::Miss)))
+    }
+
+    /// The token-dependent work: verify, trust boundaries, requirements, mint.
+    fn exchange(
+        &self,
+        rule: &ExchangeRule,
+        r: &Request<'_, '_>,
+        token: &str,
+        entropy: &mut dyn Entropy,
+        e: &mut Evaluation<'_>,
+    ) -> Result<Exchange, Refusal> {
+        let now = r.now;
+        let verified = self.verify(rule, (r.keys, r.introspections), token, now, e.facts)?;
+        let audit = &mut *e.audit;
+        audit.acr = verified.acr.as_deref().map(|a| bounded_arc(a, 256));
         audit.auth_time = verified.auth_time;
         if verified.gateway_token {
-            audit.origin_iss = Some(bounded(&verified.origin.issuer, 256));
-            audit.origin_token_id = Some(bounded(&verified.origin.token_id, 256));
+            audit.origin_iss = Some(bounded_arc(&verified.origin.issuer, 256));
+            audit.origin_token_id = Some(bounded_arc(&verified.origin.token_id, 256));
         }
         lifecycle::standing(self, &verified, now)?;
         let depth = chain::recorded_exchanges(verified.act.as_ref())?.saturating_add(1);
@@ -294,22 +392,95 @@ impl Policy {
         check_requirements(rule, &verified, now)?;
         let grant = ceiling::granted_scopes(rule, &verified);
         if !grant.removed.is_empty() {
-            audit.ceiling_removed_scopes = Some(grant.removed.join(" "));
+            audit.ceiling_removed_scopes = Some(grant.removed.join(" ").into());
         }
         grant.check().map_err(|reason| Refusal {
             // Name what the rule grants, as an insufficient_scope challenge does.
             scope: (reason == DenyReason::NoGrantableScope).then(|| rule.mint.scopes.join(" ")),
             ..Refusal::from(reason)
         })?;
-        Ok(Some(mint(
-            self,
-            keys,
-            rule,
+        let minted = mint(self, r.keys, rule, &verified, &grant.scopes, now, entropy)?;
+        let signer_fingerprint = r.keys.signer(self).and_then(|k| k.fingerprint());
+        Ok(exchange_of(
             &verified,
-            &grant.scopes,
-            now,
-            entropy,
-        )?))
+            e.audit,
+            e.facts,
+            minted,
+            signer_fingerprint,
+        ))
+    }
+
+    /// Whether a cached exchange may be served for this request's rule at `now` with the
+    /// keys in force: what can change for the same token and rule without the token
+    /// changing (see `cache`). Everything here is cheap: no parse, no cryptography.
+    fn still_stands(
+        &self,
+        x: &Exchange,
+        rule: &ExchangeRule,
+        r: &Request<'_, '_>,
+        token: &str,
+    ) -> bool {
+        let (keys, now) = (r.keys, r.now);
+        let Some(issuer) = self.trusted_issuers.get(x.issuer_index) else {
+            return false;
+        };
+        // A token the provider vouched for (opaque, or a JWT of an issuer with
+        // `introspect_jwts`) is reused only while its answer is still known active: its
+        // introspection cache entry ending (or turning inactive) ends the reuse, so a
+        // revocation at the provider is honoured as without this cache.
+        let introspected = matches!(x.verified_by, VerifiedBy::Introspection)
+            || (matches!(x.verified_by, VerifiedBy::Issuer { .. })
+                && issuer.jwt_introspection().is_some());
+        if introspected
+            && !matches!(
+                r.introspections
+                    .introspected(&issuer.issuer, &TokenDigest::of(token)),
+                Some(IntrospectionResult::Active(_))
+            )
+        {
+            return false;
+        }
+        // The gateway key that signs now signed the cached token.
+        let signer = keys.signer(self);
+        if !signer
+            .is_some_and(|k| *k.kid() == *x.minted.kid && k.fingerprint() == x.signer_fingerprint)
+        {
+            return false;
+        }
+        // The key that verified the presented token is still in force.
+        let key_in_force = match &x.verified_by {
+            VerifiedBy::Issuer {
+                kid, fingerprint, ..
+            } => {
+                // Inline keys live and die with the policy, which the cache is bound to.
+                issuer.key_source.is_none()
+                    || keys
+                        .select(issuer, kid.as_deref(), now)
+                        .is_ok_and(|k| k.fingerprint() == *fingerprint)
+            }
+            VerifiedBy::Gateway { kid, fingerprint } => match keys.generated(kid) {
+                Some(k) => k.fingerprint() == Some(*fingerprint),
+                None => self
+                    .gateway_verification_keys()
+                    .iter()
+                    .any(|k| k.kid() == Some(&**kid) && k.fingerprint() == *fingerprint),
+            },
+            // Checked above: the answer is still known active.
+            VerifiedBy::Introspection => true,
+        };
+        if !key_in_force {
+            return false;
+        }
+        let s = &x.standing;
+        let provenance = Provenance {
+            issuer,
+            jti: s.jti.as_deref(),
+            subject: &s.subject,
+            origin_token_id: &s.origin_token_id,
+            origin_issued_at: s.origin_issued_at,
+        };
+        lifecycle::standing_of(self, &provenance, now).is_ok()
+            && step_up::recent_enough(&rule.require, x.facts.auth_time, now)
     }
 
     /// The token's verification: the gateway's own tokens through `chain` when the rule
@@ -353,6 +524,51 @@ impl Policy {
             return Err(DenyReason::IdentityHeaderPresent.into());
         }
         Ok(())
+    }
+
+    /// The local response for `refusal` under rule `rule`: built at load for every reason
+    /// and for what each rule's challenges name, else built now.
+    pub(crate) fn prebuilt_denial(&self, refusal: &Refusal, rule: Option<usize>) -> Denial {
+        let plain =
+            refusal.scope.is_none() && refusal.acr_values.is_none() && refusal.max_age.is_none();
+        let prebuilt = if plain {
+            self.compiled
+                .denials
+                .get(refusal.reason as usize)
+                .filter(|d| d.reason == refusal.reason)
+        } else {
+            rule.and_then(|i| self.compiled.rule_denials.get(i))
+                .and_then(|list| list.iter().find(|(r, _)| r == refusal))
+                .map(|(_, d)| d)
+        };
+        match prebuilt {
+            Some(d) => d.clone(),
+            None => self.denial(refusal),
+        }
+    }
+
+    /// The refusals with a challenge particular to `rule` (what it requires, grants and
+    /// asks of the authentication), for [`Policy::prebuilt_denial`].
+    pub(crate) fn rule_refusals(rule: &ExchangeRule) -> Vec<Refusal> {
+        let mut out = vec![
+            Refusal {
+                scope: Some(rule.require.scopes.join(" ")),
+                ..Refusal::from(DenyReason::InsufficientScope)
+            },
+            Refusal {
+                scope: Some(rule.mint.scopes.join(" ")),
+                ..Refusal::from(DenyReason::NoGrantableScope)
+            },
+        ];
+        if !rule.require.acr.is_empty() || rule.require.max_age_seconds.is_some() {
+            for reason in [
+                DenyReason::AcrNotSatisfied,
+                DenyReason::AuthenticationTooOld,
+            ] {
+                out.push(step_up::challenge(&rule.require, reason));
+            }
+        }
+        out
     }
 
     /// The local response for a refusal.
@@ -407,13 +623,73 @@ impl Policy {
         };
         Denial {
             status: reason.status(),
-            www_authenticate,
-            body,
+            www_authenticate: www_authenticate.map(Arc::from),
+            body: body.into(),
             reason,
             grpc_status: grpc::status_for_http(reason.status()),
-            grpc_message: grpc::percent_encode_message(&grpc_message),
+            grpc_message: grpc::percent_encode_message(&grpc_message).into(),
             retry_after: None,
         }
+    }
+}
+
+/// The request being decided.
+struct Request<'r, 'a> {
+    req: &'r HttpRequest<'a>,
+    keys: &'r KeySnapshot,
+    /// The introspection answers known (the glue's cache, a paused request's answer).
+    introspections: &'r dyn IntrospectionLookup,
+    /// The path without its query.
+    path: &'r str,
+    /// Seconds since the epoch.
+    now: u64,
+}
+
+/// What an evaluation records as it goes, for the audit and the glue.
+struct Evaluation<'e> {
+    audit: &'e mut AuditRecord,
+    facts: &'e mut TokenFacts,
+    rule_index: &'e mut Option<usize>,
+}
+
+/// The exchange made for a verified token: what is forwarded, audited and cached. The
+/// audit facts are taken from the record the evaluation filled in, so a hit audits exactly
+/// what the miss did.
+fn exchange_of(
+    verified: &VerifiedToken<'_>,
+    audit: &AuditRecord,
+    facts: &TokenFacts,
+    minted: MintedToken,
+    signer_fingerprint: Option<[u8; 32]>,
+) -> Exchange {
+    let text = |s: &Option<String>| s.as_deref().map(|s| bounded_arc(s, 256));
+    Exchange {
+        authorization: format!("Bearer {}", minted.token).into(),
+        minted_facts: MintedFacts::of(&minted),
+        minted: Arc::new(minted),
+        facts: VerifiedFacts {
+            issuer: text(&facts.issuer).unwrap_or_else(|| Arc::from("")),
+            subject: text(&facts.subject).unwrap_or_else(|| Arc::from("")),
+            caller: text(&facts.caller),
+            token_id: Arc::from(verified.token_id.as_str()),
+            origin_issuer: audit.origin_iss.clone(),
+            origin_token_id: audit.origin_token_id.clone(),
+            chain_depth: audit.chain_depth,
+            acr: audit.acr.clone(),
+            auth_time: audit.auth_time,
+            ceiling_removed_scopes: audit.ceiling_removed_scopes.clone(),
+        },
+        issuer_index: verified.issuer_index,
+        verified_by: verified.verified_by.clone(),
+        signer_fingerprint,
+        standing: StandingFacts {
+            jti: verified.jti.as_deref().map(Box::from),
+            subject: verified.subject.as_str().into(),
+            origin_token_id: verified.origin.token_id.as_str().into(),
+            origin_issued_at: verified.origin.issued_at,
+        },
+        fetched_keys: facts.fetched_keys.clone(),
+        original_expires_at: verified.expires_at,
     }
 }
 
@@ -497,79 +773,11 @@ pub(crate) fn path_only(path: &str) -> &str {
 /// Dot-segments, encoded separators or backslashes make prefix matching ambiguous between
 /// this filter and the upstream's router: refuse rather than guess.
 fn is_ambiguous_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-impl RouteMatch {
-    /// Whether this request (with `path` stripped of its query) is in scope.
-    pub fn matches(&self, req: &HttpRequest<'_>, path: &str) -> bool {
-        if let Some(exact) = &self.path {
-            if path != exact {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.path_prefix {
-            if !is_under_prefix(path, prefix) {
-                return false;
-            }
-        }
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
-            return false;
-        }
-        if let Some(host) = &self.host {
-            let Some(actual) = req.host else {
-                return false;
-            };
-            if !host_matches(host, actual) {
-                return false;
-            }
-        }
-        if let Some(route) = &self.route {
-            if req.route_name != Some(route.as_str()) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// Segment-aware prefix match: `/orders` takes `/orders` and `/orders/1`, not `/orders-admin`.
-pub(crate) fn is_under_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-        None => false,
-    }
-}
-
-/// A rule's `host` (lower case) against the request's: case-insensitive, the port ignored
-/// unless the rule names one.
-pub(crate) fn host_matches(rule_host: &str, actual: &str) -> bool {
-    let actual = actual.to_ascii_lowercase();
-    let compared = if rule_host.contains(':') {
-        actual.as_str()
-    } else {
-        strip_port(&actual)
-    };
-    compared == rule_host
-}
-
-pub(crate) fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return match host.find(']') {
-            Some(end) => host.get(..=end).unwrap_or(host),
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+    // %2e, %2f, %5c in any case, found without copying the path.
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        matches!(w, [b'%', a, b] if matches!((a, b.to_ascii_lowercase()), (b'2', b'e' | b'f') | (b'5', b'c')))
+    });
+    encoded_separator || path.contains('\\') || path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 #[cfg(test)]
@@ -654,29 +862,5 @@ mod tests {
         for p in ["/a/b", "/a..b/c", "/", "/a/.well-known"] {
             assert!(!is_ambiguous_path(p), "{p}");
         }
-    }
-
-    #[test]
-    fn route_matching() {
-        let m = RouteMatch {
-            path_prefix: Some("/orders".into()),
-            methods: vec!["GET".into()],
-            host: Some("api.example.com".into()),
-            ..Default::default()
-        };
-        let req = |method, path, host| HttpRequest {
-            method,
-            path,
-            host,
-            ..Default::default()
-        };
-        assert!(m.matches(&req("GET", "", Some("api.example.com")), "/orders"));
-        assert!(m.matches(&req("GET", "", Some("API.example.com:8443")), "/orders/1"));
-        assert!(!m.matches(&req("GET", "", Some("api.example.com")), "/orders-admin"));
-        assert!(!m.matches(&req("POST", "", Some("api.example.com")), "/orders"));
-        assert!(!m.matches(&req("GET", "", Some("evil.com")), "/orders"));
-        assert!(!m.matches(&req("GET", "", None), "/orders"));
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("h:80"), "h");
     }
 }

@@ -127,9 +127,14 @@ impl fmt::Display for HeaderPattern {
 pub fn identity_headers(patterns: &[HeaderPattern], names: &[&str]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for name in names {
-        let lower = name.to_ascii_lowercase();
-        if patterns.iter().any(|p| p.matches(&lower)) && !found.contains(&lower) {
-            found.push(lower);
+        // On every request's path: hosts mostly give lower-case names, copy only the others.
+        let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(*name)
+        };
+        if patterns.iter().any(|p| p.matches(&lower)) && !found.iter().any(|f| *f == *lower) {
+            found.push(lower.into_owned());
         }
     }
     found

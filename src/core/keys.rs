@@ -105,6 +105,7 @@ pub struct IssuerKey {
     kid: Option<String>,
     algs: Vec<Alg>,
     material: PublicMaterial,
+    fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for IssuerKey {
@@ -114,6 +115,12 @@ impl fmt::Debug for IssuerKey {
             .field("algs", &self.algs)
             .finish()
     }
+}
+
+/// A key's [`IssuerKey::fingerprint`] from its JWK text.
+pub(crate) fn fingerprint(jwk_text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(jwk_text.as_bytes()).into()
 }
 
 fn str_field<'a>(jwk: &'a Value, name: &str) -> Option<&'a str> {
@@ -204,12 +211,19 @@ impl IssuerKey {
             kid: str_field(jwk, "kid").map(str::to_owned),
             algs,
             material,
+            fingerprint: fingerprint(&text),
         })
     }
 
     /// The key id, if the JWK had one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// SHA-256 of the JWK it was imported from (public data): the same `kid` re-published
+    /// with other material is another key, for caches of what this key verified.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// Whether this key may verify `alg`.

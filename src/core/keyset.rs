@@ -145,7 +145,9 @@ impl KeySnapshot {
         let fetched = self.usable(issuer, now);
         let all = || issuer.keys.iter().chain(fetched.unwrap_or(&[]).iter());
         let found = match kid {
-            Some(kid) => all().find(|k| k.kid() == Some(kid)),
+            Some(kid) => issuer
+                .inline_key(kid)
+                .or_else(|| fetched.unwrap_or(&[]).iter().find(|k| k.kid() == Some(kid))),
             None => {
                 let mut keys = all();
                 match (keys.next(), keys.next()) {

@@ -26,6 +26,8 @@ pub struct MintedToken {
     pub audience: String,
     /// Its `scope`.
     pub scope: String,
+    /// Its `iat` (and `nbf`).
+    pub issued_at: u64,
     /// Its `exp`.
     pub expires_at: u64,
     /// The signing key's `kid`.
@@ -130,6 +132,7 @@ pub fn mint(
         jti,
         audience: rule.mint.audience.clone(),
         scope,
+        issued_at: now,
         expires_at,
         kid: key.kid().to_owned(),
     })

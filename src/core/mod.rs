@@ -5,6 +5,7 @@
 //! arguments; decisions and I/O requests are values. It compiles and is tested natively.
 
 pub mod audit;
+pub mod cache;
 pub mod ceiling;
 pub mod chain;
 pub mod claims;
@@ -23,10 +24,12 @@ pub mod keys;
 pub mod keyset;
 pub mod lifecycle;
 pub mod mint;
+pub mod names;
 pub mod publish;
 pub mod reason;
 pub mod request;
 pub mod review;
+pub mod routing;
 pub mod signing;
 pub mod step_up;
 pub mod syntax;
@@ -34,7 +37,8 @@ pub mod token;
 pub mod url;
 pub mod validate;
 
-pub use audit::{AuditRecord, Outcome};
+pub use audit::{AuditRecord, CacheUse, Outcome};
+pub use cache::{CacheSettings, Exchange, ExchangeCache};
 pub use claims::ClaimMapping;
 pub use config::{
     ConfigError, ConfigErrors, ConfigWarning, ExchangeRule, Introspection, Policy, RuleMode,

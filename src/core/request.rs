@@ -28,31 +28,32 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Reads header pairs (names in any case; hosts differ in the casing they report).
+    /// Reads header pairs (names in any case; hosts differ in the casing they report). Only
+    /// the values the decision reads are copied: this is on every request's path.
     pub fn from_headers<I, N, V>(pairs: I) -> RequestHead
     where
         I: IntoIterator<Item = (N, V)>,
         N: AsRef<str>,
-        V: Into<String>,
+        V: AsRef<str>,
     {
         let mut head = RequestHead::default();
         let mut host = None;
         let mut authority = None;
         for (name, value) in pairs {
             let name = name.as_ref().to_ascii_lowercase();
-            let value = value.into();
-            if !name.starts_with(':') {
-                head.header_names.push(name.clone());
-            }
+            let value = value.as_ref();
             match name.as_str() {
-                "authorization" => head.authorization.push(value),
-                ":method" => head.method = Some(value),
-                ":path" => head.path = Some(value),
-                ":authority" => authority = Some(value),
-                "host" => host = Some(value),
-                "x-request-id" => head.request_id = Some(value),
-                "content-type" => head.grpc = is_grpc_content_type(&value),
+                "authorization" => head.authorization.push(value.to_owned()),
+                ":method" => head.method = Some(value.to_owned()),
+                ":path" => head.path = Some(value.to_owned()),
+                ":authority" => authority = Some(value.to_owned()),
+                "host" => host = Some(value.to_owned()),
+                "x-request-id" => head.request_id = Some(value.to_owned()),
+                "content-type" => head.grpc = is_grpc_content_type(value),
                 _ => {}
+            }
+            if !name.starts_with(':') {
+                head.header_names.push(name);
             }
         }
         head.host = host.or(authority);

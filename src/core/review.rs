@@ -9,7 +9,7 @@ use std::fmt;
 
 use super::ceiling;
 use super::config::{ExchangeRule, Policy, RouteMatch, RuleMode, TrustedIssuer};
-use super::decide::{host_matches, is_under_prefix};
+use super::routing::{host_matches, is_under_prefix};
 
 /// Something a reviewer should know about a rule of a valid policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
 use super::entropy::Entropy;
-use super::keys::{Alg, IssuerKey, KeyError};
+use super::keys::{fingerprint, Alg, IssuerKey, KeyError};
 use super::token::{b64url_decode, b64url_encode};
 
 /// DER of SHA-256's `DigestInfo` up to the hash (RFC 8017 §9.2, note 1).
@@ -91,6 +91,8 @@ pub struct SigningKey {
     /// `BASE64URL(UTF8(JWS Protected Header))`, computed once.
     header_b64: String,
     public_jwk: Option<Value>,
+    /// The public key's fingerprint (that of its verification key); None for HS256.
+    fingerprint: Option<[u8; 32]>,
     material: SigningMaterial,
 }
 
@@ -202,11 +204,13 @@ impl SigningKey {
         header.insert("kid".into(), Value::String(kid.clone()));
         header.insert("typ".into(), Value::String(MINTED_TOKEN_TYPE.to_owned()));
         let header_b64 = b64url_encode(Value::Object(header).to_string().as_bytes());
+        let fingerprint = public.as_ref().map(|jwk| fingerprint(&jwk.to_string()));
         Ok(SigningKey {
             kid,
             alg,
             header_b64,
             public_jwk: public,
+            fingerprint,
             material,
         })
     }
@@ -225,6 +229,13 @@ impl SigningKey {
     /// `{"alg":…,"kid":…,"typ":"at+jwt"}`, base64url.
     pub fn header_b64(&self) -> &str {
         &self.header_b64
+    }
+
+    /// The fingerprint of its public half (equal to its verification key's
+    /// `IssuerKey::fingerprint`): which key signed, for caches of minted tokens. None for
+    /// HS256.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
     }
 
     /// The public JWK (for a JWKS endpoint, demos and tests); None for HS256.

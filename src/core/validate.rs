@@ -6,6 +6,8 @@
 //! The gateway's own tokens (a chained exchange) are verified in `chain` with the gateway's
 //! keys; both paths read the verified claims through [`ClaimFacts`].
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::claims::{caller_hint, DEFAULT_CALLER_CLAIMS};
@@ -59,12 +61,41 @@ pub struct Origin {
     pub issued_at: Option<u64>,
 }
 
+/// Which key verified a token: what a cached exchange checks is still in force on a hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifiedBy {
+    /// A trusted issuer's key, inline or fetched.
+    Issuer {
+        /// Its `kid` (None: the issuer's only key, without kid).
+        kid: Option<Arc<str>>,
+        /// Its [`IssuerKey::fingerprint`]: a key re-published under the same `kid` with
+        /// other material is another key.
+        fingerprint: [u8; 32],
+        /// The issuer's fetched key-set version then (0 without fetched keys).
+        key_set_version: u64,
+    },
+    /// The gateway's own key (a chained exchange of one of its tokens).
+    Gateway {
+        /// Its `kid`.
+        kid: Arc<str>,
+        /// Its [`IssuerKey::fingerprint`].
+        fingerprint: [u8; 32],
+    },
+    /// The issuer's introspection endpoint answered active (an opaque token): a hit
+    /// checks that the answer is still known active.
+    Introspection,
+}
+
 /// A token that passed every issuer-level check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken<'p> {
     /// The issuer that vouched for it; for a gateway token, the original token's issuer
     /// (its ceilings, lifecycle and revocation still apply).
     pub issuer: &'p TrustedIssuer,
+    /// The position of `issuer` among the policy's trusted issuers.
+    pub issuer_index: usize,
+    /// The key that verified it.
+    pub verified_by: VerifiedBy,
     /// All its claims.
     pub claims: Map<String, Value>,
     /// `sub`.
@@ -116,14 +147,20 @@ pub fn validate<'p>(
 ) -> Result<VerifiedToken<'p>, DenyReason> {
     facts.observe(&parsed);
     let claims = &parsed.claims;
-    let issuer = trusted_issuer(policy, claims);
+    let issuer = trusted_issuer(policy, claims).and_then(|i| {
+        policy
+            .trusted_issuers
+            .get(i)
+            .map(|t| (i, t))
+            .ok_or(DenyReason::UntrustedIssuer)
+    });
     // The audit names the caller the way the issuer's tokens do; unknown issuers: the defaults.
     facts.caller = match &issuer {
-        Ok(t) => caller_hint(claims, t.claims.caller_claims()),
+        Ok((_, t)) => caller_hint(claims, t.claims.caller_claims()),
         Err(_) => caller_hint(claims, DEFAULT_CALLER_CLAIMS),
     }
     .map(str::to_owned);
-    let issuer = issuer?;
+    let (issuer_index, issuer) = issuer?;
     facts.review_overdue = issuer.review_overdue(now);
     let alg = Alg::from_verify_name(&parsed.alg)
         .filter(|a| issuer.algorithms.contains(a))
@@ -145,9 +182,22 @@ pub fn validate<'p>(
         KeyMiss::Unavailable => DenyReason::IssuerKeysUnavailable,
     })?;
     check_signature(key, alg, &parsed)?;
+    let verified_by = VerifiedBy::Issuer {
+        kid: key.kid().map(Arc::from),
+        fingerprint: key.fingerprint(),
+        key_set_version: keys.fetched(&issuer.issuer).map_or(0, |s| s.version),
+    };
     facts.verified = true;
-    let token_id = parsed.token_id();
-    vouched(policy, issuer, parsed.claims, token_id, now)
+    // Computed once by `observe` (it may hash the signature).
+    let token_id = facts.token_id.clone().unwrap_or_else(|| parsed.token_id());
+    vouched(
+        policy,
+        (issuer_index, issuer),
+        verified_by,
+        parsed.claims,
+        token_id,
+        now,
+    )
 }
 
 /// The checks on the claims of a token `issuer` vouched for (its signature verified, or its
@@ -155,7 +205,8 @@ pub fn validate<'p>(
 /// context, caller, delegation, scopes. `token_id` names it in the audit and for revocation.
 pub(crate) fn vouched<'p>(
     policy: &'p Policy,
-    issuer: &'p TrustedIssuer,
+    (issuer_index, issuer): (usize, &'p TrustedIssuer),
+    verified_by: VerifiedBy,
     claims: Map<String, Value>,
     token_id: String,
     now: u64,
@@ -180,6 +231,8 @@ pub(crate) fn vouched<'p>(
     let scopes = issuer.claims.scopes(&claims, policy.limits.max_scopes)?;
     Ok(VerifiedToken {
         issuer,
+        issuer_index,
+        verified_by,
         subject: read.subject,
         caller,
         scopes,
@@ -303,10 +356,7 @@ pub(crate) fn str_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Optio
     claims.get(name).and_then(Value::as_str)
 }
 
-fn trusted_issuer<'p>(
-    policy: &'p Policy,
-    claims: &Map<String, Value>,
-) -> Result<&'p TrustedIssuer, DenyReason> {
+fn trusted_issuer(policy: &Policy, claims: &Map<String, Value>) -> Result<usize, DenyReason> {
     let iss = match claims.get("iss") {
         None => return Err(DenyReason::UntrustedIssuer),
         Some(Value::String(s)) => s,
@@ -316,16 +366,17 @@ fn trusted_issuer<'p>(
         return Err(DenyReason::GatewayTokenReplay);
     }
     policy
-        .trusted_issuer(iss)
+        .trusted_issuer_index(iss)
         .ok_or(DenyReason::UntrustedIssuer)
 }
 
-/// Verifies `parsed` with the key of `keys` its `kid` names (no `kid`: the only key).
-pub(crate) fn verify_signature(
-    keys: &[IssuerKey],
+/// Verifies `parsed` with the key of `keys` its `kid` names (no `kid`: the only key);
+/// returns the key that verified it.
+pub(crate) fn verify_signature<'k>(
+    keys: &'k [IssuerKey],
     alg: Alg,
     parsed: &ParsedToken<'_>,
-) -> Result<(), DenyReason> {
+) -> Result<&'k IssuerKey, DenyReason> {
     let key = match parsed.kid.as_deref() {
         Some(kid) => keys.iter().find(|k| k.kid() == Some(kid)),
         None => match keys {
@@ -334,7 +385,8 @@ pub(crate) fn verify_signature(
         },
     }
     .ok_or(DenyReason::UnknownKey)?;
-    check_signature(key, alg, parsed)
+    check_signature(key, alg, parsed)?;
+    Ok(key)
 }
 
 /// Verifies the signature with `key`, which must accept `alg`.

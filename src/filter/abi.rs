@@ -40,9 +40,6 @@ pub const CAS_MISMATCH: u32 = 8;
 /// The host does not implement the function (APISIX: shared data, ticks, the clock).
 pub const UNIMPLEMENTED: u32 = 12;
 
-/// One header: name and value as the host gave them.
-pub type HeaderPair = (Vec<u8>, Vec<u8>);
-
 /// A host status other than Ok (the raw ABI value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostStatus(pub u32);
@@ -170,8 +167,8 @@ pub fn buffer_prefix(buffer: Buffer, max: usize) -> Result<Option<Vec<u8>>, Host
     }
 }
 
-/// All header pairs of `map`, names and values as raw bytes.
-pub fn header_pairs(map: Map) -> Result<Vec<HeaderPair>, HostStatus> {
+/// The header map `map` as the host serialised it (see [`HeaderMap`]).
+pub fn header_map(map: Map) -> Result<HeaderMap, HostStatus> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: valid out-pointers.
@@ -181,34 +178,59 @@ pub fn header_pairs(map: Map) -> Result<Vec<HeaderPair>, HostStatus> {
     }
     let bytes = take(data, size);
     if bytes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HeaderMap::default());
     }
-    decode_pairs(&bytes).ok_or(HostStatus(3))
+    HeaderMap::decode(bytes).ok_or(HostStatus(3))
 }
 
-/// Decodes the ABI's serialized map: count, then (key len, value len) pairs, then each key
-/// and value followed by a NUL. Bounds-checked: a malformed buffer is an error, not a trap.
-pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<HeaderPair>> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes([b.first().copied()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]) as usize)
-    };
-    let count = u32_at(0)?;
-    let mut sizes = Vec::with_capacity(count.min(1024));
-    for i in 0..count {
-        let at = 4usize.checked_add(i.checked_mul(8)?)?;
-        sizes.push((u32_at(at)?, u32_at(at.checked_add(4)?)?));
+/// A serialised header map, read in place: the host's buffer and where each name and value
+/// is in it (no copy per header).
+#[derive(Debug, Default)]
+pub struct HeaderMap {
+    bytes: Vec<u8>,
+    /// (name start, name length, value start, value length), bounds-checked by `decode`.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl HeaderMap {
+    /// Decodes the ABI's serialised map: count, then (key len, value len) pairs, then each
+    /// key and value followed by a NUL. Bounds-checked: a malformed buffer is `None`, never
+    /// a trap.
+    pub fn decode(bytes: Vec<u8>) -> Option<HeaderMap> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b = bytes.get(at..at.checked_add(4)?)?;
+            Some(
+                u32::from_le_bytes([b.first().copied()?, *b.get(1)?, *b.get(2)?, *b.get(3)?])
+                    as usize,
+            )
+        };
+        let count = u32_at(0)?;
+        let mut pos = 4usize.checked_add(count.checked_mul(8)?)?;
+        let mut spans = Vec::with_capacity(count.min(1024));
+        for i in 0..count {
+            let at = 4usize.checked_add(i.checked_mul(8)?)?;
+            let (klen, vlen) = (u32_at(at)?, u32_at(at.checked_add(4)?)?);
+            let key = pos;
+            pos = pos.checked_add(klen)?.checked_add(1)?;
+            let value = pos;
+            pos = pos.checked_add(vlen)?.checked_add(1)?;
+            if pos > bytes.len() {
+                return None;
+            }
+            spans.push((key, klen, value, vlen));
+        }
+        Some(HeaderMap { bytes, spans })
     }
-    let mut pos = 4usize.checked_add(count.checked_mul(8)?)?;
-    let mut out = Vec::with_capacity(sizes.len());
-    for (klen, vlen) in sizes {
-        let key = bytes.get(pos..pos.checked_add(klen)?)?.to_vec();
-        pos = pos.checked_add(klen)?.checked_add(1)?;
-        let value = bytes.get(pos..pos.checked_add(vlen)?)?.to_vec();
-        pos = pos.checked_add(vlen)?.checked_add(1)?;
-        out.push((key, value));
+
+    /// Every (name, value), as the host gave them.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|&(k, kl, v, vl)| {
+            (
+                self.bytes.get(k..k + kl).unwrap_or_default(),
+                self.bytes.get(v..v + vl).unwrap_or_default(),
+            )
+        })
     }
-    Some(out)
 }
 
 fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
@@ -404,13 +426,13 @@ pub fn http_call(
 /// The answer to the call being reported: its headers (lossy UTF-8) and its body when it is
 /// at most `max` bytes (never more is read: a larger one is refused by its announced size).
 pub fn call_response(body_size: usize, max: usize) -> (Vec<(String, String)>, Vec<u8>) {
-    let headers = header_pairs(Map::HttpCallResponseHeaders)
+    let headers = header_map(Map::HttpCallResponseHeaders)
         .unwrap_or_default()
-        .into_iter()
+        .pairs()
         .map(|(n, v)| {
             (
-                String::from_utf8_lossy(&n).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
             )
         })
         .collect();

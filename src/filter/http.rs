@@ -15,7 +15,9 @@ use super::metrics::{self, Counter};
 use super::root::ExchangeRoot;
 use crate::core::introspect::{IntrospectionResult, TokenDigest};
 use crate::core::publish::Served;
-use crate::core::{grpc, Decision, Denial, DenyReason, HttpRequest, Policy, RequestHead, Verdict};
+use crate::core::{
+    grpc, CacheUse, Decision, Denial, DenyReason, HttpRequest, Policy, RequestHead, Verdict,
+};
 
 /// One HTTP stream.
 pub struct ExchangeFilter {
@@ -52,7 +54,8 @@ impl ExchangeFilter {
 
     /// `proxy_on_request_headers`.
     pub fn on_request_headers(&mut self, root: Option<&mut ExchangeRoot>) -> u32 {
-        let headers = RequestHeaders::read();
+        let route_name = self.policy.as_ref().is_some_and(|p| p.needs_route_name());
+        let headers = RequestHeaders::read(route_name);
         if headers.is_err() {
             metrics::increment(Counter::HostCallFailed);
         }
@@ -150,7 +153,13 @@ impl ExchangeFilter {
         };
         let grpc = headers.head.grpc;
         let request = headers.request();
-        let mut decision = decide_with(policy, &request, root, self.introspected.as_ref());
+        let mut decision = root.decide(
+            policy,
+            &request,
+            self.introspected.as_ref(),
+            now(),
+            &mut HostEntropy,
+        );
         if !self.waited {
             self.waited = true;
             match root.wait_for_keys(&decision, now_ms(), self.context_id) {
@@ -160,7 +169,13 @@ impl ExchangeFilter {
                     return PAUSE;
                 }
                 WaitPlan::Redecide => {
-                    decision = decide_with(policy, &request, root, self.introspected.as_ref());
+                    decision = root.decide(
+                        policy,
+                        &request,
+                        self.introspected.as_ref(),
+                        now(),
+                        &mut HostEntropy,
+                    );
                 }
                 WaitPlan::Proceed => {}
             }
@@ -178,12 +193,21 @@ impl ExchangeFilter {
                 }
                 IntrospectPlan::Answered(result) => {
                     self.introspected = Some((need.digest, result));
-                    decision = decide_with(policy, &request, root, self.introspected.as_ref());
+                    decision = root.decide(
+                        policy,
+                        &request,
+                        self.introspected.as_ref(),
+                        now(),
+                        &mut HostEntropy,
+                    );
                 }
             }
         }
         if matches!(decision.verdict, Verdict::Forward { .. }) {
-            metrics::increment(Counter::TokensMinted);
+            metrics::increment(match decision.audit.cache {
+                CacheUse::Hit => Counter::CacheHit,
+                CacheUse::Miss => Counter::TokensMinted,
+            });
         }
         let mut action = apply(policy, &mut decision, grpc);
         if resumed && action == CONTINUE && abi::continue_request().is_err() {
@@ -204,20 +228,6 @@ enum Waiting {
     Keys(Wait),
     /// The introspection call about this token.
     Introspection(TokenDigest),
-}
-
-/// One decision now, with the keys in force and the introspection answers known (`own`:
-/// the one this request waited for).
-fn decide_with(
-    policy: &Policy,
-    request: &HttpRequest<'_>,
-    root: &ExchangeRoot,
-    own: Option<&(TokenDigest, IntrospectionResult)>,
-) -> Decision {
-    let now = now();
-    let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-    let introspections = root.introspections(own, now_ms);
-    policy.decide_introspected(request, root.keys(), &introspections, now, &mut HostEntropy)
 }
 
 /// The decision's one audit line, and its counters.
@@ -276,7 +286,7 @@ fn send(denial: &Denial, grpc: bool) {
     let retry_after = denial.retry_after.map(|s| s.to_string());
     let mut headers = vec![("cache-control", "no-store")];
     if let Some(challenge) = &denial.www_authenticate {
-        headers.push(("www-authenticate", challenge.as_str()));
+        headers.push(("www-authenticate", challenge));
     }
     if let Some(seconds) = &retry_after {
         headers.push(("retry-after", seconds.as_str()));
@@ -284,7 +294,7 @@ fn send(denial: &Denial, grpc: bool) {
     let sent = if grpc {
         headers.push(("content-type", "application/grpc"));
         headers.push(("grpc-status", grpc_status.as_str()));
-        headers.push(("grpc-message", denial.grpc_message.as_str()));
+        headers.push(("grpc-message", &denial.grpc_message));
         abi::send_local_response(denial.status, &headers, b"", Some(denial.grpc_status))
     } else {
         headers.push(("content-type", "application/json"));
@@ -305,10 +315,10 @@ fn no_policy_denial() -> Denial {
     Denial {
         status: 500,
         www_authenticate: None,
-        body: r#"{"error":"server_error","error_description":"internal error"}"#.to_owned(),
+        body: r#"{"error":"server_error","error_description":"internal error"}"#.into(),
         reason,
         grpc_status: grpc::INTERNAL,
-        grpc_message: reason.description().to_owned(),
+        grpc_message: reason.description().into(),
         retry_after: None,
     }
 }
@@ -326,12 +336,15 @@ struct RequestHeaders {
 }
 
 impl RequestHeaders {
-    fn read() -> Result<Self, abi::HostStatus> {
-        let pairs = abi::header_pairs(Map::RequestHeaders)?;
-        let mut head = RequestHead::from_headers(pairs.iter().map(|(name, value)| {
+    /// Reads the request headers in place from the host's buffer (only the values the
+    /// decision reads are copied); the route name property only when `route_name` (no rule
+    /// matches on it otherwise, and a property read is a costly host call).
+    fn read(route_name: bool) -> Result<Self, abi::HostStatus> {
+        let map = abi::header_map(Map::RequestHeaders)?;
+        let mut head = RequestHead::from_headers(map.pairs().map(|(name, value)| {
             (
                 String::from_utf8_lossy(name),
-                String::from_utf8_lossy(value).into_owned(),
+                String::from_utf8_lossy(value),
             )
         }));
         // Hosts without pseudo-headers in the map (Kong) expose them as properties.
@@ -341,7 +354,9 @@ impl RequestHeaders {
         if head.path.is_none() {
             head.path = string_property(&["request", "path"]);
         }
-        head.route_name = string_property(&["xds", "route_name"]);
+        if route_name {
+            head.route_name = string_property(&["xds", "route_name"]);
+        }
         Ok(RequestHeaders { head })
     }
 

@@ -55,6 +55,8 @@ counters! {
     DecisionServe => "token_exchange.decision.serve",
     /// Tokens signed (a token minted and then refused because a host call failed counts).
     TokensMinted => "token_exchange.minted",
+    /// Exchanges served from the verified-and-minted cache (no verification, no signing).
+    CacheHit => "token_exchange.cache.hit",
     /// Host calls on the request or configuration path that failed.
     HostCallFailed => "token_exchange.host_call_failed",
     /// Issuer key sets fetched successfully by this host's VMs (changed or not).
@@ -122,9 +124,10 @@ pub fn define_rules<'a>(rule_names: impl IntoIterator<Item = &'a str>) -> Vec<St
     let mut merged = Vec::new();
     with_registry(|r| {
         let mut rules: Vec<RuleCounters> = Vec::new();
-        for name in rule_names {
+        let mut segments = crate::core::names::NameIndex::default();
+        for (i, name) in rule_names.into_iter().enumerate() {
             let segment = rule_segment(name);
-            if rules.iter().any(|c| rule_segment(&c.name) == segment) {
+            if segments.insert_first(&segment, i) != i {
                 merged.push(name.to_owned());
             }
             rules.push(RuleCounters {
@@ -149,7 +152,11 @@ pub fn increment(counter: Counter) {
 /// Adds 1 to the counter of one deny reason.
 pub fn increment_deny(reason: DenyReason) {
     with_registry(|r| {
-        let id = r.deny.iter().find(|(known, _)| *known == reason);
+        // `deny` is in `DenyReason::ALL` order, which is declaration order.
+        let id = r
+            .deny
+            .get(reason as usize)
+            .filter(|(known, _)| *known == reason);
         bump(id.and_then(|(_, id)| *id));
     });
 }
@@ -167,8 +174,10 @@ pub fn count_decision(decision: &Decision) {
         increment_deny(denial.reason);
     }
     with_registry(|r| {
-        if let Some(rule) = &decision.audit.rule {
-            if let Some(c) = r.rules.iter().find(|c| c.name == *rule) {
+        // By position: the registry's rules are the policy's, in order (no name search).
+        if let Some(index) = decision.rule_index {
+            let same_policy = |c: &&RuleCounters| decision.audit.rule.as_deref() == Some(&*c.name);
+            if let Some(c) = r.rules.get(index).filter(same_policy) {
                 bump(match outcome {
                     Outcome::Allow => c.allow,
                     Outcome::Deny => c.deny,

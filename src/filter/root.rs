@@ -1,19 +1,21 @@
 //! The root context: loads the policy from the plugin configuration, adopts generated
-//! signing keys, keeps the fetched issuer keys current on every tick, and reminds the
-//! operator of overdue allow-list reviews and expired issuers (at load, then once a day).
+//! signing keys, keeps the fetched issuer keys current on every tick, holds this VM's
+//! verified-and-minted cache, and reminds the operator of overdue allow-list reviews and
+//! expired issuers (at load, then once a day).
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::abi::{self, Buffer, Level};
 use super::env::{now, now_ms, HostEntropy};
 use super::fetch::{KeyFetcher, Wait, WaitPlan};
 use super::generated;
-use super::introspect::{IntrospectPlan, Introspector, Lookup};
+use super::introspect::{IntrospectPlan, Introspector};
 use super::metrics::{self, Counter};
 use crate::core::introspect::{IntrospectionNeed, IntrospectionResult, TokenDigest};
 use crate::core::keyset::KeySnapshot;
 use crate::core::lifecycle;
-use crate::core::{Decision, Entropy, Policy, ReviewReminder};
+use crate::core::{Decision, Entropy, ExchangeCache, HttpRequest, Policy, ReviewReminder};
 
 /// How often the root looks at the fetch schedule (and at requests waiting for keys).
 const FETCH_TICK_MS: u32 = 500;
@@ -27,6 +29,9 @@ pub struct ExchangeRoot {
     context_id: u32,
     policy: Option<Rc<Policy>>,
     keys: KeyFetcher,
+    /// This VM's verified-and-minted cache: a new, empty one with every policy loaded (and
+    /// `Policy::decide_cached` empties it for a request decided under another policy).
+    cache: ExchangeCache,
     introspector: Introspector,
     reminder: ReviewReminder,
     /// The tick period the host accepted, if any (APISIX gives none: requests then drive
@@ -45,6 +50,7 @@ impl ExchangeRoot {
             context_id,
             policy: None,
             keys: KeyFetcher::new(u64::from_le_bytes(id)),
+            cache: ExchangeCache::new(Default::default()),
             introspector: Introspector::default(),
             reminder: ReviewReminder::default(),
             tick_ms: None,
@@ -59,6 +65,28 @@ impl ExchangeRoot {
     /// The keys requests are decided with.
     pub fn keys(&self) -> &KeySnapshot {
         self.keys.snapshot()
+    }
+
+    /// Decides `request` under `policy` (the one in force when its stream began) with the
+    /// keys in force and this VM's cache.
+    pub fn decide(
+        &mut self,
+        policy: &Policy,
+        request: &HttpRequest<'_>,
+        own: Option<&(TokenDigest, IntrospectionResult)>,
+        now: Duration,
+        entropy: &mut dyn Entropy,
+    ) -> Decision {
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let introspections = self.introspector.lookup(own, now_ms);
+        policy.decide_with(
+            request,
+            self.keys.snapshot(),
+            &introspections,
+            now,
+            entropy,
+            Some(&mut self.cache),
+        )
     }
 
     /// Whether ticks come often enough to drive the fetch schedule.
@@ -152,11 +180,21 @@ impl ExchangeRoot {
         abi::log(
             Level::Info,
             &format!(
-                "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}",
+                "token-exchange-filter: policy loaded: issuer {:?}, {} trusted issuer(s), {} rule(s), signing kid {:?}, cache {}",
                 policy.issuer,
                 policy.trusted_issuers.len(),
                 policy.rules.len(),
-                policy.active_key().map(|k| k.kid.as_str()).unwrap_or("")
+                policy.active_key().map(|k| k.kid.as_str()).unwrap_or(""),
+                if policy.cache.enabled {
+                    format!(
+                        "on ({} entries, {} bytes, reuse {}/1000 of a minted lifetime)",
+                        policy.cache.max_entries,
+                        policy.cache.max_bytes,
+                        policy.cache.reuse_permille
+                    )
+                } else {
+                    "off".to_owned()
+                }
             ),
         );
         for warning in &policy.warnings {
@@ -165,7 +203,7 @@ impl ExchangeRoot {
                 &format!("token-exchange-filter: configuration warning: {warning}"),
             );
         }
-        let merged = metrics::define_rules(policy.rules.iter().map(|r| r.name.as_str()));
+        let merged = metrics::define_rules(policy.rules.iter().map(|r| &*r.name));
         for rule in merged {
             abi::log(
                 Level::Warn,
@@ -173,6 +211,9 @@ impl ExchangeRoot {
             );
         }
         metrics::increment(Counter::ConfigLoaded);
+        // A new policy (perhaps a new signing key, new rules, new revocations) starts with
+        // an empty cache: nothing minted under the previous one is reused.
+        self.cache = policy.new_cache();
         self.policy = Some(Rc::new(policy));
         // A new policy is reminded about at once, whatever was logged today.
         self.reminder = ReviewReminder::default();
@@ -228,16 +269,6 @@ impl ExchangeRoot {
     /// Whether a request's wait for keys is over.
     pub fn wait_is_over(&self, wait: &Wait, now: u64) -> bool {
         self.keys.wait_is_over(wait, now)
-    }
-
-    /// The introspection answers a decision at `now_ms` reads (`own`: the one a resumed
-    /// request waited for).
-    pub fn introspections<'a>(
-        &'a self,
-        own: Option<&'a (TokenDigest, IntrospectionResult)>,
-        now_ms: u64,
-    ) -> Lookup<'a> {
-        self.introspector.lookup(own, now_ms)
     }
 
     /// Asks about a token for the request of `context` (or joins the call already out).

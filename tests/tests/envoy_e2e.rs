@@ -367,6 +367,33 @@ fn allow_pyjwt_token(ctx: &Ctx) {
     assert_eq!(minted["tenant"], "acme");
 }
 
+/// The verified-and-minted cache in a real Envoy (two workers, one cache each): the same
+/// token six times is exchanged at most once per worker; every other request is a hit that
+/// forwards a token one of those exchanges minted, each checked as any exchange is.
+fn a_repeated_token_is_served_from_the_cache(ctx: &Ctx) {
+    let c = ctx.claims(&ctx.ed, "orders:read");
+    let t = ctx.ed.sign(&c);
+    let mut minted = Vec::new();
+    let mut caches = Vec::new();
+    let mut first_sent = None;
+    for _ in 0..6 {
+        let mut x = ctx.bearer("GET", "/orders/9", &t);
+        // A hit forwards a token minted by an earlier request: its `iat` may be that one's.
+        x.before = *first_sent.get_or_insert(x.before);
+        let claims = assert_exchanged(ctx, &x, &orders_expect(&t, &c));
+        let audit = one_audit(&x);
+        assert_eq!(audit["minted_jti"], claims["jti"]);
+        caches.push(audit["cache"].as_str().unwrap_or_default().to_owned());
+        minted.push(claims["jti"].clone());
+    }
+    let misses = caches.iter().filter(|c| *c == "miss").count();
+    assert!(misses <= 2, "one exchange per worker at most: {caches:?}");
+    assert_eq!(caches.iter().filter(|c| *c == "hit").count(), 6 - misses);
+    minted.sort_by_key(|j| j.to_string());
+    minted.dedup();
+    assert_eq!(minted.len(), misses, "hits forward what a miss minted");
+}
+
 fn normalized_path_is_matched(ctx: &Ctx) {
     // normalize_path: the filter sees /orders/3, never the dot-segments.
     let c = ctx.claims(&ctx.es, "orders:read");
@@ -961,6 +988,10 @@ fn envoy_end_to_end() {
             escaped_slash_is_rejected_by_envoy,
         ),
         ("route_bound_rule", route_bound_rule),
+        (
+            "a_repeated_token_is_served_from_the_cache",
+            a_repeated_token_is_served_from_the_cache,
+        ),
         ("no_token_401_without_error", no_token_401_without_error),
         (
             "other_scheme_is_missing_token",

@@ -243,6 +243,50 @@ fn rotation_at_the_provider() {
         .contains("invalid_token"));
 }
 
+/// A token exchanged (and cached) while its key is published is refused once a refresh
+/// drops the key, although its cached exchange was still within its reuse window; a token
+/// of a key the refresh kept is still served from the cache.
+#[test]
+fn a_rotation_ends_the_cached_exchanges_of_the_dropped_key() {
+    let host = Host::envoy();
+    let gw = Gateway::new();
+    let k1 = Issuer::ed25519(IDP, "k1", 7);
+    let k2 = Issuer::ed25519(IDP, "k2", 8);
+    let vm = started(&host, &fetched_policy(&gw), 1, &[&k1, &k2])[0].clone();
+    let old = token(&host, &k1);
+    let kept = token(&host, &k2);
+    for t in [&old, &kept] {
+        assert!(get(&vm, "/orders", Some(t)).is_forwarded());
+    }
+    host.clear_logs();
+    for t in [&old, &kept] {
+        assert!(get(&vm, "/orders", Some(t)).is_forwarded());
+    }
+    let caches: Vec<Value> = audits(&host).iter().map(|a| a["cache"].clone()).collect();
+    assert_eq!(caches, [json!("hit"), json!("hit")]);
+
+    // The refresh (60 s) drops k1; the orders rule mints for 60 s, reused for 30 s: move
+    // to just before the refresh, exchange both again, then let the refresh happen.
+    host.advance(Duration::from_secs(59));
+    for t in [&old, &kept] {
+        assert!(get(&vm, "/orders", Some(t)).is_forwarded());
+    }
+    host.advance(Duration::from_secs(1));
+    host.tick().unwrap();
+    assert_eq!(answer_all(&host, &json_answer(&keys_doc(&[&k2]))), 1);
+    host.tick().unwrap();
+    host.clear_logs();
+    let r = get(&vm, "/orders", Some(&old));
+    assert_eq!(r.status(), Some(401));
+    let r = get(&vm, "/orders", Some(&kept));
+    assert!(r.is_forwarded());
+    let lines = audits(&host);
+    assert_eq!(lines[0]["reason"], "unknown_key");
+    assert_eq!(lines[0]["cache"], "miss");
+    assert_eq!(lines[1]["reason"], "exchanged");
+    assert_eq!(lines[1]["cache"], "hit");
+}
+
 #[test]
 fn kid_spraying_causes_a_bounded_number_of_fetches() {
     let host = Host::envoy();

@@ -60,8 +60,8 @@ fn counters(host: &Host) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// The known sequence: one exchange, five denials (two of them gRPC), with their expected
-/// statuses. Returns the requests.
+/// The known sequence: one exchange, five denials (two of them gRPC), the same token again
+/// (a cache hit), with their expected statuses. Returns the requests.
 fn known_sequence(vm: &Vm) -> Vec<Request> {
     let idp = idp();
     let good = format!("Bearer {}", idp.sign(&idp.claims(NOW, "orders:read")));
@@ -79,6 +79,7 @@ fn known_sequence(vm: &Vm) -> Vec<Request> {
             Some(&lacking),
             Some("application/grpc+proto"),
         ),
+        get(vm, "/orders/2", Some(&good), None),
     ];
     assert!(r[0].is_forwarded(), "{:?}", r[0].local_response());
     let statuses: Vec<Option<u32>> = r.iter().map(Request::status).collect();
@@ -90,7 +91,8 @@ fn known_sequence(vm: &Vm) -> Vec<Request> {
             Some(403),
             Some(403),
             Some(401),
-            Some(403)
+            Some(403),
+            Some(200)
         ]
     );
     r
@@ -103,20 +105,21 @@ fn expected_after_known_sequence() -> BTreeMap<String, u64> {
         want.insert(format!("token_exchange.deny.{}", r.code()), 0);
     }
     for (name, value) in [
-        ("token_exchange.decision.allow", 1),
+        ("token_exchange.decision.allow", 2),
         ("token_exchange.decision.deny", 5),
         ("token_exchange.decision.pass", 0),
         ("token_exchange.decision.serve", 0),
         ("token_exchange.minted", 1),
         ("token_exchange.jwks.fetched", 0),
         ("token_exchange.jwks.fetch_failed", 0),
+        ("token_exchange.cache.hit", 1),
         ("token_exchange.host_call_failed", 0),
         ("token_exchange.config.loaded", 1),
         ("token_exchange.config.rejected", 0),
         ("token_exchange.deny.missing_token", 2),
         ("token_exchange.deny.insufficient_scope", 2),
         ("token_exchange.deny.no_matching_rule", 1),
-        ("token_exchange.rule.orders-read.allow", 1),
+        ("token_exchange.rule.orders-read.allow", 2),
         ("token_exchange.rule.orders-read.deny", 4),
     ] {
         want.insert(name.to_owned(), value);
@@ -208,7 +211,9 @@ fn several_vms_share_counters_by_name() {
     }
     let c = counters(&host);
     assert_eq!(c["token_exchange.config.loaded"], 2);
-    assert_eq!(c["token_exchange.decision.allow"], 2);
+    assert_eq!(c["token_exchange.decision.allow"], 4);
+    assert_eq!(c["token_exchange.minted"], 2, "one cache per VM");
+    assert_eq!(c["token_exchange.cache.hit"], 2);
     assert_eq!(c["token_exchange.decision.deny"], 10);
     assert_eq!(c["token_exchange.rule.orders-read.deny"], 8);
 }

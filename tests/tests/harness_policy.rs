@@ -327,13 +327,16 @@ fn time_travel_expires_a_token_mid_test() {
     assert_eq!(get(&f.vm, "/orders", &[&t]).status(), Some(401));
 }
 
+/// With the cache off, every request of every VM mints its own token (one fresh `jti` per
+/// request, across VMs too).
 #[test]
 fn several_vms_decide_alike_and_mint_distinct_ids() {
     let gw = Gateway::new();
     let idp = Issuer::ed25519("https://idp.test", "k1", 7);
     let host = Host::envoy();
     host.set_unix_time(NOW);
-    let doc = policy(&gw, &[&idp], json!([orders_rule()]));
+    let mut doc = policy(&gw, &[&idp], json!([orders_rule()]));
+    doc["cache"] = json!({"enabled": false});
     let vms = host
         .load_workers(&wasm(), doc.to_string().as_bytes(), 2)
         .unwrap();
@@ -354,9 +357,11 @@ fn several_vms_decide_alike_and_mint_distinct_ids() {
         }
     }
     let before = jtis.len();
+    assert_eq!(before, 6);
     jtis.sort();
     jtis.dedup();
     assert_eq!(jtis.len(), before, "every minted jti is unique across VMs");
+    assert!(lines.iter().all(|l| l["cache"] == "miss"));
     let per_vm: Vec<usize> = (0..2)
         .map(|i| {
             host.logs()
@@ -462,32 +467,49 @@ fn host_faults_fail_closed() {
     const WASI_EIO: i32 = 29;
     let f = fixture(Host::envoy(), None);
     let t = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
-    for (function, status) in [
+    // `t` is exchanged once, so it is cached; each fault is tried on a fresh token (a cache
+    // miss: verify and mint) and on `t` (a hit).
+    assert!(get(&f.vm, "/orders", &[&t]).is_forwarded());
+    for (i, (function, status)) in [
         ("proxy_replace_header_map_value", INTERNAL_FAILURE),
         ("proxy_remove_header_map_value", INTERNAL_FAILURE),
         ("proxy_get_header_map_pairs", INTERNAL_FAILURE),
         ("random_get", WASI_EIO),
-    ] {
-        f.host.clear_logs();
-        f.host.inject_fault(function, status);
-        let r = get(&f.vm, "/orders", &[&t]);
-        f.host.clear_faults();
-        assert!(
-            !r.is_forwarded(),
-            "{function}: forwarded despite a host failure"
-        );
-        assert_eq!(r.status(), Some(500), "{function}");
-        let lines = audits(&f.host);
-        assert_eq!(lines.len(), 1, "{function}");
-        assert_eq!(lines[0]["reason"], "internal_error", "{function}");
-        assert!(
-            lines[0].get("minted_jti").is_none(),
-            "{function}: claims a minted token"
-        );
-        assert!(
-            get(&f.vm, "/orders", &[&t]).is_forwarded(),
-            "{function}: VM survives"
-        );
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut claims = f.idp.claims(NOW, "orders:read");
+        claims["jti"] = json!(format!("fresh-{i}"));
+        let fresh = format!("Bearer {}", f.idp.sign(&claims));
+        for (token, kind) in [(&fresh, "miss"), (&t, "hit")] {
+            f.host.clear_logs();
+            f.host.inject_fault(function, status);
+            let r = get(&f.vm, "/orders", &[token]);
+            f.host.clear_faults();
+            if function == "random_get" && kind == "hit" {
+                // A cached exchange needs no randomness: nothing failed.
+                assert!(r.is_forwarded(), "{function} {kind}");
+                assert_eq!(audits(&f.host)[0]["cache"], "hit");
+                continue;
+            }
+            assert!(
+                !r.is_forwarded(),
+                "{function} {kind}: forwarded despite a host failure"
+            );
+            assert_eq!(r.status(), Some(500), "{function} {kind}");
+            let lines = audits(&f.host);
+            assert_eq!(lines.len(), 1, "{function} {kind}");
+            assert_eq!(lines[0]["reason"], "internal_error", "{function} {kind}");
+            assert!(
+                lines[0].get("minted_jti").is_none(),
+                "{function} {kind}: claims a minted token"
+            );
+            assert!(
+                get(&f.vm, "/orders", &[token]).is_forwarded(),
+                "{function} {kind}: VM survives"
+            );
+        }
     }
 
     // The local response itself failing: the request is held, never continued.
@@ -579,8 +601,12 @@ fn every_deny_reason_is_reachable_through_the_wasm() {
     send("/orders/../admin", &signed(&f.idp, &|_| {}));
     send("/nowhere", &signed(&f.idp, &|_| {}));
     send("/orders?access_token=abc", &signed(&f.idp, &|_| {}));
+    // A fresh token (not cached), so that minting needs randomness.
     f.host.inject_fault("random_get", 29);
-    send("/orders", &signed(&f.idp, &|_| {}));
+    send(
+        "/orders",
+        &signed(&f.idp, &|c| c["jti"] = json!("never-seen")),
+    );
     f.host.clear_faults();
 
     // The trust boundaries (issue 11), on their own policy.
@@ -1051,13 +1077,21 @@ fn revocation_and_refusal_apply_with_a_configuration_update() {
     let t1 = forwarded_bearer(&r, &a);
     let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
     forwarded_bearer(&r, &a);
+    // Both exchanges are cached before the update...
+    for (path, token) in [("/orders/2", &original), ("/billing", &t1)] {
+        let (r, a) = trust_send(&f, path, Some(token), &[]);
+        forwarded_bearer(&r, &a);
+        assert_eq!(a["cache"], "hit", "{path}");
+    }
 
+    // ...and refused after it: the new policy comes with a new cache.
     let mut doc = t.policy(NOW);
     doc["revoked"]["jti"] = json!([REVOKED_JTI, "edge-u1"]);
     doc["strip_headers_action"] = json!("refuse");
     f.vm.reconfigure(doc.to_string().as_bytes()).unwrap();
     let (r, a) = trust_send(&f, "/orders/1", Some(&original), &[]);
     assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
+    assert_eq!(a["cache"], "miss");
     let (r, a) = trust_send(&f, "/billing", Some(&t1), &[]);
     assert_trust_denied(&r, &a, 401, "token_revoked", r#"error="invalid_token""#);
     assert_eq!(a["origin_token_id"], "edge-u1");
@@ -1131,4 +1165,227 @@ fn lifecycle_reminders_at_load_and_once_a_day() {
     let plain = policy(&t.gw, &[&t.idp], json!([orders_rule()]));
     let vm = host.load(&wasm(), plain.to_string().as_bytes()).unwrap();
     assert_eq!(vm.tick_period(), None);
+}
+
+/// The minted token forwarded for `authorization` on `/orders` (panics if refused).
+fn forwarded_token(vm: &Vm, authorization: &str) -> String {
+    let r = get(vm, "/orders", &[authorization]);
+    let fwd = r
+        .forwarded_headers()
+        .unwrap_or_else(|| panic!("refused: {:?}", r.local_response()));
+    header(&fwd, "authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned()
+}
+
+/// The verified-and-minted cache in the built module, under every host profile: the audit
+/// says miss then hit, the same minted token is forwarded again, a new one once half its
+/// lifetime has passed, each VM has its own cache, and the VM's counters show the hit.
+#[test]
+fn the_cache_reuses_minted_tokens_in_the_wasm() {
+    for host in [Host::envoy(), Host::kong(), Host::apisix()] {
+        let profile = host.profile();
+        let f = fixture(host, None);
+        let t = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
+        let first = forwarded_token(&f.vm, &t);
+        let second = forwarded_token(&f.vm, &t);
+        assert_eq!(
+            first, second,
+            "{profile:?}: the cached token is forwarded again"
+        );
+        let (_, c) = f.gw.verify(&second, NOW);
+        assert_eq!(
+            (c["iat"].as_u64(), c["exp"].as_u64()),
+            (Some(NOW), Some(NOW + 60))
+        );
+        // A denial in between is decided afresh and does not disturb the entry.
+        assert_eq!(get(&f.vm, "/orders", &[]).status(), Some(401));
+        // ttl 60 s, reused for half of it.
+        f.host.advance(Duration::from_secs(29));
+        assert_eq!(forwarded_token(&f.vm, &t), first, "{profile:?} at +29 s");
+        f.host.advance(Duration::from_secs(1));
+        let renewed = forwarded_token(&f.vm, &t);
+        assert_ne!(
+            renewed, first,
+            "{profile:?}: a new token after half its lifetime"
+        );
+        let (_, c) = f.gw.verify(&renewed, NOW + 30);
+        assert_eq!(c["iat"], NOW + 30);
+        assert_eq!(forwarded_token(&f.vm, &t), renewed);
+
+        let lines = audits(&f.host);
+        let caches: Vec<&str> = lines.iter().map(|l| l["cache"].as_str().unwrap()).collect();
+        assert_eq!(
+            caches,
+            ["miss", "hit", "miss", "hit", "miss", "hit"],
+            "{profile:?}"
+        );
+        let jtis: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["decision"] == "allow")
+            .map(|l| &l["minted_jti"])
+            .collect();
+        assert_eq!(jtis[0], jtis[1]);
+        assert_eq!(jtis[1], jtis[2]);
+        assert_ne!(jtis[2], jtis[3]);
+        for l in lines.iter().filter(|l| l["decision"] == "allow") {
+            assert_eq!(l["token_id"], format!("orig-{NOW}"), "{profile:?}");
+            assert_eq!(l["token_verified"], true, "{profile:?}");
+        }
+        if profile != Profile::Apisix {
+            assert_eq!(
+                f.host.metric("token_exchange.cache.hit"),
+                Some(3),
+                "{profile:?}"
+            );
+            assert_eq!(
+                f.host.metric("token_exchange.minted"),
+                Some(2),
+                "{profile:?}"
+            );
+        }
+    }
+}
+
+/// A reconfigure with a new signing key ends every cached exchange: the next request for the
+/// same token mints with the new key; a cache turned off stops reuse at once.
+#[test]
+fn a_reconfigure_with_a_new_signing_key_ends_cached_exchanges() {
+    let f = fixture(Host::envoy(), None);
+    let t = format!("Bearer {}", f.idp.sign(&f.idp.claims(NOW, "orders:read")));
+    let old = forwarded_token(&f.vm, &t);
+    assert_eq!(forwarded_token(&f.vm, &t), old);
+
+    let gw2 = Gateway::with_alg("EdDSA", "gw-rotated");
+    let doc = policy(&gw2, &[&f.idp], json!([orders_rule()]));
+    f.vm.reconfigure(doc.to_string().as_bytes()).unwrap();
+    let renewed = forwarded_token(&f.vm, &t);
+    assert_ne!(renewed, old);
+    let (h, _) = gw2.verify(&renewed, NOW);
+    assert_eq!(h["kid"], "gw-rotated");
+    assert_eq!(
+        forwarded_token(&f.vm, &t),
+        renewed,
+        "the new policy caches anew"
+    );
+
+    let mut off = doc.clone();
+    off["cache"] = json!({"enabled": false});
+    f.vm.reconfigure(off.to_string().as_bytes()).unwrap();
+    let a = forwarded_token(&f.vm, &t);
+    let b = forwarded_token(&f.vm, &t);
+    assert_ne!(a, renewed);
+    assert_ne!(a, b, "cache off: a fresh token per request");
+    let caches: Vec<Value> = audits(&f.host).iter().map(|l| l["cache"].clone()).collect();
+    assert_eq!(caches, ["miss", "hit", "miss", "hit", "miss", "miss"]);
+}
+
+/// Each VM (Envoy worker) has its own cache; the bounds hold inside the module under many
+/// distinct tokens, and the VM keeps exchanging.
+#[test]
+fn each_vm_has_its_own_bounded_cache() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519("https://idp.test", "k1", 7);
+    let host = Host::envoy();
+    host.set_unix_time(NOW);
+    let mut doc = policy(&gw, &[&idp], json!([orders_rule()]));
+    doc["cache"] = json!({"max_entries": 8});
+    let vms = host
+        .load_workers(&wasm(), doc.to_string().as_bytes(), 2)
+        .unwrap();
+    host.clear_logs();
+    let t = format!("Bearer {}", idp.sign(&idp.claims(NOW, "orders:read")));
+    let a = forwarded_token(&vms[0], &t);
+    let b = forwarded_token(&vms[1], &t);
+    assert_ne!(a, b, "no cache shared between VMs");
+    assert_eq!(forwarded_token(&vms[0], &t), a);
+    assert_eq!(forwarded_token(&vms[1], &t), b);
+    // 40 distinct tokens, once each, through a cache of 8: the token clients reuse stays (it
+    // is in the protected segment), the tokens seen once are evicted, and the VM still works.
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        let mut claims = idp.claims(NOW, "orders:read");
+        claims["jti"] = json!(format!("other-{i}"));
+        let other = format!("Bearer {}", idp.sign(&claims));
+        forwarded_token(&vms[0], &other);
+        flood.push(other);
+    }
+    assert_eq!(
+        forwarded_token(&vms[0], &t),
+        a,
+        "a reused token survives the flood"
+    );
+    host.clear_logs();
+    forwarded_token(&vms[0], &flood[0]);
+    forwarded_token(&vms[0], &flood[39]);
+    let caches: Vec<Value> = audits(&host).iter().map(|l| l["cache"].clone()).collect();
+    assert_eq!(
+        caches,
+        ["miss", "hit"],
+        "the oldest one-time token was evicted"
+    );
+}
+
+/// Through the built module under every profile: a shadow rule's repeated token is a cache
+/// hit audited as enforcing decided (with `mode`), forwarded unchanged (its own token, the
+/// identity headers stripped); an expired step-up authentication is challenged on what was
+/// a hit.
+#[test]
+fn trust_decisions_through_the_cache() {
+    use token_exchange_tests::trust::*;
+    let t = Trust::new();
+    for host in [Host::envoy(), Host::kong(), Host::apisix()] {
+        let profile = host.profile();
+        let f = fixture(host, Some(t.policy(NOW)));
+        let reports = t.idp.sign(&t.claims(&t.idp, NOW, "reports:read", "rep-1"));
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let (r, a) = trust_send(&f, "/reports", Some(&reports), &[("x-forwarded-user", "x")]);
+            let fwd = r.forwarded_headers().unwrap();
+            assert_eq!(
+                header(&fwd, "authorization"),
+                Some(format!("Bearer {reports}").as_str()),
+                "{profile:?}: forwarded unchanged"
+            );
+            assert!(header(&fwd, "x-forwarded-user").is_none(), "{profile:?}");
+            lines.push(a);
+        }
+        assert_eq!(lines[0]["cache"], "miss", "{profile:?}");
+        assert_eq!(lines[1]["cache"], "hit", "{profile:?}");
+        for a in &lines {
+            assert_eq!(a["mode"], "shadow", "{profile:?}");
+            assert_eq!(a["decision"], "allow", "{profile:?}");
+            assert_eq!(a["identity_headers"], json!(["x-forwarded-user"]));
+        }
+        assert_eq!(
+            lines[0]["minted_jti"], lines[1]["minted_jti"],
+            "{profile:?}"
+        );
+
+        // Step-up (`max_age_seconds` 300): authenticated 290 s before NOW, exchanged and
+        // cached (reused for 60 s), then refused 11 s later, inside the reuse window.
+        let late = {
+            let mut c = t.claims(&t.idp, NOW, "admin", "adm-1");
+            c["auth_time"] = json!(NOW - 290);
+            t.idp.sign(&c)
+        };
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        forwarded_bearer(&r, &a);
+        f.host.advance(Duration::from_secs(5));
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        forwarded_bearer(&r, &a);
+        assert_eq!(a["cache"], "hit", "{profile:?}");
+        f.host.advance(Duration::from_secs(6));
+        let (r, a) = trust_send(&f, "/admin", Some(&late), &[]);
+        assert_trust_denied(
+            &r,
+            &a,
+            401,
+            "authentication_too_old",
+            r#"error="insufficient_user_authentication""#,
+        );
+        assert_eq!(a["cache"], "miss", "{profile:?}");
+    }
 }

@@ -21,7 +21,7 @@ use token_exchange_filter::core::introspect::{
     parse_introspection, IntrospectionCache, IntrospectionLookup, IntrospectionResult, TokenDigest,
 };
 use token_exchange_filter::core::{
-    Decision, DenyReason, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
+    CacheUse, Decision, DenyReason, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
 };
 use token_exchange_tests::*;
 
@@ -686,4 +686,107 @@ fn a_cached_answer_decides_until_it_ends() {
         &mut CountingEntropy(0),
     );
     assert!(d.introspection.is_some());
+}
+
+/// The verified-and-minted cache never outlives an introspection answer: a cached exchange
+/// of an opaque token (or of a JWT of an issuer with `introspect_jwts`) is reused only while
+/// the answer is still known active; once it is inactive or no longer known, the request is
+/// decided afresh (refused, or asked about again), never served from the cache.
+#[test]
+fn the_exchange_cache_ends_with_the_introspection_answer() {
+    let gw = Gateway::new();
+    let idp = Issuer::ed25519(IDP, "k1", 7);
+    let p = load(&opaque_doc(&gw, &idp));
+    let mut cache = p.new_cache();
+    let decide_cached = |answers: &Answers, token: &str, now: u64, cache: &mut _| {
+        let authorization = bearer(token);
+        let req = HttpRequest {
+            method: "GET",
+            path: "/orders/1",
+            host: Some("api.example.com"),
+            authorization: vec![&authorization],
+            request_id: Some("req-1"),
+            ..Default::default()
+        };
+        p.decide_with(
+            &req,
+            &KeySnapshot::default(),
+            answers,
+            Duration::from_secs(now),
+            &mut CountingEntropy(0),
+            Some(cache),
+        )
+    };
+    let minted = |d: &Decision| match &d.verdict {
+        Verdict::Forward { minted, .. } => minted.token.clone(),
+        other => panic!("not forwarded: {other:?} {:?}", d.audit),
+    };
+    let active = Answers::default().active(OPAQUE, &active_answer(IDP, NOW, "orders:read"));
+    let first = decide_cached(&active, OPAQUE, NOW, &mut cache);
+    assert_eq!(first.audit.cache, CacheUse::Miss);
+    let again = decide_cached(&active, OPAQUE, NOW + 1, &mut cache);
+    assert_eq!(again.audit.cache, CacheUse::Hit);
+    assert_eq!(minted(&again), minted(&first));
+
+    // Revoked at the provider (its answer now inactive): refused, not served from the cache.
+    let inactive = Answers::default().with(OPAQUE, IntrospectionResult::Inactive);
+    let d = decide_cached(&inactive, OPAQUE, NOW + 2, &mut cache);
+    assert_eq!(denied(&d), (401, DenyReason::TokenInactive));
+    assert_eq!(d.audit.cache, CacheUse::Miss);
+    // The answer no longer known (its cache entry ended): asked about again.
+    let d = decide_cached(&Answers::default(), OPAQUE, NOW + 3, &mut cache);
+    assert_eq!(denied(&d).1, DenyReason::IntrospectionUnavailable);
+    assert!(d.introspection.is_some());
+    // Active again: a new exchange, then reused.
+    let fresh = decide_cached(&active, OPAQUE, NOW + 4, &mut cache);
+    assert_eq!(fresh.audit.cache, CacheUse::Miss);
+    assert_ne!(minted(&fresh), minted(&first));
+    let d = decide_cached(&active, OPAQUE, NOW + 5, &mut cache);
+    assert_eq!(d.audit.cache, CacheUse::Hit);
+
+    // A JWT of an issuer with introspect_jwts: the same.
+    let mut trusted = idp.trusted(&["api"]);
+    trusted["introspect_jwts"] = json!(true);
+    trusted["introspection"] = json!({
+        "endpoint": "https://idp.test/introspect", "upstream": "idp",
+        "client_id": "gateway", "client_secret": INTROSPECTION_SECRET
+    });
+    let mut doc = policy(&gw, &[], json!([orders_rule()]));
+    doc["trusted_issuers"] = json!([trusted]);
+    let p = load(&doc);
+    let mut cache = p.new_cache();
+    let jwt = idp.sign(&idp.claims(NOW, "orders:read"));
+    let decide_jwt = |answers: &Answers, now: u64, cache: &mut _| {
+        let authorization = bearer(&jwt);
+        let req = HttpRequest {
+            method: "GET",
+            path: "/orders/1",
+            host: Some("api.example.com"),
+            authorization: vec![&authorization],
+            request_id: Some("req-1"),
+            ..Default::default()
+        };
+        p.decide_with(
+            &req,
+            &KeySnapshot::default(),
+            answers,
+            Duration::from_secs(now),
+            &mut CountingEntropy(0),
+            Some(cache),
+        )
+    };
+    let active = Answers::default().active(&jwt, &json!({"active": true}));
+    assert_eq!(
+        decide_jwt(&active, NOW, &mut cache).audit.cache,
+        CacheUse::Miss
+    );
+    assert_eq!(
+        decide_jwt(&active, NOW + 1, &mut cache).audit.cache,
+        CacheUse::Hit
+    );
+    let revoked = Answers::default().with(&jwt, IntrospectionResult::Inactive);
+    let d = decide_jwt(&revoked, NOW + 2, &mut cache);
+    assert_eq!(denied(&d).1, DenyReason::TokenInactive);
+    let d = decide_jwt(&Answers::default(), NOW + 3, &mut cache);
+    assert_eq!(denied(&d).1, DenyReason::IntrospectionUnavailable);
 }

@@ -45,7 +45,7 @@ fn assert_denied(d: &Decision, reason: &str, status: u16, error: &str) -> String
     let den = denial(d);
     assert_eq!(den.status, status, "{reason}");
     assert_eq!(d.audit.status, Some(status));
-    let challenge = den.www_authenticate.clone().unwrap();
+    let challenge = den.www_authenticate.as_deref().unwrap().to_owned();
     assert!(
         challenge.contains(&format!("error=\"{error}\"")),
         "{reason}: {challenge}"
@@ -300,7 +300,7 @@ fn a_two_hop_chain_narrows_and_keeps_its_history() {
     let a = &d.audit;
     assert_eq!(a.iss.as_deref(), Some(t.gw.iss.as_str()));
     assert_eq!(a.caller.as_deref(), Some("orders-service"));
-    assert_eq!(a.token_id, c1["jti"].as_str().map(str::to_owned));
+    assert_eq!(a.token_id.as_deref(), c1["jti"].as_str());
     assert_eq!(a.origin_iss.as_deref(), Some(IDP));
     assert_eq!(a.origin_token_id.as_deref(), Some("edge-1"));
     assert_eq!(a.chain_depth, Some(2));

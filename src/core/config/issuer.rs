@@ -13,6 +13,7 @@ use crate::core::claims::{
 use crate::core::date::{parse_utc_timestamp, UtcDate};
 use crate::core::jwks::import_jwks;
 use crate::core::keys::{Alg, IssuerKey};
+use crate::core::names::NameIndex;
 
 pub(super) fn read_trusted_issuers(
     v: Option<&Value>,
@@ -131,10 +132,17 @@ pub(super) fn read_trusted_issuer(
     let revoked_before = optional(v, |v| point_in_time(v, &p, errs));
     let introspection = read_introspected(&mut o, path, errs);
     o.finish(errs);
+    let keys = keys?;
+    let mut keys_by_kid = NameIndex::default();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(kid) = key.kid() {
+            keys_by_kid.insert_first(kid, i);
+        }
+    }
     Some(TrustedIssuer {
         issuer: issuer?,
         algorithms: algorithms?,
-        keys: keys?,
+        keys,
         audiences: audiences?,
         claims: claims?,
         max_scopes: max_scopes?,
@@ -143,6 +151,7 @@ pub(super) fn read_trusted_issuer(
         expires: expires?,
         revoked_before: revoked_before?,
         key_source: key_source?,
+        keys_by_kid,
         introspection: introspection?,
     })
 }

@@ -7,14 +7,21 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use super::cache::CacheSettings;
 use super::claims::ClaimMapping;
 use super::date::UtcDate;
 use super::hygiene::{HeaderPattern, DEFAULT_STRIP_HEADERS};
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
+use super::names::NameIndex;
+use super::reason::{DenyReason, Refusal};
+pub use super::routing::RouteMatch;
+use super::routing::RuleIndex;
 use super::signing::{GatewayKey, KeyMaterial, KeyState, SigningKey};
 use super::token::Limits;
 
@@ -30,7 +37,7 @@ pub use keysource::{JwksLocation, KeySource};
 pub use signing_keys::Publication;
 
 use issuer::read_trusted_issuers;
-use reader::{any, boolean, integer, string, string_list, Errors, Obj};
+use reader::{any, boolean, integer, number, string, string_list, Errors, Obj};
 use rule::{check_chained_rules, read_rules, RuleContext};
 use signing_keys::{read_publication, read_signing_keys};
 
@@ -99,6 +106,8 @@ pub struct TrustedIssuer {
     pub audiences: Vec<String>,
     /// Where its tokens carry the caller and the scopes.
     pub claims: ClaimMapping,
+    /// Index in `keys` by `kid` (compiled at load).
+    pub(crate) keys_by_kid: NameIndex,
     /// The scope ceiling: no token minted from this issuer's tokens carries a scope outside
     /// it (`None`: no ceiling beyond the rules').
     pub max_scopes: Option<Vec<String>>,
@@ -149,21 +158,11 @@ impl TrustedIssuer {
             .filter(|i| i.jwts)
             .map(|i| &i.endpoint)
     }
-}
 
-/// Which requests a rule applies to; every present condition must hold.
-#[derive(Debug, Clone, Default)]
-pub struct RouteMatch {
-    /// Segment-aware path prefix (`/orders` matches `/orders` and `/orders/1`, not `/ordersX`).
-    pub path_prefix: Option<String>,
-    /// Exact path (query string excluded).
-    pub path: Option<String>,
-    /// Allowed methods (upper case); empty means any.
-    pub methods: Vec<String>,
-    /// Host (lower case), compared without the port unless it names one.
-    pub host: Option<String>,
-    /// The gateway's route name (Envoy `xds.route_name`).
-    pub route: Option<String>,
+    /// The policy's own key with this `kid` (the first, if several share it), by index.
+    pub fn inline_key(&self, kid: &str) -> Option<&IssuerKey> {
+        self.keys_by_kid.get(kid).and_then(|i| self.keys.get(i))
+    }
 }
 
 /// What a valid token must also carry for this rule.
@@ -223,7 +222,7 @@ pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 2;
 #[derive(Debug, Clone)]
 pub struct ExchangeRule {
     /// Unique name, used in audit records.
-    pub name: String,
+    pub name: Arc<str>,
     /// Which requests it applies to.
     pub matcher: RouteMatch,
     /// What the token must carry.
@@ -237,6 +236,8 @@ pub struct ExchangeRule {
     /// The most exchanges the minted token may record (its `act` chain), the edge exchange
     /// counting as 1.
     pub max_chain_depth: usize,
+    /// Indices of `require.issuers` in the policy's trusted issuers (compiled at load).
+    pub(crate) issuer_indices: Vec<usize>,
 }
 
 /// Original tokens refused by id or subject (`revoked`), applied with a configuration update.
@@ -285,10 +286,30 @@ pub struct Policy {
     pub realm: String,
     /// Where the gateway's public keys are served.
     pub publication: Publication,
+    /// The verified-and-minted cache's settings.
+    pub cache: CacheSettings,
     /// What the operator should know about this (valid) policy.
     pub warnings: Vec<ConfigWarning>,
     /// Public halves of the signing keys, to verify the gateway's own tokens.
     gateway_keys: Vec<IssuerKey>,
+    /// Compiled at load: the rule index, issuers by name, the prebuilt denials.
+    pub(crate) compiled: Compiled,
+}
+
+/// What is computed once per policy so that no request repeats it.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    /// This policy's id among those loaded by this process (binds caches to it).
+    pub(crate) id: u64,
+    /// The rules' match conditions, indexed.
+    pub(crate) rules: RuleIndex,
+    /// Trusted issuers by exact `iss`.
+    pub(crate) issuers: NameIndex,
+    /// The local response of every deny reason, in `DenyReason::ALL` order.
+    pub(crate) denials: Vec<super::decide::Denial>,
+    /// Per rule: the denials whose challenge names what the rule requires, grants or asks of
+    /// the authentication (`Policy::rule_refusals`), with the refusal each answers.
+    pub(crate) rule_denials: Vec<Vec<(Refusal, super::decide::Denial)>>,
 }
 
 impl Policy {
@@ -305,6 +326,7 @@ impl Policy {
         match policy {
             Some(mut p) if errs.errors.is_empty() => {
                 p.warnings = errs.warnings;
+                p.compile();
                 Ok(p)
             }
             _ => {
@@ -343,7 +365,61 @@ impl Policy {
 
     /// The trusted issuer with this exact `iss`.
     pub fn trusted_issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
-        self.trusted_issuers.iter().find(|t| t.issuer == iss)
+        self.trusted_issuer_index(iss)
+            .and_then(|i| self.trusted_issuers.get(i))
+    }
+
+    /// The position of the trusted issuer with this exact `iss`.
+    pub fn trusted_issuer_index(&self, iss: &str) -> Option<usize> {
+        self.compiled.issuers.get(iss)
+    }
+
+    /// Whether deciding needs the host's route name (some rule matches on it).
+    pub fn needs_route_name(&self) -> bool {
+        self.compiled.rules.needs_route_name()
+    }
+
+    /// Builds everything a request would otherwise recompute.
+    fn compile(&mut self) {
+        let mut issuers = NameIndex::default();
+        for (i, t) in self.trusted_issuers.iter().enumerate() {
+            issuers.insert_first(&t.issuer, i);
+        }
+        for rule in &mut self.rules {
+            rule.issuer_indices = rule
+                .require
+                .issuers
+                .iter()
+                .filter_map(|name| issuers.get(name))
+                .collect();
+            rule.issuer_indices.sort_unstable();
+        }
+        let denials = DenyReason::ALL
+            .iter()
+            .map(|r| self.denial(&(*r).into()))
+            .collect();
+        let rule_denials = self
+            .rules
+            .iter()
+            .map(|rule| {
+                Policy::rule_refusals(rule)
+                    .into_iter()
+                    .map(|refusal| {
+                        let denial = self.denial(&refusal);
+                        (refusal, denial)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Ids start at 1: 0 is a new cache's "no policy yet".
+        static LOADED: AtomicU64 = AtomicU64::new(0);
+        self.compiled = Compiled {
+            id: LOADED.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
+            rules: RuleIndex::new(self.rules.iter().map(|r| &r.matcher)),
+            issuers,
+            denials,
+            rule_denials,
+        };
     }
 
     /// The one trusted issuer that takes opaque tokens, if any.
@@ -470,6 +546,12 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         }),
     };
 
+    let (v, p) = o.get("cache");
+    let cache = match v {
+        None => Some(CacheSettings::default()),
+        Some(v) => read_cache(v, &p, errs),
+    };
+
     let (v, p) = o.required("rules", errs);
     let ctx = RuleContext::new(doc.get("trusted_issuers"), trusted_issuers.as_deref());
     let rules = read_rules(v, &p, &ctx, errs);
@@ -514,8 +596,10 @@ fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
         revoked: revoked?,
         realm: realm?,
         publication: publication?,
+        cache: cache?,
         warnings: Vec::new(),
         gateway_keys,
+        compiled: Compiled::default(),
     })
 }
 
@@ -535,6 +619,39 @@ fn read_revoked(v: &Value, path: &str, errs: &mut Errors) -> Option<Revocations>
     Some(Revocations {
         jti: jti?,
         sub: sub?,
+    })
+}
+
+fn read_cache(v: &Value, path: &str, errs: &mut Errors) -> Option<CacheSettings> {
+    let mut o = Obj::new(v, path, errs)?;
+    let d = CacheSettings::default();
+    let (v, p) = o.get("enabled");
+    let enabled = match v {
+        None => Some(d.enabled),
+        v => boolean(v, &p, errs),
+    };
+    let (v, p) = o.get("max_entries");
+    let max_entries = match v {
+        None => Some(d.max_entries),
+        v => integer(v, &p, 1, 1_000_000, errs).and_then(|n| usize::try_from(n).ok()),
+    };
+    let (v, p) = o.get("max_bytes");
+    let max_bytes = match v {
+        None => Some(d.max_bytes),
+        v => integer(v, &p, 65_536, 1 << 30, errs).and_then(|n| usize::try_from(n).ok()),
+    };
+    let (v, p) = o.get("reuse_fraction");
+    let reuse_permille = match v {
+        None => Some(d.reuse_permille),
+        // Thousandths: 0.5 is 500; anything finer than 0.001 is rounded down.
+        v => number(v, &p, 0.01, 1.0, errs).map(|f| (f * 1000.0).floor() as u32),
+    };
+    o.finish(errs);
+    Some(CacheSettings {
+        enabled: enabled?,
+        max_entries: max_entries?,
+        max_bytes: max_bytes?,
+        reuse_permille: reuse_permille?,
     })
 }
 

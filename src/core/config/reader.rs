@@ -120,6 +120,23 @@ pub(super) fn integer(
     }
 }
 
+/// A JSON number between `min` and `max` (inclusive).
+pub(super) fn number(
+    v: Option<&Value>,
+    path: &str,
+    min: f64,
+    max: f64,
+    errs: &mut Errors,
+) -> Option<f64> {
+    match v?.as_f64() {
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            errs.push(path, format!("must be a number between {min} and {max}"));
+            None
+        }
+    }
+}
+
 pub(super) fn boolean(v: Option<&Value>, path: &str, errs: &mut Errors) -> Option<bool> {
     match v? {
         Value::Bool(b) => Some(*b),

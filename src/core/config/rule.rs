@@ -149,13 +149,14 @@ pub(super) fn read_rule(
     .and_then(|d| usize::try_from(d).ok());
     o.finish(errs);
     Some(ExchangeRule {
-        name: name?,
+        name: name?.into(),
         matcher: matcher?,
         require: require?,
         mint: mint?,
         mode: mode?,
         accept_gateway_tokens: accept_gateway_tokens?,
         max_chain_depth: max_chain_depth?,
+        issuer_indices: Vec::new(),
     })
 }
 

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::claims::caller_hint;
 use super::config::{Policy, TrustedIssuer};
 use super::reason::DenyReason;
-use super::validate::{str_claim, vouched, TokenFacts, VerifiedToken};
+use super::validate::{str_claim, vouched, TokenFacts, VerifiedBy, VerifiedToken};
 
 /// The SHA-256 of a bearer token: how answers are cached and calls coalesced (compared
 /// whole), and what the audit names an opaque token by. Never the token.
@@ -151,7 +151,18 @@ pub fn verify_opaque<'p>(
     if claims.len() > policy.limits.max_claims {
         return Err(DenyReason::TooManyClaims);
     }
-    vouched(policy, issuer, claims, digest.token_id(), now)
+    // The index a cached exchange of this token is checked against on a hit.
+    let index = policy
+        .trusted_issuer_index(&issuer.issuer)
+        .ok_or(DenyReason::InternalError)?;
+    vouched(
+        policy,
+        (index, issuer),
+        VerifiedBy::Introspection,
+        claims,
+        digest.token_id(),
+        now,
+    )
 }
 
 /// For an issuer with `introspect_jwts`: its locally valid JWT must also be active at the
