@@ -16,14 +16,13 @@ use super::cache::{Exchange, ExchangeCache, MintedFacts, StandingFacts, Verified
 use super::ceiling;
 use super::chain;
 use super::config::{ExchangeRule, Policy, RuleMode, StripAction, Unmatched};
-use super::denial;
-pub use super::denial::Denial;
 use super::entropy::Entropy;
+use super::grpc;
 use super::hygiene::identity_headers;
 use super::keyset::KeySnapshot;
 use super::lifecycle::{self, Provenance};
 use super::mint::{mint, MintedToken};
-use super::reason::{DenyReason, Refusal};
+use super::reason::{BearerError, DenyReason, Refusal};
 pub use super::routing::HttpRequest;
 use super::step_up;
 use super::syntax::is_http_token;
@@ -36,6 +35,25 @@ type EvalResult = Result<Option<(Arc<Exchange>, CacheUse)>, Refusal>;
 
 /// The audit `mode` of a shadow rule's decisions.
 const SHADOW: &str = "shadow";
+
+/// A local response refusing the request (built once per reason and rule, at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP status.
+    pub status: u16,
+    /// The `WWW-Authenticate` challenge (absent on 500).
+    pub www_authenticate: Option<Arc<str>>,
+    /// A small JSON body with the same error.
+    pub body: Arc<str>,
+    /// Why.
+    pub reason: DenyReason,
+    /// The gRPC status for gRPC requests (`UNAUTHENTICATED` for 401, `PERMISSION_DENIED` for 403).
+    pub grpc_status: u32,
+    /// The `grpc-message` for gRPC requests (`<error>: <description>`), percent-encoded.
+    pub grpc_message: Arc<str>,
+    /// `Retry-After` seconds (when the refusal is the gateway's temporary state).
+    pub retry_after: Option<u64>,
+}
 
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,19 +473,87 @@ impl Policy {
                 .map(|(_, d)| d)
         };
         match prebuilt {
-            Some(d) => {
-                // Every debug-build test that refuses checks the prebuilt answer is the one
-                // built on the spot.
-                debug_assert_eq!(*d, self.denial(refusal));
-                d.clone()
-            }
+            Some(d) => d.clone(),
             None => self.denial(refusal),
         }
     }
 
+    /// The refusals with a challenge particular to `rule` (what it requires, grants and
+    /// asks of the authentication), for [`Policy::prebuilt_denial`].
+    pub(crate) fn rule_refusals(rule: &ExchangeRule) -> Vec<Refusal> {
+        let mut out = vec![
+            Refusal {
+                scope: Some(rule.require.scopes.join(" ")),
+                ..Refusal::from(DenyReason::InsufficientScope)
+            },
+            Refusal {
+                scope: Some(rule.mint.scopes.join(" ")),
+                ..Refusal::from(DenyReason::NoGrantableScope)
+            },
+        ];
+        if !rule.require.acr.is_empty() || rule.require.max_age_seconds.is_some() {
+            for reason in [
+                DenyReason::AcrNotSatisfied,
+                DenyReason::AuthenticationTooOld,
+            ] {
+                out.push(step_up::challenge(&rule.require, reason));
+            }
+        }
+        out
+    }
+
     /// The local response for a refusal.
     pub fn denial(&self, refusal: &Refusal) -> Denial {
-        denial::build(&self.realm, refusal)
+        let reason = refusal.reason;
+        let error = reason.bearer_error();
+        let www_authenticate = match (reason, error.code()) {
+            // The gateway's failures, not the credentials': no challenge.
+            (DenyReason::InternalError | DenyReason::IssuerKeysUnavailable, _) => None,
+            (_, None) => Some(format!("Bearer realm=\"{}\"", self.realm)),
+            (_, Some(code)) => {
+                let mut c = format!(
+                    "Bearer realm=\"{}\", error=\"{code}\", error_description=\"{}\"",
+                    self.realm,
+                    reason.description()
+                );
+                if let (BearerError::InsufficientScope, Some(s)) = (error, &refusal.scope) {
+                    c.push_str(&format!(", scope=\"{s}\""));
+                }
+                if error == BearerError::InsufficientUserAuthentication {
+                    // RFC 9470 §3; values checked at load (no quote, backslash or control).
+                    if let Some(acr) = &refusal.acr_values {
+                        c.push_str(&format!(", acr_values=\"{acr}\""));
+                    }
+                    if let Some(max_age) = refusal.max_age {
+                        c.push_str(&format!(", max_age=\"{max_age}\""));
+                    }
+                }
+                Some(c)
+            }
+        };
+        let body = serde_json::json!({
+            "error": error.code().unwrap_or(match reason {
+                DenyReason::InternalError => "server_error",
+                DenyReason::IssuerKeysUnavailable => "temporarily_unavailable",
+                DenyReason::NoMatchingRule => "access_denied",
+                _ => "unauthorized",
+            }),
+            "error_description": reason.description(),
+        })
+        .to_string();
+        let grpc_message = match error.code() {
+            Some(code) => format!("{code}: {}", reason.description()),
+            None => reason.description().to_owned(),
+        };
+        Denial {
+            status: reason.status(),
+            www_authenticate: www_authenticate.map(Arc::from),
+            body: body.into(),
+            reason,
+            grpc_status: grpc::status_for_http(reason.status()),
+            grpc_message: grpc::percent_encode_message(&grpc_message).into(),
+            retry_after: None,
+        }
     }
 }
 

@@ -13,7 +13,6 @@ pub mod config;
 pub mod crypto;
 pub mod date;
 pub mod decide;
-pub mod denial;
 pub mod entropy;
 pub mod fetch;
 pub mod grpc;

@@ -223,18 +223,6 @@ pub struct Refusal {
     pub max_age: Option<u64>,
 }
 
-impl Refusal {
-    /// A step-up refusal (RFC 9470) naming everything the rule asks of the authentication,
-    /// so that one step-up satisfies both conditions.
-    pub fn step_up(reason: DenyReason, acr: &[String], max_age: Option<u64>) -> Refusal {
-        Refusal {
-            acr_values: (!acr.is_empty()).then(|| acr.join(" ")),
-            max_age,
-            ..Refusal::from(reason)
-        }
-    }
-}
-
 impl From<DenyReason> for Refusal {
     fn from(reason: DenyReason) -> Refusal {
         Refusal {

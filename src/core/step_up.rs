@@ -31,6 +31,10 @@ pub fn recent_enough(req: &Requirements, auth_time: Option<u64>, now: u64) -> bo
 
 /// The refusal naming everything the rule asks of the authentication, so that one step-up
 /// satisfies both conditions.
-fn challenge(req: &Requirements, reason: DenyReason) -> Refusal {
-    Refusal::step_up(reason, &req.acr, req.max_age_seconds)
+pub(crate) fn challenge(req: &Requirements, reason: DenyReason) -> Refusal {
+    Refusal {
+        acr_values: (!req.acr.is_empty()).then(|| req.acr.join(" ")),
+        max_age: req.max_age_seconds,
+        ..Refusal::from(reason)
+    }
 }

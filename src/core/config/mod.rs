@@ -15,7 +15,6 @@ use serde_json::{Map, Value};
 pub use super::cache::CacheSettings;
 use super::claims::ClaimMapping;
 use super::date::UtcDate;
-use super::denial::{self, Denial};
 use super::hygiene::{HeaderPattern, DEFAULT_STRIP_HEADERS};
 use super::json::parse_strict;
 use super::keys::{Alg, IssuerKey};
@@ -282,10 +281,10 @@ pub(crate) struct Compiled {
     /// Trusted issuers by exact `iss`.
     pub(crate) issuers: NameIndex,
     /// The local response of every deny reason, in `DenyReason::ALL` order.
-    pub(crate) denials: Vec<Denial>,
+    pub(crate) denials: Vec<super::decide::Denial>,
     /// Per rule: the denials whose challenge names what the rule requires, grants or asks of
     /// the authentication (`Policy::rule_refusals`), with the refusal each answers.
-    pub(crate) rule_denials: Vec<Vec<(Refusal, Denial)>>,
+    pub(crate) rule_denials: Vec<Vec<(Refusal, super::decide::Denial)>>,
 }
 
 impl Policy {
@@ -372,16 +371,16 @@ impl Policy {
         }
         let denials = DenyReason::ALL
             .iter()
-            .map(|r| denial::build(&self.realm, &(*r).into()))
+            .map(|r| self.denial(&(*r).into()))
             .collect();
         let rule_denials = self
             .rules
             .iter()
             .map(|rule| {
-                rule_refusals(rule)
+                Policy::rule_refusals(rule)
                     .into_iter()
                     .map(|refusal| {
-                        let denial = denial::build(&self.realm, &refusal);
+                        let denial = self.denial(&refusal);
                         (refusal, denial)
                     })
                     .collect()
@@ -419,31 +418,6 @@ impl Policy {
             .collect();
         serde_json::json!({ "keys": keys })
     }
-}
-
-/// The refusals whose challenge is particular to `rule` (what it requires, grants and asks of
-/// the authentication): their denials are built at load (`Policy::prebuilt_denial`).
-fn rule_refusals(rule: &ExchangeRule) -> Vec<Refusal> {
-    let mut out = vec![
-        Refusal {
-            scope: Some(rule.require.scopes.join(" ")),
-            ..Refusal::from(DenyReason::InsufficientScope)
-        },
-        Refusal {
-            scope: Some(rule.mint.scopes.join(" ")),
-            ..Refusal::from(DenyReason::NoGrantableScope)
-        },
-    ];
-    let req = &rule.require;
-    if !req.acr.is_empty() || req.max_age_seconds.is_some() {
-        for reason in [
-            DenyReason::AcrNotSatisfied,
-            DenyReason::AuthenticationTooOld,
-        ] {
-            out.push(Refusal::step_up(reason, &req.acr, req.max_age_seconds));
-        }
-    }
-    out
 }
 
 fn read_policy(doc: &Value, errs: &mut Errors) -> Option<Policy> {
