@@ -21,7 +21,8 @@ use token_exchange_filter::core::introspect::{
     parse_introspection, IntrospectionCache, IntrospectionLookup, IntrospectionResult, TokenDigest,
 };
 use token_exchange_filter::core::{
-    CacheUse, Decision, DenyReason, HttpRequest, KeySnapshot, Outcome, Policy, Verdict,
+    CacheUse, Decision, DenyReason, ExchangeCache, HttpRequest, KeySnapshot, Outcome, Policy,
+    Verdict,
 };
 use token_exchange_tests::*;
 
@@ -59,6 +60,17 @@ fn opaque_doc(gw: &Gateway, idp: &Issuer) -> Value {
 }
 
 fn decide(p: &Policy, answers: &Answers, authorization: &str, now: u64) -> Decision {
+    decide_through(p, answers, authorization, now, None)
+}
+
+/// A GET of `/orders/1` with this Authorization, decided at `now` (through `cache` if given).
+fn decide_through(
+    p: &Policy,
+    answers: &Answers,
+    authorization: &str,
+    now: u64,
+    cache: Option<&mut ExchangeCache>,
+) -> Decision {
     let req = HttpRequest {
         method: "GET",
         path: "/orders/1",
@@ -67,12 +79,13 @@ fn decide(p: &Policy, answers: &Answers, authorization: &str, now: u64) -> Decis
         request_id: Some("req-1"),
         ..Default::default()
     };
-    p.decide_introspected(
+    p.decide_with(
         &req,
         &KeySnapshot::default(),
         answers,
         Duration::from_secs(now),
         &mut CountingEntropy(0),
+        cache,
     )
 }
 
@@ -698,24 +711,8 @@ fn the_exchange_cache_ends_with_the_introspection_answer() {
     let idp = Issuer::ed25519(IDP, "k1", 7);
     let p = load(&opaque_doc(&gw, &idp));
     let mut cache = p.new_cache();
-    let decide_cached = |answers: &Answers, token: &str, now: u64, cache: &mut _| {
-        let authorization = bearer(token);
-        let req = HttpRequest {
-            method: "GET",
-            path: "/orders/1",
-            host: Some("api.example.com"),
-            authorization: vec![&authorization],
-            request_id: Some("req-1"),
-            ..Default::default()
-        };
-        p.decide_with(
-            &req,
-            &KeySnapshot::default(),
-            answers,
-            Duration::from_secs(now),
-            &mut CountingEntropy(0),
-            Some(cache),
-        )
+    let decide_cached = |answers: &Answers, token: &str, now: u64, cache: &mut ExchangeCache| {
+        decide_through(&p, answers, &bearer(token), now, Some(cache))
     };
     let minted = |d: &Decision| match &d.verdict {
         Verdict::Forward { minted, .. } => minted.token.clone(),
@@ -756,24 +753,8 @@ fn the_exchange_cache_ends_with_the_introspection_answer() {
     let p = load(&doc);
     let mut cache = p.new_cache();
     let jwt = idp.sign(&idp.claims(NOW, "orders:read"));
-    let decide_jwt = |answers: &Answers, now: u64, cache: &mut _| {
-        let authorization = bearer(&jwt);
-        let req = HttpRequest {
-            method: "GET",
-            path: "/orders/1",
-            host: Some("api.example.com"),
-            authorization: vec![&authorization],
-            request_id: Some("req-1"),
-            ..Default::default()
-        };
-        p.decide_with(
-            &req,
-            &KeySnapshot::default(),
-            answers,
-            Duration::from_secs(now),
-            &mut CountingEntropy(0),
-            Some(cache),
-        )
+    let decide_jwt = |answers: &Answers, now: u64, cache: &mut ExchangeCache| {
+        decide_through(&p, answers, &bearer(&jwt), now, Some(cache))
     };
     let active = Answers::default().active(&jwt, &json!({"active": true}));
     assert_eq!(
