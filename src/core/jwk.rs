@@ -9,10 +9,21 @@
 //! sizes exact, RSA integers without leading zeros (but Java's sign byte on `n`) and `e`
 //! exactly `AQAB`.
 
+use std::fmt;
+
 use serde_json::{Map, Value};
 
-use super::keys::KeyError;
 use super::token::{b64url_decode, b64url_encode};
+
+/// Why a key could not be imported (config-time only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError(pub String);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Largest JWK accepted, in bytes of JSON (a 4096-bit RSA private key is about 3.2 KB).
 pub const MAX_JWK_BYTES: usize = 8192;

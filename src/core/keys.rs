@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::crypto::rsa::RsaPublicKey;
 use super::crypto::HashAlg;
+pub use super::jwk::KeyError;
 use super::jwk::{self, CheckedJwk, KeyKind};
 
 /// The `alg` values an RSA verification key may carry.
@@ -83,16 +84,6 @@ impl Alg {
 impl fmt::Display for Alg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Why a key could not be imported (config-time only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError(pub String);
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

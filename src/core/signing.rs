@@ -436,9 +436,9 @@ impl SigningKey {
                     sk.try_sign(signing_input).map_err(|_| SignError)?;
                 Ok(sig.to_bytes().to_vec())
             }
-            // RSASSA-PKCS1-v1_5 with SHA-256, always blinded with host randomness (the
-            // `rsa` crate's private-key operation is not constant time, RUSTSEC-2023-0071);
-            // the crate also checks the result against the public key before returning it.
+            // RSASSA-PKCS1-v1_5 with SHA-256, always blinded with host randomness (defence in
+            // depth: RUSTSEC-2023-0071 was a timing leak in the `rsa` crate's private-key
+            // operation); the crate also checks the result against the public key.
             SigningMaterial::Rs256(sk) => {
                 use sha2::{Digest, Sha256};
                 let digest = Sha256::digest(signing_input);
