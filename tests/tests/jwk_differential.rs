@@ -631,3 +631,32 @@ fn rsa_signing_fails_closed_without_randomness() {
     assert!(key.sign(b"input", &mut Broken).is_err());
     assert!(key.sign(b"input", &mut Counter(1)).is_ok());
 }
+
+/// Keys generated at start (EdDSA, ES256) are shared between workers as private JWKs: for the
+/// same randomness they are exactly the JWKs jwt-simple makes from that secret.
+#[test]
+fn generated_keys_are_the_jwks_jwt_simple_makes_from_the_same_secret() {
+    let secret: Vec<u8> = (1..=32).collect();
+    let (key, jwk) = SigningKey::generate(Alg::EdDSA, "gen", &mut Counter(0)).unwrap();
+    let seed: [u8; 32] = secret.clone().try_into().unwrap();
+    let theirs = Ed25519KeyPair::from_bytes(
+        &ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)).to_vec(),
+    )
+    .unwrap()
+    .with_key_id("gen");
+    let expected: Value = serde_json::from_str(&theirs.to_jwk()).unwrap();
+    assert_eq!(jwk, expected);
+    let public: Value =
+        serde_json::from_str(&theirs.public_key().with_key_id("gen").to_jwk()).unwrap();
+    assert_eq!(key.public_jwk().unwrap(), public);
+
+    let (key, jwk) = SigningKey::generate(Alg::ES256, "gen", &mut Counter(0)).unwrap();
+    let theirs = ES256KeyPair::from_bytes(&secret)
+        .unwrap()
+        .with_key_id("gen");
+    let expected: Value = serde_json::from_str(&theirs.to_jwk()).unwrap();
+    assert_eq!(jwk, expected);
+    let public: Value =
+        serde_json::from_str(&theirs.public_key().with_key_id("gen").to_jwk()).unwrap();
+    assert_eq!(key.public_jwk().unwrap(), public);
+}
