@@ -8,6 +8,11 @@
 # alternating PROCESSES times, and prints the median of the per-process medians per candidate.
 #
 #   bash bench/v8-probe/run.sh [ROUNDS] [BATCH] [PROCESSES]     (default 21 200 2)
+#
+# With PROBE_SHIPPED=1 it builds two modules only, both after `wasm-opt -Oz`: "before" (the
+# release profile as it was with jwt-simple: crypto crates at 3, p256 tables on) and
+# "shipped" (today's release profile: crypto-bigint at "z", no p256 tables), for the
+# speed side of the module-size choices (bench/README.md, "Module size").
 set -euo pipefail
 cd "$(dirname "$0")"
 PROBE=$(pwd)
@@ -22,6 +27,18 @@ for p in crypto-bigint primefield primeorder elliptic-curve p256 p384 curve25519
          ed25519-dalek ed25519-compact sha2; do
     MIXED+=(--config "profile.release.package.$p.opt-level=3")
 done
+wasm_opt() { # in out
+    wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+        --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types "$1" -o "$2"
+}
+if [[ ${PROBE_SHIPPED:-0} == 1 ]]; then
+    cargo build --quiet --release --target wasm32-wasip1 --lib --features tables "${MIXED[@]}"
+    wasm_opt target/wasm32-wasip1/release/v8_probe.wasm target/probe-before.wasm
+    cargo build --quiet --release --target wasm32-wasip1 --lib "${MIXED[@]}" \
+        --config 'profile.release.package.crypto-bigint.opt-level="z"'
+    wasm_opt target/wasm32-wasip1/release/v8_probe.wasm target/probe-shipped.wasm
+    VARIANTS=(before shipped)
+else
 cargo build --quiet --release --target wasm32-wasip1 --lib --features tables
 cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-o3.wasm
 for o in s z; do
@@ -34,6 +51,8 @@ cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-mixed.wasm
 wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
     --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types \
     target/probe-mixed.wasm -o target/probe-mixed-wasmopt.wasm
+VARIANTS=(o3 os oz mixed mixed-wasmopt)
+fi
 cargo build --quiet --release --bin native-probe
 
 OUT=$PROBE/target/results.tsv
@@ -75,11 +94,9 @@ YAML
 }
 for p in $(seq "$PROCESSES"); do
     echo "==> Envoy process pair $p of $PROCESSES" >&2
-    run_envoy "$PROBE/target/probe-o3.wasm" o3
-    run_envoy "$PROBE/target/probe-os.wasm" os
-    run_envoy "$PROBE/target/probe-oz.wasm" oz
-    run_envoy "$PROBE/target/probe-mixed.wasm" mixed
-    run_envoy "$PROBE/target/probe-mixed-wasmopt.wasm" mixed+wasm-opt
+    for v in "${VARIANTS[@]}"; do
+        run_envoy "$PROBE/target/probe-$v.wasm" "${v/-wasmopt/+wasm-opt}"
+    done
 done
 ./target/release/native-probe "$ROUNDS" "$((BATCH / 2))" >>"$OUT"
 ls -l target/probe-*.wasm >&2

@@ -4,19 +4,23 @@
 //! narrows that further: `none` has no key type, and an HMAC algorithm has no public key
 //! type, so neither can ever verify (RFC 8725 §2.1, §3.1).
 //!
-//! JWKs are imported with jwt-simple's strict importer (canonical base64url, exact sizes,
-//! points on the curve, RSA 2048..=4096 bits with e = 65537, no private members); which keys
-//! of a provider's set are imported at all is decided in `jwks`. Verification then runs on
+//! JWKs are read strictly (`super::jwk`: canonical base64url, exact sizes, points on the
+//! curve and not of small order, RSA 2048..=4096 bits with e = 65537, no private members);
+//! which keys of a provider's set are imported at all is decided in `jwks`. Verification then runs on
 //! the primitives in `super::crypto`, chosen by measurement inside Envoy's V8, over the exact
 //! signing input of the token.
 
 use std::fmt;
 
-use jwt_simple::prelude::*;
 use serde_json::Value;
 
 use super::crypto::rsa::RsaPublicKey;
 use super::crypto::HashAlg;
+pub use super::jwk::KeyError;
+use super::jwk::{self, CheckedJwk, KeyKind};
+
+/// The `alg` values an RSA verification key may carry.
+const RSA_ALG_NAMES: [&str; 6] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
 
 /// A JWS algorithm the filter can verify or sign with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,16 +87,6 @@ impl fmt::Display for Alg {
     }
 }
 
-/// Why a key could not be imported (config-time only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError(pub String);
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 enum PublicMaterial {
     Rsa(RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
@@ -131,6 +125,39 @@ fn imported<T, E: fmt::Display>(r: Result<T, E>) -> Result<T, KeyError> {
     r.map_err(|e| KeyError(format!("invalid key: {e}")))
 }
 
+fn invalid() -> KeyError {
+    KeyError("invalid key: invalid public key".into())
+}
+
+/// An uncompressed SEC1 point from `x` and `y`, each exactly `N` bytes.
+fn ec_point<const N: usize>(k: &CheckedJwk<'_>) -> Result<Vec<u8>, KeyError> {
+    let x = k.fixed::<N>("x", false)?;
+    let y = k.fixed::<N>("y", false)?;
+    let mut point = Vec::with_capacity(1 + 2 * N);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    Ok(point)
+}
+
+/// An Ed25519 public key as jwt-simple accepted it: the canonical encoding of a point on the
+/// curve (y below p), not of small order.
+pub(crate) fn ed25519_public_key(bytes: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+    // y < p = 2^255 - 19, with the sign bit cleared.
+    let mut y = *bytes;
+    if let Some(top) = y.last_mut() {
+        *top &= 0x7f;
+    }
+    let p_minus_one_prefix = y.get(1..31).is_some_and(|m| m.iter().all(|b| *b == 0xff));
+    let noncanonical =
+        p_minus_one_prefix && y.last() == Some(&0x7f) && y.first().is_some_and(|low| *low >= 0xed);
+    if noncanonical {
+        return None;
+    }
+    let pk = ed25519_dalek::VerifyingKey::from_bytes(bytes).ok()?;
+    (!pk.is_weak()).then_some(pk)
+}
+
 impl IssuerKey {
     /// Imports a public JWK. `allowed` is the issuer's pinned list; the key keeps the
     /// algorithms of its type that are on that list (and equal to its own `alg`, if any).
@@ -148,37 +175,28 @@ impl IssuerKey {
         };
         let (family, material): (Vec<Alg>, PublicMaterial) = match (kty, crv) {
             ("OKP", "Ed25519") => {
-                let k = imported(Ed25519PublicKey::from_jwk(&text))?;
-                let bytes: [u8; 32] = imported(k.to_bytes().as_slice().try_into())?;
-                let pk = imported(ed25519_dalek::VerifyingKey::from_bytes(&bytes))?;
+                let k = jwk::check(jwk, KeyKind::Ed25519, false, &["EdDSA", "Ed25519"])?;
+                let pk = ed25519_public_key(&k.fixed::<32>("x", false)?).ok_or_else(invalid)?;
                 (vec![Alg::EdDSA], PublicMaterial::Ed25519(pk))
             }
             ("EC", "P-256") => {
-                let k = imported(ES256PublicKey::from_jwk(&text))?;
-                let vk = imported(p256::ecdsa::VerifyingKey::from_sec1_bytes(
-                    &k.public_key().to_bytes_uncompressed(),
-                ))?;
+                let k = jwk::check(jwk, KeyKind::P256, false, &["ES256"])?;
+                let point = ec_point::<32>(&k)?;
+                let vk =
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| invalid())?;
                 (vec![Alg::ES256], PublicMaterial::P256(vk))
             }
             ("EC", "P-384") => {
-                let k = imported(ES384PublicKey::from_jwk(&text))?;
-                let vk = imported(p384::ecdsa::VerifyingKey::from_sec1_bytes(
-                    &k.public_key().to_bytes_uncompressed(),
-                ))?;
+                let k = jwk::check(jwk, KeyKind::P384, false, &["ES384"])?;
+                let point = ec_point::<48>(&k)?;
+                let vk =
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|_| invalid())?;
                 (vec![Alg::ES384], PublicMaterial::P384(vk))
             }
             ("RSA", _) => {
-                // jwt-simple checks `alg` against the type it imports as, so import as the
-                // key's own algorithm when it names one.
-                let c = match jwk_alg {
-                    Some(Alg::RS384) => imported(RS384PublicKey::from_jwk(&text))?.to_components(),
-                    Some(Alg::RS512) => imported(RS512PublicKey::from_jwk(&text))?.to_components(),
-                    Some(Alg::PS256) => imported(PS256PublicKey::from_jwk(&text))?.to_components(),
-                    Some(Alg::PS384) => imported(PS384PublicKey::from_jwk(&text))?.to_components(),
-                    Some(Alg::PS512) => imported(PS512PublicKey::from_jwk(&text))?.to_components(),
-                    _ => imported(RS256PublicKey::from_jwk(&text))?.to_components(),
-                };
-                let pk = imported(RsaPublicKey::new(&c.n, &c.e))?;
+                let k = jwk::check(jwk, KeyKind::Rsa, false, &RSA_ALG_NAMES)?;
+                let n = k.rsa_modulus(false)?;
+                let pk = imported(RsaPublicKey::new(&n, &[0x01, 0x00, 0x01]))?;
                 let family = Alg::VERIFY.into_iter().filter(|a| a.is_rsa()).collect();
                 (family, PublicMaterial::Rsa(pk))
             }

@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod hygiene;
 pub mod introspect;
 pub mod json;
+pub mod jwk;
 pub mod jwks;
 pub mod keys;
 pub mod keyset;

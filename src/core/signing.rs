@@ -1,17 +1,19 @@
 //! The gateway's signing keys.
 //!
-//! Private JWKs are imported strictly with jwt-simple (canonical base64url, exact sizes, the
-//! private key consistent with its public part, RSA 2048..=4096 bits), then only the raw
-//! primitive is kept: the minter builds the exact bytes to sign itself (see `mint`), so no
+//! Private JWKs are read strictly (`super::jwk`: canonical base64url, exact sizes, the
+//! private key consistent with its public part, RSA 2048..=4096 bits with every CRT value
+//! checked), then only the raw primitive is kept (`ed25519-dalek`, `p256`, `rsa` 0.10 on the
+//! same `crypto-bigint` as verification, `hmac-sha256`): the minter builds the exact bytes to sign itself (see `mint`), so no
 //! library's claims model (and its notion of extra members) stands between the policy and the
 //! token. Each key's protected header is encoded once, at load.
 
 use std::fmt;
 
-use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
+use super::crypto::rsa::RsaPublicKey;
 use super::entropy::Entropy;
+use super::jwk::{self, KeyKind};
 use super::keys::{fingerprint, Alg, IssuerKey, KeyError};
 use super::token::{b64url_decode, b64url_encode};
 
@@ -78,9 +80,9 @@ impl GatewayKey {
 }
 
 enum SigningMaterial {
-    Ed25519(Box<ed25519_compact::KeyPair>),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
     Es256(Box<p256::ecdsa::SigningKey>),
-    Rs256(Box<rsa::RsaPrivateKey>),
+    Rs256(Box<rsa::PrivateKey>),
     Hs256(Box<[u8]>),
 }
 
@@ -110,22 +112,111 @@ impl fmt::Debug for SigningKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignError;
 
-fn imported<T, E: fmt::Display>(r: Result<T, E>) -> Result<T, KeyError> {
-    r.map_err(|e| KeyError(format!("invalid key: {e}")))
+fn invalid_pair() -> KeyError {
+    KeyError("invalid key: invalid key pair".into())
+}
+
+/// Secret bytes wiped when dropped.
+struct Zeroizing<const N: usize>([u8; N]);
+
+impl<const N: usize> Drop for Zeroizing<N> {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
+}
+
+/// An Ed25519 key from its 32-byte seed (RFC 8032 §5.1.5); the all-zero seed is refused,
+/// as jwt-simple (ed25519-compact) refused it.
+fn ed25519_signing_key(seed: &[u8; 32]) -> Option<ed25519_dalek::SigningKey> {
+    if seed.iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some(ed25519_dalek::SigningKey::from_bytes(seed))
+}
+
+fn ed25519_public_jwk(x: &[u8; 32], kid: &str) -> Option<Value> {
+    Some(jwk::public_jwk(
+        KeyKind::Ed25519,
+        &[("x", b64url_encode(x))],
+        "EdDSA",
+        kid,
+    ))
+}
+
+/// A P-256 scalar: exactly 32 bytes, in 1..n.
+fn p256_signing_key(d: &[u8; 32]) -> Option<p256::ecdsa::SigningKey> {
+    let bytes = p256::FieldBytes::try_from(d.as_slice()).ok()?;
+    p256::ecdsa::SigningKey::from_bytes(&bytes).ok()
+}
+
+/// The affine coordinates of the key's public point, 32 bytes each.
+fn p256_coordinates(sk: &p256::ecdsa::SigningKey) -> Option<([u8; 32], [u8; 32])> {
+    let point = sk.verifying_key().to_sec1_point(false);
+    let bytes = point.as_bytes();
+    let x = bytes.get(1..33)?.try_into().ok()?;
+    let y = bytes.get(33..65)?.try_into().ok()?;
+    Some((x, y))
+}
+
+fn p256_public_jwk(x: &[u8; 32], y: &[u8; 32], kid: &str) -> Option<Value> {
+    Some(jwk::public_jwk(
+        KeyKind::P256,
+        &[("x", b64url_encode(x)), ("y", b64url_encode(y))],
+        "ES256",
+        kid,
+    ))
+}
+
+/// The RSA key's modulus, big-endian without leading zeros.
+fn rsa_modulus(sk: &rsa::PrivateKey) -> Vec<u8> {
+    use rsa::traits::PublicKeyParts;
+    let n = sk.n().as_ref().to_be_bytes();
+    let start = n.iter().position(|b| *b != 0).unwrap_or(n.len());
+    n.get(start..).unwrap_or_default().to_vec()
+}
+
+/// Big-endian bytes without leading zeros, for comparing integers of any precision.
+fn trimmed(x: &rsa::BoxedUint) -> Vec<u8> {
+    let bytes = x.to_be_bytes();
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes.get(start..).unwrap_or_default().to_vec()
+}
+
+/// An RS256 private key from a checked JWK: 2048..=4096-bit odd modulus, e = 65537, and
+/// every component consistent (`rsa`'s own validation: n = p·q, d < n, d·e ≡ 1 mod p−1 and
+/// q−1; then the given CRT values must equal the ones it derives).
+fn rsa_private_key(k: &jwk::CheckedJwk<'_>) -> Result<rsa::PrivateKey, KeyError> {
+    use rsa::traits::PrivateKeyParts;
+    let n = k.rsa_modulus(true)?;
+    RsaPublicKey::new(&n, &[0x01, 0x00, 0x01])
+        .map_err(|e| KeyError(format!("invalid key: {e}")))?;
+    let [d, p, q, dp, dq, qi] =
+        ["d", "p", "q", "dp", "dq", "qi"].map(|name| k.rsa_private_integer(name));
+    let (d, p, q, dp, dq, qi) = (d?, p?, q?, dp?, dq?, qi?);
+    let int = |b: &[u8]| rsa::BoxedUint::from_be_slice_vartime(b);
+    let sk = rsa::PrivateKey::from_components(
+        int(&n),
+        rsa::BoxedUint::from(65_537u32),
+        int(&d),
+        vec![int(&p), int(&q)],
+    )
+    .map_err(|_| invalid_pair())?;
+    let consistent = sk.dp().map(trimmed).as_deref() == Some(dp.as_slice())
+        && sk.dq().map(trimmed).as_deref() == Some(dq.as_slice())
+        && sk.crt_coefficient().map(|c| trimmed(&c)).as_deref() == Some(qi.as_slice());
+    if !consistent {
+        return Err(invalid_pair());
+    }
+    Ok(sk)
 }
 
 fn str_field<'a>(jwk: &'a Value, name: &str) -> Option<&'a str> {
     jwk.get(name).and_then(Value::as_str)
 }
 
-fn public_jwk(text: String) -> Option<Value> {
-    serde_json::from_str(&text).ok()
-}
-
 impl SigningKey {
     /// Imports a private JWK (`kid` required). HS256 (`kty: oct`) only when `allow_hs256`.
     pub fn from_jwk(jwk: &Value, allow_hs256: bool) -> Result<SigningKey, KeyError> {
-        let text = jwk.to_string();
         let kid = str_field(jwk, "kid")
             .filter(|k| !k.is_empty())
             .ok_or_else(|| KeyError("signing keys need a non-empty kid".into()))?
@@ -134,29 +225,44 @@ impl SigningKey {
         let crv = str_field(jwk, "crv").unwrap_or("");
         let (alg, material, public) = match (kty, crv) {
             ("OKP", "Ed25519") => {
-                let k = imported(Ed25519KeyPair::from_jwk(&text))?;
-                let kp = imported(ed25519_compact::KeyPair::from_slice(&k.to_bytes()))?;
-                let public = public_jwk(k.public_key().with_key_id(&kid).to_jwk());
-                (Alg::EdDSA, SigningMaterial::Ed25519(Box::new(kp)), public)
+                let k = jwk::check(jwk, KeyKind::Ed25519, true, &["EdDSA", "Ed25519"])?;
+                let seed = Zeroizing(k.fixed::<32>("d", true)?);
+                let sk = ed25519_signing_key(&seed.0).ok_or_else(invalid_pair)?;
+                let x = sk.verifying_key().to_bytes();
+                if !k.is_encoding_of("x", &x) {
+                    return Err(invalid_pair());
+                }
+                let public = ed25519_public_jwk(&x, &kid);
+                (Alg::EdDSA, SigningMaterial::Ed25519(Box::new(sk)), public)
             }
             ("EC", "P-256") => {
-                let k = imported(ES256KeyPair::from_jwk(&text))?;
-                let sk = imported(p256::ecdsa::SigningKey::from_slice(&k.to_bytes()))?;
-                let public = public_jwk(k.public_key().with_key_id(&kid).to_jwk());
+                let k = jwk::check(jwk, KeyKind::P256, true, &["ES256"])?;
+                let d = Zeroizing(k.fixed::<32>("d", true)?);
+                let sk = p256_signing_key(&d.0).ok_or_else(invalid_pair)?;
+                let (x, y) = p256_coordinates(&sk).ok_or_else(invalid_pair)?;
+                if !(k.is_encoding_of("x", &x) && k.is_encoding_of("y", &y)) {
+                    return Err(invalid_pair());
+                }
+                let public = p256_public_jwk(&x, &y, &kid);
                 (Alg::ES256, SigningMaterial::Es256(Box::new(sk)), public)
             }
             ("RSA", _) => {
-                use rsa::pkcs1::DecodeRsaPrivateKey;
-                use rsa::pkcs8::DecodePrivateKey;
-                let k = imported(RS256KeyPair::from_jwk(&text))?;
-                let der = imported(k.to_der())?;
-                // jwt-simple's DER is PKCS#8 (PKCS#1 in some of its backends).
-                let sk = imported(
-                    rsa::RsaPrivateKey::from_pkcs8_der(&der)
-                        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_der(&der)),
-                )?;
-                let public = public_jwk(k.public_key().with_key_id(&kid).to_jwk());
-                (Alg::RS256, SigningMaterial::Rs256(Box::new(sk)), public)
+                let k = jwk::check(jwk, KeyKind::Rsa, true, &["RS256"])?;
+                let sk = rsa_private_key(&k)?;
+                let public = jwk::public_jwk(
+                    KeyKind::Rsa,
+                    &[
+                        ("n", b64url_encode(&rsa_modulus(&sk))),
+                        ("e", "AQAB".into()),
+                    ],
+                    "RS256",
+                    &kid,
+                );
+                (
+                    Alg::RS256,
+                    SigningMaterial::Rs256(Box::new(sk)),
+                    Some(public),
+                )
             }
             ("oct", _) => {
                 if !allow_hs256 {
@@ -256,33 +362,46 @@ impl SigningKey {
         kid: &str,
         entropy: &mut dyn Entropy,
     ) -> Result<(SigningKey, Value), SignError> {
-        let mut secret = [0u8; 32];
+        let mut secret = Zeroizing([0u8; 32]);
+        // The private JWK, members in the order jwt-simple exported them.
+        let private_jwk = |public: Option<Value>, d: &[u8]| -> Result<Value, SignError> {
+            let Some(Value::Object(mut m)) = public else {
+                return Err(SignError);
+            };
+            let mut out = Map::new();
+            for name in ["kty", "crv", "x", "y"] {
+                if let Some(v) = m.remove(name) {
+                    out.insert(name.into(), v);
+                }
+            }
+            out.insert("d".into(), Value::String(b64url_encode(d)));
+            out.extend(m);
+            Ok(Value::Object(out))
+        };
         let jwk = match alg {
             Alg::EdDSA => {
-                entropy.fill(&mut secret).map_err(|_| SignError)?;
-                let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(secret));
-                Ed25519KeyPair::from_bytes(&kp.to_vec())
-                    .map_err(|_| SignError)?
-                    .with_key_id(kid)
-                    .to_jwk()
+                entropy.fill(&mut secret.0).map_err(|_| SignError)?;
+                let sk = ed25519_signing_key(&secret.0).ok_or(SignError)?;
+                let public = ed25519_public_jwk(&sk.verifying_key().to_bytes(), kid);
+                private_jwk(public, &secret.0)?
             }
             Alg::ES256 => {
                 // A random 256-bit string is a valid scalar except with probability ~2^-32;
                 // draw again rather than bias it.
-                let mut pair = None;
+                let mut key = None;
                 for _ in 0..8 {
-                    entropy.fill(&mut secret).map_err(|_| SignError)?;
-                    if let Ok(k) = ES256KeyPair::from_bytes(&secret) {
-                        pair = Some(k);
+                    entropy.fill(&mut secret.0).map_err(|_| SignError)?;
+                    if let Some(k) = p256_signing_key(&secret.0) {
+                        key = Some(k);
                         break;
                     }
                 }
-                pair.ok_or(SignError)?.with_key_id(kid).to_jwk()
+                let sk = key.ok_or(SignError)?;
+                let (x, y) = p256_coordinates(&sk).ok_or(SignError)?;
+                private_jwk(p256_public_jwk(&x, &y, kid), &secret.0)?
             }
             _ => return Err(SignError),
         };
-        secret.fill(0);
-        let jwk: Value = serde_json::from_str(&jwk).map_err(|_| SignError)?;
         let key = SigningKey::from_jwk(&jwk, false).map_err(|_| SignError)?;
         Ok((key, jwk))
     }
@@ -306,7 +425,10 @@ impl SigningKey {
     ) -> Result<Vec<u8>, SignError> {
         match &self.material {
             // Deterministic Ed25519 (RFC 8032).
-            SigningMaterial::Ed25519(kp) => Ok(kp.sk.sign(signing_input, None).to_vec()),
+            SigningMaterial::Ed25519(sk) => {
+                use ed25519_dalek::Signer;
+                Ok(sk.sign(signing_input).to_bytes().to_vec())
+            }
             // Deterministic ECDSA (RFC 6979); `try_sign`, because `sign` panics on failure.
             SigningMaterial::Es256(sk) => {
                 use p256::ecdsa::signature::Signer;
@@ -314,86 +436,80 @@ impl SigningKey {
                     sk.try_sign(signing_input).map_err(|_| SignError)?;
                 Ok(sig.to_bytes().to_vec())
             }
-            // RSASSA-PKCS1-v1_5 with SHA-256, blinded with host randomness (the `rsa` crate's
-            // private-key operation is not constant time, RUSTSEC-2023-0071).
+            // RSASSA-PKCS1-v1_5 with SHA-256, always blinded with host randomness (defence in
+            // depth: RUSTSEC-2023-0071 was a timing leak in the `rsa` crate's private-key
+            // operation); the crate also checks the result against the public key.
             SigningMaterial::Rs256(sk) => {
                 use sha2::{Digest, Sha256};
                 let digest = Sha256::digest(signing_input);
                 let mut rng = BlindingRng::new(entropy);
-                // EMSA-PKCS1-v1_5 with SHA-256's DigestInfo prefix (RFC 8017 §9.2, note 1),
-                // spelled out because the `rsa` crate's `new::<D>()` wants the older sha2.
+                // EMSA-PKCS1-v1_5 with SHA-256's DigestInfo prefix (RFC 8017 §9.2, note 1).
                 let scheme = rsa::Pkcs1v15Sign {
                     hash_len: Some(32),
                     prefix: SHA256_DIGEST_INFO_PREFIX.into(),
                 };
-                let sig = sk
-                    .sign_with_rng(&mut rng, scheme, &digest)
-                    .map_err(|_| SignError)?;
-                if rng.failed {
-                    return Err(SignError);
-                }
-                Ok(sig)
+                sk.sign_with_rng(&mut rng, scheme, &digest)
+                    .map_err(|_| SignError)
             }
             SigningMaterial::Hs256(k) => Ok(hmac_sha256::HMAC::mac(signing_input, k).to_vec()),
         }
     }
 }
 
-/// Feeds the `rsa` crate's blinding from [`Entropy`]. It never reports an error to the crate
-/// (rand's `fill` panics on one): a failed or exhausted source is recorded and the signature
-/// is then thrown away by the caller.
+/// Feeds the `rsa` crate's blinding from [`Entropy`]: a failed or exhausted source is an
+/// error the crate passes back, and nothing is signed.
 struct BlindingRng<'e> {
     source: &'e mut dyn Entropy,
     fills_left: u8,
-    failed: bool,
 }
 
 impl<'e> BlindingRng<'e> {
-    /// Blinding draws a number below the modulus by rejection; a source that never yields
-    /// one (a constant 0xFF host) must not loop forever, so draws are capped.
+    /// The crate draws two 16-byte blinding factors per signature; a cap keeps a broken
+    /// source from being asked forever.
     const MAX_FILLS: u8 = 64;
 
     fn new(source: &'e mut dyn Entropy) -> Self {
         BlindingRng {
             source,
             fills_left: Self::MAX_FILLS,
-            failed: false,
         }
     }
 }
 
-impl rsa::rand_core::RngCore for BlindingRng<'_> {
-    fn next_u32(&mut self) -> u32 {
+/// The host's randomness failed while blinding.
+#[derive(Debug)]
+struct BlindingError;
+
+impl fmt::Display for BlindingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no randomness for RSA blinding")
+    }
+}
+
+impl std::error::Error for BlindingError {}
+
+impl rsa::rand_core::TryRng for BlindingRng<'_> {
+    type Error = BlindingError;
+
+    fn try_next_u32(&mut self) -> Result<u32, BlindingError> {
         let mut b = [0u8; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
     }
-    fn next_u64(&mut self) -> u64 {
+
+    fn try_next_u64(&mut self) -> Result<u64, BlindingError> {
         let mut b = [0u8; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        // Zeros after a failure: a zero blinding factor becomes 1, which ends the draw.
-        dest.fill(0);
-        if self.failed {
-            return;
-        }
-        match self.fills_left.checked_sub(1) {
-            Some(left) if self.source.fill(dest).is_ok() => self.fills_left = left,
-            _ => {
-                dest.fill(0);
-                self.failed = true;
-            }
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), BlindingError> {
+        self.fills_left = self.fills_left.checked_sub(1).ok_or(BlindingError)?;
+        self.source.fill(dest).map_err(|_| BlindingError)
     }
 }
 
-impl rsa::rand_core::CryptoRng for BlindingRng<'_> {}
+impl rsa::rand_core::TryCryptoRng for BlindingRng<'_> {}
 
 #[cfg(test)]
 mod tests {

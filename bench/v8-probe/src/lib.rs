@@ -63,6 +63,26 @@ impl rsa::rand_core::RngCore for FixedRng {
 }
 impl rsa::rand_core::CryptoRng for FixedRng {}
 
+/// A fixed-seed generator for rsa 0.10's blinding (rand_core 0.10).
+struct Rng010(u64);
+impl rsa_010::rand_core::TryRng for Rng010 {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(self.try_next_u64()? as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        Ok(self.0)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+        for b in dest {
+            *b = (self.try_next_u64()? >> 33) as u8;
+        }
+        Ok(())
+    }
+}
+impl rsa_010::rand_core::TryCryptoRng for Rng010 {}
+
 fn tampered(sig: &[u8]) -> Vec<u8> {
     let mut t = sig.to_vec();
     let last = t.len() - 1;
@@ -206,11 +226,63 @@ pub fn cases(batch: u32) -> Vec<Case> {
             },
             sig,
         ));
+        let compact_sig = kp.sk.sign(msg, None);
         let sk = kp.sk;
         out.push(Case {
             name: "sign EdDSA ed25519-compact 2.6",
             batch: batch * 2,
             op: Box::new(move || sk.sign(msg, None)[0] != 0 || true),
+        });
+        let dalek = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+        assert_eq!(
+            ed25519_dalek::Signer::sign(&dalek, msg).to_bytes().as_slice(),
+            compact_sig.as_ref(),
+            "ed25519-dalek and ed25519-compact sign alike"
+        );
+        out.push(Case {
+            name: "sign EdDSA ed25519-dalek 3 (the filter's minting)",
+            batch: batch * 2,
+            op: Box::new(move || ed25519_dalek::Signer::sign(&dalek, msg).to_bytes()[0] != 0 || true),
+        });
+    }
+    {
+        // RS256 minting, blinded, as the filter does it (rsa 0.10) and as it did (rsa 0.9).
+        use rsa::pkcs8::DecodePrivateKey;
+        use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+        use sha2::Digest;
+        let old = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_2048).unwrap();
+        let int = |x: &rsa::BigUint| rsa_010::BoxedUint::from_be_slice_vartime(&x.to_bytes_be());
+        let new = rsa_010::PrivateKey::from_components(
+            int(old.n()),
+            int(old.e()),
+            int(old.d()),
+            vec![int(&old.primes()[0]), int(&old.primes()[1])],
+        )
+        .unwrap();
+        let digest = sha2::Sha256::digest(msg).to_vec();
+        let prefix: Box<[u8]> = Box::new([
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ]);
+        let scheme = move || rsa_010::Pkcs1v15Sign { hash_len: Some(32), prefix: prefix.clone() };
+        let sig = new.sign_with_rng(&mut Rng010(3), scheme(), &digest).unwrap();
+        let expected = old
+            .sign(rsa::Pkcs1v15Sign::new::<sha2_010::Sha256>(), &digest)
+            .unwrap();
+        assert_eq!(sig, expected, "rsa 0.10 and 0.9 sign alike");
+        let d = digest.clone();
+        out.push(Case {
+            name: "sign RS256-2048 rsa 0.10, blinded (the filter's minting)",
+            batch,
+            op: Box::new(move || new.sign_with_rng(&mut Rng010(3), scheme(), &d).is_ok()),
+        });
+        out.push(Case {
+            name: "sign RS256-2048 rsa 0.9, blinded (before)",
+            batch,
+            op: Box::new(move || {
+                old.sign_with_rng(&mut FixedRng(3), rsa::Pkcs1v15Sign::new::<sha2_010::Sha256>(), &digest)
+                    .is_ok()
+            }),
         });
     }
     out.push(Case {
