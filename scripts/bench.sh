@@ -14,6 +14,11 @@
 #            --no-pin (do not pin Envoy and wrk to separate cores with taskset)
 #            --wasm FILE (benchmark this filter module instead of building one, e.g. an older
 #            build to compare with)
+#            --compare FILE (a second filter module, e.g. main's build, on its own listener
+#            with the same policy: cases compare-ALG-warm/cold, interleaved with the others)
+#   cases: --list; noop is a Wasm filter that does nothing (the ceiling for any Wasm filter);
+#            noop-exports and probe-* (not in the default run) price each host call of a cache
+#            hit (bench/README.md, "The warm path")
 #   BENCH_WASM_LOG=warn bash scripts/bench.sh ...   Envoy's wasm log level (default info). At
 #            warn the audit lines are dropped: not a valid configuration, only a way to measure
 #            what writing them costs.
@@ -36,9 +41,16 @@ ALL_CASES=(passthrough)
 for a in "${ALGS[@]}"; do
     ALL_CASES+=("authn-$a-warm" "authn-cache-$a-warm" "authn-$a-cold" "filter-$a-warm" "filter-$a-cold")
 done
-ALL_CASES+=(filter-scale-warm filter-scale-cold)
+ALL_CASES+=(filter-scale-warm filter-scale-cold noop)
 CASES=("${ALL_CASES[@]}")
+# The host-cost probe (bench/host-probe): noop exports only what a request needs; the others
+# export every stream callback the filter exports and make one kind of a cache hit's host
+# calls each (probe-hit: all of them). Run them with --cases; not in the default run.
+PROBES=(noop-exports probe-headers probe-time probe-replace probe-log probe-counters probe-hit)
+ALL_CASES+=("${PROBES[@]}")
+for a in "${ALGS[@]}"; do ALL_CASES+=("compare-$a-warm" "compare-$a-cold"); done
 WASM=""
+COMPARE=""
 usage() { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -46,7 +58,8 @@ while [[ $# -gt 0 ]]; do
         --smoke)
             ROUNDS=1; DURATION=2; TOKENS=300; PROFILE=dev; MICRO_ARGS=(--quick)
             CASES=(passthrough authn-rs256-cold authn-cache-rs256-warm filter-rs256-warm
-                   filter-rs256-cold filter-es256-cold filter-eddsa-cold filter-scale-warm) ;;
+                   filter-rs256-cold filter-es256-cold filter-eddsa-cold filter-scale-warm noop
+                   probe-hit) ;;
         --rounds) ROUNDS=${2:?}; shift ;;
         --duration) DURATION=${2:?}; shift ;;
         --tokens) TOKENS=${2:?}; shift ;;
@@ -56,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         --no-envoy) ENVOY=0 ;;
         --no-pin) PIN=0 ;;
         --wasm) WASM=$(realpath "${2:?}"); shift ;;
+        --compare) COMPARE=$(realpath "${2:?}"); shift ;;
         --list) printf '%s\n' "${ALL_CASES[@]}"; exit 0 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -64,6 +78,7 @@ while [[ $# -gt 0 ]]; do
 done
 for c in "${CASES[@]}"; do
     [[ " ${ALL_CASES[*]} " == *" $c "* ]] || { echo "bench: unknown case $c (see --list)" >&2; exit 2; }
+    [[ $c != compare-* || -n $COMPARE ]] || { echo "bench: case $c needs --compare FILE" >&2; exit 2; }
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $DURATION =~ ^[1-9][0-9]*$ && $TOKENS =~ ^[1-9][0-9]*$ ]] ||
     { echo "bench: --rounds, --duration and --tokens take positive integers" >&2; exit 2; }
@@ -125,6 +140,15 @@ if [[ $ENVOY == 1 ]]; then
         WASM=$(bash scripts/build-wasm.sh)
     fi
     [[ -f $WASM ]] || die "no $WASM"
+    say "building the host-cost probe (bench/host-probe, the filter's release profile)"
+    for variant in min all; do
+        features=(); [[ $variant == all ]] && features=(--features all-exports)
+        env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$ROOT/target/host-probe" \
+            cargo build --quiet --release --target wasm32-wasip1 \
+            --manifest-path bench/host-probe/Cargo.toml "${features[@]}"
+        cp "$ROOT/target/host-probe/wasm32-wasip1/release/host_probe.wasm" "$STATE/probe-$variant.wasm"
+    done
+    [[ -z $COMPARE ]] || echo "Compared with (compare-* cases): $COMPARE, $(stat -c %s "$COMPARE") bytes" >>"$RESULTS"
     echo "Filter: $(basename "$WASM"), $(stat -c %s "$WASM") bytes; wasm log level ${BENCH_WASM_LOG:-info}; Envoy $("$ROOT/.venv/bin/envoy" --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/[A-Za-z]*' | head -1); wrk -t1 -c$CONNECTIONS; $ROUNDS round(s) of ${DURATION}s per case, interleaved" >>"$RESULTS"
 
     say "pre-minting tokens ($TOKENS cold + 8 warm per issuer) into $STATE"
@@ -143,9 +167,10 @@ import socket
 socks = [socket.socket() for _ in range(6)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')
-    "$PY" - "$STATE" "$WASM" "$UPSTREAM_PORT" "$P_PASS" "$P_AUTHN" "$P_CACHE" "$P_FILTER" "$P_SCALE" "$P_ADMIN" <<'PYEOF'
+    "$PY" - "$STATE" "$WASM" "$UPSTREAM_PORT" "$P_PASS" "$P_AUTHN" "$P_CACHE" "$P_FILTER" "$P_SCALE" "$P_ADMIN" "${PROBES[*]}" "$COMPARE" <<'PYEOF'
 import json, sys
-state, wasm, up, p_pass, p_authn, p_cache, p_filter, p_scale, p_admin = sys.argv[1:]
+import socket
+state, wasm, up, p_pass, p_authn, p_cache, p_filter, p_scale, p_admin, probes, compare = sys.argv[1:]
 algs = ["rs256", "es256", "eddsa"]
 router = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
@@ -179,14 +204,38 @@ def authn(cache):
                              "providers": providers,
                              "rules": [{"match": {"prefix": f"/{a}/"}, "requires": {"provider_name": a}} for a in algs]}}
 
-def wasm_filter(name, policy_file):
+def wasm_filter(name, policy_file=None, module=wasm, configuration=None):
+    if configuration is None:
+        configuration = open(f"{state}/{policy_file}").read()
     return {"name": "envoy.filters.http.wasm",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                              "config": {"name": name, "root_id": "token_exchange", "failure_policy": "FAIL_CLOSED",
                                         "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
-                                                      "code": {"local": {"filename": wasm}}},
+                                                      "code": {"local": {"filename": module}}},
                                         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                          "value": open(f"{state}/{policy_file}").read()}}}}
+                                                          "value": configuration}}}}
+
+# The probe cases: one listener each, on ports picked here (listed in probe-ports.txt).
+STEPS = {"noop": "noop", "noop-exports": "noop", "probe-headers": "headers", "probe-time": "time",
+         "probe-replace": "replace", "probe-log": "log", "probe-counters": "counters",
+         "probe-hit": "headers,time,replace,log,counters", "calibrate": "calibrate"}
+
+probe_ports = {}
+for case in ["noop"] + probes.split() + ["calibrate"]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    probe_ports[case] = s.getsockname()[1]
+    s.close()
+extra = []
+if compare:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    probe_ports["compare"] = s.getsockname()[1]
+    s.close()
+    extra.append(listener("compare", probe_ports["compare"],
+                          [wasm_filter("bench_compare", "policy.json", module=compare)]))
+with open(f"{state}/probe-ports.txt", "w") as f:
+    f.writelines(f"{case} {port}\n" for case, port in probe_ports.items())
 
 config = {
     "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(p_admin)}}},
@@ -197,7 +246,10 @@ config = {
             listener("authn_cache", p_cache, [authn(True)]),
             listener("filter", p_filter, [wasm_filter("bench", "policy.json")]),
             listener("filter_scale", p_scale, [wasm_filter("bench_scale", "scale-policy.json")]),
-        ],
+        ] + [listener(case.replace("-", "_"), port,
+                      [wasm_filter(case, module=f"{state}/probe-{'min' if case == 'noop' else 'all'}.wasm",
+                                   configuration=STEPS[case])])
+             for case, port in probe_ports.items() if case != "compare"] + extra,
         "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "1s",
                       "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
                           {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(up)}}}}]}]}}]}}
@@ -230,6 +282,10 @@ PYEOF
             filter-scale-*) echo "http://127.0.0.1:$P_SCALE$SCALE_PATH $STATE/tokens-scale-${1##*-}.txt" ;;
             filter-*) a=${1#filter-}; k=${a##*-}; a=${a%-*}
                 echo "http://127.0.0.1:$P_FILTER/orders/1 $STATE/tokens-$a-$k.txt" ;;
+            # The probes get the warm RS256 tokens: the same header sizes as the filter's hit.
+            compare-*) a=${1#compare-}; k=${a##*-}; a=${a%-*}
+                echo "http://127.0.0.1:$(awk '$1 == "compare" {print $2}' "$STATE/probe-ports.txt")/orders/1 $STATE/tokens-$a-$k.txt" ;;
+            noop*|probe-*|calibrate) echo "http://127.0.0.1:$(awk -v c="$1" '$1 == c {print $2}' "$STATE/probe-ports.txt")/orders/1 $STATE/tokens-rs256-warm.txt" ;;
         esac
     }
     # Every case must answer 200 before it is timed: a benchmark of refusals measures nothing.
@@ -239,11 +295,17 @@ PYEOF
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 ${tok:+-H "Authorization: Bearer $tok"} "$url")
         [[ $code == 200 ]] || die "case $c answers $code, not 200 ($url); see $STATE/envoy.log"
     done
+    envoy_cpu_ns() { # CPU time of all of Envoy's threads so far (schedstat: ns on the CPU)
+        cat /proc/"$ENVOY_PID"/task/*/schedstat 2>/dev/null | awk '{ns += $1} END {printf "%.0f", ns}'
+    }
     run_wrk() { # case seconds result
-        local url tokens
+        local url tokens cpu0
         read -r url tokens < <(target "$1")
+        cpu0=$(envoy_cpu_ns)
         BENCH_RESULT=$3 "${PIN_LOAD[@]}" wrk -t1 -c"$CONNECTIONS" -d"${2}s" --timeout 10s \
             -s bench/bench.lua "$url" -- "$tokens" >"$3.txt" 2>&1 || { cat "$3.txt" >&2; die "wrk failed for $1"; }
+        # Envoy's CPU time per request: steadier than req/s when other work shares the core.
+        echo $(( $(envoy_cpu_ns) - cpu0 )) >"$3.cpu"
     }
     say "warm-up: 1 s per case"
     for c in "${CASES[@]}"; do run_wrk "$c" 1 "$STATE/warmup-$c.json"; done
@@ -255,10 +317,32 @@ PYEOF
         done
     done
     kill -0 "$ENVOY_PID" 2>/dev/null || die "Envoy died during the benchmark; see $STATE/envoy.log"
+    if [[ " ${CASES[*]} " == *" probe-"* ]]; then
+        # Each host call of a hit timed inside V8 with the host clock (the probe's calibrate
+        # mode: 200 calls in a row per kind, per request; 11 requests, medians).
+        read -r url tokens < <(target calibrate)
+        for _ in $(seq 11); do
+            curl -s -o /dev/null --max-time 10 -H "Authorization: Bearer $(head -n1 "$tokens")" "$url"
+        done
+        sleep 0.5
+        grep -o 'host-probe calibrate.*' "$STATE/envoy.log" >"$STATE/calibrate.txt" || true
+    fi
     # Keep the log small: its start (load messages) and its end.
     { head -n 100 "$STATE/envoy.log"; echo "[...]"; tail -n 100 "$STATE/envoy.log"; } >"$STATE/envoy.log.short"
     mv "$STATE/envoy.log.short" "$STATE/envoy.log"
     "$PY" bench/table.py "$STATE" "$ROUNDS" "${CASES[@]}" >>"$RESULTS"
+    if [[ -s $STATE/calibrate.txt ]]; then
+        "$PY" - "$STATE/calibrate.txt" >>"$RESULTS" <<'PYEOF'
+import statistics, sys
+runs = [line.split(":", 1)[1].split() for line in open(sys.argv[1])]
+names = runs[0][0::2]
+print(f"\nHost calls timed inside V8 (bench/host-probe calibrate: {len(runs)} requests, 200 calls each, median µs per call):\n")
+print("| call | µs |")
+print("|---|---:|")
+for i, name in enumerate(names):
+    print(f"| {name} | {statistics.median(float(r[2 * i + 1]) for r in runs):.3f} |")
+PYEOF
+    fi
 fi
 
 if [[ $MICRO == 1 ]]; then

@@ -55,10 +55,13 @@
 //!
 //! # Keys and collisions
 //!
-//! Entries are found by the SHA-256 of the token bytes and the rule's index, and then the
-//! stored token is compared byte for byte with the presented one: even a digest collision
-//! can never serve another token's identity (it is a miss, and the new entry replaces the
-//! old).
+//! Entries are found by a 64-bit SipHash of the token bytes under this cache's own random
+//! key (std's `RandomState`, seeded from the host's randomness) and the rule's index, and
+//! then the stored token is compared byte for byte with the presented one: even a digest
+//! collision can never serve another token's identity (it is a miss, and the new entry
+//! replaces the old). The key is secret, so nobody can aim collisions at an entry to evict
+//! it. SipHash rather than SHA-256: a hit hashes every request's token, and in Envoy's V8
+//! SHA-256 of a 600-byte token costs several µs (bench/README.md, "The warm path").
 //!
 //! # Bounds and eviction
 //!
@@ -74,10 +77,8 @@
 //! bound is not admitted, so no single token can flush the cache.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 
 use super::mint::MintedToken;
 use super::validate::{FetchedKeyUse, VerifiedBy};
@@ -259,19 +260,17 @@ pub struct CacheStats {
     pub refused: u64,
 }
 
-/// Map key: the token's SHA-256 and the rule's index.
+/// Map key: the token's keyed digest and the rule's index.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
-    digest: [u8; 32],
+    digest: u64,
     rule: u32,
 }
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // The digest is already uniformly distributed: 8 of its bytes are the hash.
-        let mut head = [0u8; 8];
-        head.copy_from_slice(self.digest.get(..8).unwrap_or(&[0; 8]));
-        state.write_u64(u64::from_le_bytes(head) ^ u64::from(self.rule).rotate_left(32));
+        // The digest is already uniformly distributed: it is the hash.
+        state.write_u64(self.digest ^ u64::from(self.rule).rotate_left(32));
     }
 }
 
@@ -337,6 +336,8 @@ pub struct ExchangeCache {
     settings: CacheSettings,
     /// Which policy the entries were made under (see [`ExchangeCache::bind`]).
     owner: u64,
+    /// The secret key of the token digests.
+    hasher: RandomState,
     map: HashMap<Key, usize, BuildHasherDefault<DigestHasher>>,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -358,11 +359,17 @@ impl std::fmt::Debug for ExchangeCache {
 }
 
 impl ExchangeCache {
+    /// The token's digest under this cache's key.
+    fn digest(&self, token: &str) -> u64 {
+        self.hasher.hash_one(token.as_bytes())
+    }
+
     /// An empty cache with these bounds (disabled settings give a cache that stores nothing).
     pub fn new(settings: CacheSettings) -> ExchangeCache {
         ExchangeCache {
             settings,
             owner: 0,
+            hasher: RandomState::new(),
             map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -419,12 +426,12 @@ impl ExchangeCache {
     /// The exchange stored for exactly `token` under rule `rule`, if it may be reused at
     /// `now` (seconds). A hit moves the entry up (to the protected segment on its second use).
     pub fn lookup(&mut self, token: &str, rule: usize, now: u64) -> Option<Arc<Exchange>> {
-        self.lookup_digest(digest(token), token, rule, now)
+        self.lookup_digest(self.digest(token), token, rule, now)
     }
 
     fn lookup_digest(
         &mut self,
-        digest: [u8; 32],
+        digest: u64,
         token: &str,
         rule: usize,
         now: u64,
@@ -463,16 +470,10 @@ impl ExchangeCache {
     /// Stores the exchange made for `token` under `rule` at `now`. Replaces an entry with the
     /// same digest and rule (the same token re-exchanged, or a colliding one).
     pub fn insert(&mut self, token: &str, rule: usize, exchange: Arc<Exchange>) {
-        self.insert_digest(digest(token), token, rule, exchange);
+        self.insert_digest(self.digest(token), token, rule, exchange);
     }
 
-    fn insert_digest(
-        &mut self,
-        digest: [u8; 32],
-        token: &str,
-        rule: usize,
-        exchange: Arc<Exchange>,
-    ) {
+    fn insert_digest(&mut self, digest: u64, token: &str, rule: usize, exchange: Arc<Exchange>) {
         if !self.enabled() {
             return;
         }
@@ -544,7 +545,7 @@ impl ExchangeCache {
 
     /// Ends the entry of `token` under `rule` (a hit that failed a re-check).
     pub fn remove(&mut self, token: &str, rule: usize) {
-        let Some(key) = key(digest(token), rule) else {
+        let Some(key) = key(self.digest(token), rule) else {
             return;
         };
         if let Some(&slot) = self.map.get(&key) {
@@ -698,11 +699,7 @@ impl ExchangeCache {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn key(digest: [u8; 32], rule: usize) -> Option<Key> {
+fn key(digest: u64, rule: usize) -> Option<Key> {
     Some(Key {
         digest,
         rule: u32::try_from(rule).ok()?,
@@ -855,7 +852,7 @@ mod tests {
     #[test]
     fn a_digest_collision_never_serves_another_token() {
         let mut c = cache(16);
-        let forged = digest("victim-token");
+        let forged = c.digest("victim-token");
         c.insert_digest(
             forged,
             "victim-token",

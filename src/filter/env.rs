@@ -17,7 +17,12 @@ pub fn now() -> Duration {
 
 /// [`now`] in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    u64::try_from(now().as_millis()).unwrap_or(u64::MAX)
+    millis(now())
+}
+
+/// A time since the Unix epoch in milliseconds.
+pub fn millis(t: Duration) -> u64 {
+    u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// WASI `random_get` (every host provides it).

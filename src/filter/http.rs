@@ -5,9 +5,10 @@
 //! again the same way.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use super::abi::{self, Level, Map};
-use super::env::{now, now_ms, HostEntropy};
+use super::env::{millis, now, now_ms, HostEntropy};
 use super::exports::{CONTINUE, PAUSE};
 use super::fetch::{Wait, WaitPlan};
 use super::introspect::IntrospectPlan;
@@ -71,24 +72,26 @@ impl ExchangeFilter {
             send(&no_policy_denial(), grpc);
             return PAUSE;
         };
-        root.before_request(now_ms());
+        // One clock read per request: every step of this decision uses the same instant.
+        let now = now();
+        root.before_request(millis(now));
         let headers = match headers {
             Ok(h) => h,
             Err(_) => {
-                let mut decision = policy.internal_failure(&HttpRequest::default(), now());
+                let mut decision = policy.internal_failure(&HttpRequest::default(), now);
                 let action = apply(&policy, &mut decision, false);
                 log_decision(&decision);
                 return action;
             }
         };
-        if let Some(served) = policy.serve_published(&headers.request(), root.keys(), now()) {
+        if let Some(served) = policy.serve_published(&headers.request(), root.keys(), now) {
             serve(&served);
             abi::log(Level::Info, &served.audit.to_json_line());
             metrics::increment(Counter::DecisionServe);
             return PAUSE;
         }
         self.request = Some(headers);
-        self.decide(&policy, root, false)
+        self.decide(&policy, root, false, now)
     }
 
     /// Whether it is paused, waiting for keys or an introspection answer.
@@ -118,7 +121,7 @@ impl ExchangeFilter {
         let Some(policy) = self.policy.clone() else {
             return;
         };
-        self.decide(&policy, root, true);
+        self.decide(&policy, root, true, now());
     }
 
     /// Refuses the request with a 500 (an answer to a call this VM does not know arrived
@@ -147,7 +150,13 @@ impl ExchangeFilter {
 
     /// One decision with the keys at hand; at most once, a pause for keys instead.
     /// `resumed`: the request was paused, so going on upstream is a host call.
-    fn decide(&mut self, policy: &Policy, root: &mut ExchangeRoot, resumed: bool) -> u32 {
+    fn decide(
+        &mut self,
+        policy: &Policy,
+        root: &mut ExchangeRoot,
+        resumed: bool,
+        now: Duration,
+    ) -> u32 {
         let Some(headers) = &self.request else {
             return PAUSE;
         };
@@ -157,12 +166,12 @@ impl ExchangeFilter {
             policy,
             &request,
             self.introspected.as_ref(),
-            now(),
+            now,
             &mut HostEntropy,
         );
         if !self.waited {
             self.waited = true;
-            match root.wait_for_keys(&decision, now_ms(), self.context_id) {
+            match root.wait_for_keys(&decision, millis(now), self.context_id) {
                 WaitPlan::Wait(wait) => {
                     // No audit yet: the decision after the wait is the one logged.
                     self.wait = Some(Waiting::Keys(wait));
@@ -173,7 +182,7 @@ impl ExchangeFilter {
                         policy,
                         &request,
                         self.introspected.as_ref(),
-                        now(),
+                        now,
                         &mut HostEntropy,
                     );
                 }
@@ -186,7 +195,7 @@ impl ExchangeFilter {
             .filter(|_| !self.introspection_asked)
         {
             self.introspection_asked = true;
-            match root.introspect(&need, now_ms(), self.context_id) {
+            match root.introspect(&need, millis(now), self.context_id) {
                 IntrospectPlan::Wait(digest) => {
                     self.wait = Some(Waiting::Introspection(digest));
                     return PAUSE;
@@ -197,7 +206,7 @@ impl ExchangeFilter {
                         policy,
                         &request,
                         self.introspected.as_ref(),
-                        now(),
+                        now,
                         &mut HostEntropy,
                     );
                 }
