@@ -55,8 +55,9 @@
 //!
 //! # Keys and collisions
 //!
-//! Entries are found by a 64-bit SipHash of the token bytes under this cache's own random
-//! key (std's `RandomState`, seeded from the host's randomness) and the rule's index, and
+//! Entries are found by a 64-bit SipHash-2-4 of the token bytes under this cache's own random
+//! key (drawn from the host's randomness by [`ExchangeCache::rekey`] when the glue makes the
+//! cache; a cache made natively and not rekeyed uses a fixed key) and the rule's index, and
 //! then the stored token is compared byte for byte with the presented one: even a digest
 //! collision can never serve another token's identity (it is a miss, and the new entry
 //! replaces the old). The key is secret, so nobody can aim collisions at an entry to evict
@@ -77,9 +78,10 @@
 //! bound is not admitted, so no single token can flush the cache.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
+use super::entropy::{Entropy, EntropyError};
 use super::mint::MintedToken;
 use super::validate::{FetchedKeyUse, VerifiedBy};
 
@@ -336,8 +338,8 @@ pub struct ExchangeCache {
     settings: CacheSettings,
     /// Which policy the entries were made under (see [`ExchangeCache::bind`]).
     owner: u64,
-    /// The secret key of the token digests.
-    hasher: RandomState,
+    /// The secret key of the token digests (see [`ExchangeCache::rekey`]).
+    key: (u64, u64),
     map: HashMap<Key, usize, BuildHasherDefault<DigestHasher>>,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -361,7 +363,24 @@ impl std::fmt::Debug for ExchangeCache {
 impl ExchangeCache {
     /// The token's digest under this cache's key.
     fn digest(&self, token: &str) -> u64 {
-        self.hasher.hash_one(token.as_bytes())
+        // SipHash-2-4 with an explicit key: std's `RandomState` would draw its key from the
+        // host inside std and panic (killing the VM) if the host refused.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.key.0, self.key.1);
+        h.write(token.as_bytes());
+        h.finish()
+    }
+
+    /// Draws a new secret digest key from `entropy` and empties the cache (entries are
+    /// filed under the old key). On failure the cache keeps its key and its entries: the
+    /// byte-for-byte comparison keeps it correct, only collisions become predictable.
+    pub fn rekey(&mut self, entropy: &mut dyn Entropy) -> Result<(), EntropyError> {
+        let (mut k0, mut k1) = ([0u8; 8], [0u8; 8]);
+        entropy.fill(&mut k0)?;
+        entropy.fill(&mut k1)?;
+        self.clear();
+        self.key = (u64::from_le_bytes(k0), u64::from_le_bytes(k1));
+        Ok(())
     }
 
     /// An empty cache with these bounds (disabled settings give a cache that stores nothing).
@@ -369,7 +388,7 @@ impl ExchangeCache {
         ExchangeCache {
             settings,
             owner: 0,
-            hasher: RandomState::new(),
+            key: (0, 0),
             map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -798,6 +817,39 @@ mod tests {
                 ..CacheStats::default()
             }
         );
+    }
+
+    #[test]
+    fn rekeying_changes_the_digests_and_starts_empty() {
+        struct Counting(u8);
+        impl Entropy for Counting {
+            fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+                for b in buf.iter_mut() {
+                    self.0 = self.0.wrapping_add(1);
+                    *b = self.0;
+                }
+                Ok(())
+            }
+        }
+        struct Refusing;
+        impl Entropy for Refusing {
+            fn fill(&mut self, _: &mut [u8]) -> Result<(), EntropyError> {
+                Err(EntropyError)
+            }
+        }
+        let mut c = cache(16);
+        let fixed = c.digest("tok-a");
+        c.insert("tok-a", 0, exchange("a", NOW, NOW + 60, NOW + 600));
+        assert!(c.rekey(&mut Counting(0)).is_ok());
+        assert_ne!(c.digest("tok-a"), fixed, "a new key, other digests");
+        assert!(c.is_empty(), "entries filed under the old key are gone");
+        let keyed = c.digest("tok-a");
+        c.insert("tok-a", 0, exchange("a", NOW, NOW + 60, NOW + 600));
+        assert!(c.lookup("tok-a", 0, NOW).is_some());
+        // A host without randomness: key and entries stay.
+        assert!(c.rekey(&mut Refusing).is_err());
+        assert_eq!(c.digest("tok-a"), keyed);
+        assert!(c.lookup("tok-a", 0, NOW).is_some());
     }
 
     #[test]

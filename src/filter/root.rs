@@ -214,6 +214,13 @@ impl ExchangeRoot {
         // A new policy (perhaps a new signing key, new rules, new revocations) starts with
         // an empty cache: nothing minted under the previous one is reused.
         self.cache = policy.new_cache();
+        // A secret digest key per cache, so nobody can aim digest collisions at an entry.
+        if self.cache.rekey(&mut HostEntropy).is_err() {
+            abi::log(
+                Level::Warn,
+                "token-exchange-filter: no host randomness for the exchange cache's digest key: it keeps a fixed key (entries are still compared byte for byte)",
+            );
+        }
         self.policy = Some(Rc::new(policy));
         // A new policy is reminded about at once, whatever was logged today.
         self.reminder = ReviewReminder::default();
