@@ -8,6 +8,10 @@
 # alternating PROCESSES times, and prints the median of the per-process medians per candidate.
 #
 #   bash bench/v8-probe/run.sh [ROUNDS] [BATCH] [PROCESSES]     (default 21 200 2)
+#
+# Environment: PROBE_BUILDS, a subset of "o3 os oz mixed mixed+wasm-opt" (default all five;
+# "mixed+wasm-opt" is how the filter ships); PROBE_CASES, comma-separated words, only the
+# candidates whose name contains one run (default all), e.g. PROBE_CASES=RS256-2048.
 set -euo pipefail
 cd "$(dirname "$0")"
 PROBE=$(pwd)
@@ -15,25 +19,33 @@ ROOT=$(cd ../.. && pwd)
 ROUNDS=${1:-21}
 BATCH=${2:-200}
 PROCESSES=${3:-2}
+BUILDS=${PROBE_BUILDS:-o3 os oz mixed mixed+wasm-opt}
+CASES=${PROBE_CASES:-}
+wants() { [[ " $BUILDS " == *" $1 "* ]]; }
 bash "$ROOT/scripts/setup.sh"
 export CARGO_TARGET_DIR=$PROBE/target
 MIXED=(--config 'profile.release.opt-level="z"')
 for p in crypto-bigint primefield primeorder elliptic-curve p256 p384 curve25519-dalek \
-         ed25519-dalek ed25519-compact sha2; do
+         ed25519-dalek ed25519-compact sha2 rsa-montgomery; do
     MIXED+=(--config "profile.release.package.$p.opt-level=3")
 done
-cargo build --quiet --release --target wasm32-wasip1 --lib --features tables
-cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-o3.wasm
+if wants o3; then
+    cargo build --quiet --release --target wasm32-wasip1 --lib --features tables
+    cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-o3.wasm
+fi
 for o in s z; do
+    wants "o$o" || continue
     cargo build --quiet --release --target wasm32-wasip1 --lib --features tables \
         --config "profile.release.opt-level=\"$o\""
     cp target/wasm32-wasip1/release/v8_probe.wasm "target/probe-o$o.wasm"
 done
-cargo build --quiet --release --target wasm32-wasip1 --lib --features tables "${MIXED[@]}"
-cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-mixed.wasm
-wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-    --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types \
-    target/probe-mixed.wasm -o target/probe-mixed-wasmopt.wasm
+if wants mixed || wants mixed+wasm-opt; then
+    cargo build --quiet --release --target wasm32-wasip1 --lib --features tables "${MIXED[@]}"
+    cp target/wasm32-wasip1/release/v8_probe.wasm target/probe-mixed.wasm
+    wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+        --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types \
+        target/probe-mixed.wasm -o target/probe-mixed-wasmopt.wasm
+fi
 cargo build --quiet --release --bin native-probe
 
 OUT=$PROBE/target/results.tsv
@@ -57,7 +69,7 @@ bootstrap_extensions:
           code: { local: { filename: "$1" } }
         configuration:
           "@type": type.googleapis.com/google.protobuf.StringValue
-          value: "$ROUNDS $BATCH"
+          value: "$ROUNDS $BATCH $CASES"
 YAML
     "$ROOT/.venv/bin/envoy" -c "$dir/envoy.yaml" --concurrency 1 --disable-hot-restart \
         --base-id $((RANDOM + 1000)) -l info >"$log" 2>&1 </dev/null &
@@ -75,13 +87,13 @@ YAML
 }
 for p in $(seq "$PROCESSES"); do
     echo "==> Envoy process pair $p of $PROCESSES" >&2
-    run_envoy "$PROBE/target/probe-o3.wasm" o3
-    run_envoy "$PROBE/target/probe-os.wasm" os
-    run_envoy "$PROBE/target/probe-oz.wasm" oz
-    run_envoy "$PROBE/target/probe-mixed.wasm" mixed
-    run_envoy "$PROBE/target/probe-mixed-wasmopt.wasm" mixed+wasm-opt
+    if wants o3; then run_envoy "$PROBE/target/probe-o3.wasm" o3; fi
+    if wants os; then run_envoy "$PROBE/target/probe-os.wasm" os; fi
+    if wants oz; then run_envoy "$PROBE/target/probe-oz.wasm" oz; fi
+    if wants mixed; then run_envoy "$PROBE/target/probe-mixed.wasm" mixed; fi
+    if wants mixed+wasm-opt; then run_envoy "$PROBE/target/probe-mixed-wasmopt.wasm" mixed+wasm-opt; fi
 done
-./target/release/native-probe "$ROUNDS" "$((BATCH / 2))" >>"$OUT"
+PROBE_CASES=$CASES ./target/release/native-probe "$ROUNDS" "$((BATCH / 2))" >>"$OUT"
 ls -l target/probe-*.wasm >&2
 # Median of the per-process medians, per (runtime, candidate).
 awk -F'\t' '{ k = $1 "\t" $2; v[k] = v[k] " " $3; if (!(k in seen)) { seen[k] = 1; order[++n] = k } }

@@ -1,6 +1,6 @@
 //! RSASSA-PKCS1-v1_5 and RSASSA-PSS verification (RFC 8017 §8.2.2 and §8.1.2) for moduli of
 //! 2048 to 4096 bits and public exponent 65537, on the variable-time Montgomery arithmetic
-//! of `montgomery.rs`.
+//! of the `rsa-montgomery` crate.
 //!
 //! RSAVP1 is s^65537 mod n: sixteen squarings and one multiplication. The encoded message
 //! is then checked whole, never parsed leniently: for PKCS#1 v1.5 it must equal, byte for

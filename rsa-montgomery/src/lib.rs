@@ -7,7 +7,10 @@
 //! handles no secret, so nothing here is constant time: the final subtraction and the
 //! comparisons branch on the values. Multiplication is separated operand scanning (the full
 //! product, then a Montgomery reduction), so squarings compute each cross product once.
-//! Measured in `bench/README.md` ("The cold path").
+//! Measured in `bench/README.md` ("The cold path"). Its own crate so that the release
+//! profile can build it at opt-level 3 while the filter is size-optimised: at opt-level "z"
+//! the iterator adapters stay out of line and it ran slower than crypto-bigint in V8.
+#![forbid(unsafe_code)]
 
 use std::cmp::Ordering;
 
@@ -72,6 +75,35 @@ fn sub_in_place(a: &mut [u32], b: &[u32]) -> bool {
         borrow = (d >> 63) & 1;
     }
     borrow != 0
+}
+
+/// t += a·b over equal-length limb slices, returning the carry out; unrolled by four, since the
+/// filter's release profile optimises for size (no automatic unrolling) and this loop is
+/// nearly all of an RSA verification.
+#[inline(always)]
+fn mul_add_row(t: &mut [u32], a: &[u32], b: u64) -> u64 {
+    let mut c = 0u64;
+    let mut t4 = t.chunks_exact_mut(4);
+    let mut a4 = a.chunks_exact(4);
+    for (tq, aq) in (&mut t4).zip(&mut a4) {
+        if let ([t0, t1, t2, t3], [a0, a1, a2, a3]) = (tq, aq) {
+            let v = u64::from(*t0) + u64::from(*a0) * b + c;
+            *t0 = v as u32;
+            let v = u64::from(*t1) + u64::from(*a1) * b + (v >> 32);
+            *t1 = v as u32;
+            let v = u64::from(*t2) + u64::from(*a2) * b + (v >> 32);
+            *t2 = v as u32;
+            let v = u64::from(*t3) + u64::from(*a3) * b + (v >> 32);
+            *t3 = v as u32;
+            c = v >> 32;
+        }
+    }
+    for (tj, aj) in t4.into_remainder().iter_mut().zip(a4.remainder()) {
+        let v = u64::from(*tj) + u64::from(*aj) * b + c;
+        *tj = v as u32;
+        c = v >> 32;
+    }
+    c
 }
 
 impl Modulus {
@@ -167,12 +199,7 @@ impl Modulus {
             };
             let m = low.first().copied().unwrap_or(0).wrapping_mul(self.n0inv);
             let m = u64::from(m);
-            let mut c = 0u64;
-            for (tj, nj) in low.iter_mut().zip(&self.n) {
-                let v = u64::from(*tj) + m * u64::from(*nj) + c;
-                *tj = v as u32;
-                c = v >> 32;
-            }
+            let mut c = mul_add_row(low, &self.n, m);
             for h in high.iter_mut() {
                 if c == 0 {
                     break;
@@ -209,13 +236,7 @@ impl Modulus {
             let Some((top, row)) = t.get_mut(i..=i + s).and_then(|r| r.split_last_mut()) else {
                 return;
             };
-            let mut c = 0u64;
-            for (tj, aj) in row.iter_mut().zip(a) {
-                let v = u64::from(*tj) + u64::from(*aj) * bi + c;
-                *tj = v as u32;
-                c = v >> 32;
-            }
-            *top = c as u32;
+            *top = mul_add_row(row, a, bi) as u32;
         }
         self.reduce(t, out);
     }
@@ -237,13 +258,7 @@ impl Modulus {
             ) else {
                 continue;
             };
-            let mut c = 0u64;
-            for (tj, aj) in row.iter_mut().zip(rest) {
-                let v = u64::from(*tj) + u64::from(*aj) * ai + c;
-                *tj = v as u32;
-                c = v >> 32;
-            }
-            *top = c as u32;
+            *top = mul_add_row(row, rest, ai) as u32;
         }
         // Double (the cross sum is below 2^(64s−1), so no bit leaves 2s limbs), then add the
         // squares a_i² at limb 2i.
