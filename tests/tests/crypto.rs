@@ -487,11 +487,19 @@ impl SplitMix {
             0 => {
                 for _ in 0..(self.next() % 16) {
                     let at = (self.next() as usize) % len.saturating_sub(4).max(1);
-                    let fill = if self.next() % 2 == 0 { 0x00 } else { 0xff };
+                    let fill = if self.next().is_multiple_of(2) {
+                        0x00
+                    } else {
+                        0xff
+                    };
                     v[at..at + 4].fill(fill);
                 }
             }
-            1 => v.fill(if self.next() % 2 == 0 { 0x00 } else { 0xff }),
+            1 => v.fill(if self.next().is_multiple_of(2) {
+                0x00
+            } else {
+                0xff
+            }),
             _ => {}
         }
         let top_bits = bits - 8 * (len - 1);
@@ -526,7 +534,7 @@ fn differential_pow(bits: usize, count: usize, seed: u64) {
             let x = BigUint::from_bytes_be(&rng.number(bits)) % &n;
             bases.push(x);
         }
-        if round % 16 == 0 {
+        if round.is_multiple_of(16) {
             for small in [0u32, 1, 2] {
                 bases.push(BigUint::from(small));
             }
