@@ -347,7 +347,13 @@ pub fn run(quick: bool) -> Res<()> {
     } else {
         (11, Duration::from_millis(300))
     };
-    let mut cases = cases()?;
+    // `BENCH_MICRO_ONLY=word,word`: only the cases whose name contains one (for profiling).
+    let only = std::env::var("BENCH_MICRO_ONLY").unwrap_or_default();
+    let words: Vec<&str> = only.split(',').filter(|w| !w.is_empty()).collect();
+    let mut cases: Vec<Case> = cases()?
+        .into_iter()
+        .filter(|c| words.is_empty() || words.iter().any(|w| c.name.contains(w)))
+        .collect();
     // Calibrate: operations per batch so one batch takes about `budget`.
     let mut batch = Vec::with_capacity(cases.len());
     for c in &mut cases {

@@ -15,6 +15,7 @@ use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::BigUint;
 use serde_json::json;
 use sha2::{Sha256, Sha384, Sha512};
+use token_exchange_filter::core::crypto::montgomery::Modulus;
 use token_exchange_filter::core::crypto::rsa::{RsaKeyError, RsaPublicKey};
 use token_exchange_filter::core::crypto::HashAlg;
 use token_exchange_filter::core::keys::{Alg, IssuerKey};
@@ -459,4 +460,160 @@ fn eddsa_verifies_independent_signatures_strictly() {
         forged[0] = 1; // R = identity, S = 0: valid under a lax cofactored check
         assert!(!weak.verify(Alg::EdDSA, b"anything", &forged));
     }
+}
+
+/// A fixed-seed generator (splitmix64): the differential tests are reproducible.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// A random number of exactly `bits` bits; limbs biased towards 0, 0xffffffff and
+    /// single bits now and then, which exercise the carries.
+    fn number(&mut self, bits: usize) -> Vec<u8> {
+        let len = bits.div_ceil(8);
+        let mut v = self.bytes(len);
+        match self.next() % 4 {
+            0 => {
+                for _ in 0..(self.next() % 16) {
+                    let at = (self.next() as usize) % len.saturating_sub(4).max(1);
+                    let fill = if self.next().is_multiple_of(2) {
+                        0x00
+                    } else {
+                        0xff
+                    };
+                    v[at..at + 4].fill(fill);
+                }
+            }
+            1 => v.fill(if self.next().is_multiple_of(2) {
+                0x00
+            } else {
+                0xff
+            }),
+            _ => {}
+        }
+        let top_bits = bits - 8 * (len - 1);
+        v[0] &= 0xffu8 >> (8 - top_bits);
+        v[0] |= 1 << (top_bits - 1);
+        v
+    }
+}
+
+/// x^65537 mod n by the filter's Montgomery code, or None when it refuses x.
+fn ours_pow(m: &Modulus, x: &[u8]) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; m.byte_len()];
+    m.pow65537(x, &mut out).then_some(out)
+}
+
+/// The filter's x^65537 mod n against num-bigint-dig's (the `rsa` crate's bignums), for
+/// `count` random odd moduli of `bits` bits with a few bases each: random below n, the edges
+/// 0, 1, 2, n − 1, n − 2 (equal results), and n, n + 1, 2n − 1, all-0xff (refused).
+fn differential_pow(bits: usize, count: usize, seed: u64) {
+    let mut rng = SplitMix(seed);
+    let e = BigUint::from(65537u32);
+    let mut checked = 0;
+    for round in 0..count {
+        let mut n_be = rng.number(bits);
+        *n_be.last_mut().unwrap() |= 1;
+        let n = BigUint::from_bytes_be(&n_be);
+        let m = Modulus::new(&n_be).unwrap();
+        let k = n_be.len();
+        assert_eq!(m.byte_len(), k);
+        let mut bases: Vec<BigUint> = Vec::new();
+        for _ in 0..3 {
+            let x = BigUint::from_bytes_be(&rng.number(bits)) % &n;
+            bases.push(x);
+        }
+        if round.is_multiple_of(16) {
+            for small in [0u32, 1, 2] {
+                bases.push(BigUint::from(small));
+            }
+            bases.push(&n - BigUint::from(1u8));
+            bases.push(&n - BigUint::from(2u8));
+        }
+        for x in bases {
+            let want = to_k_bytes(&x.modpow(&e, &n), k);
+            let got = ours_pow(&m, &to_k_bytes(&x, k));
+            assert_eq!(
+                got.as_deref(),
+                Some(&want[..]),
+                "{bits} bits, round {round}"
+            );
+            checked += 1;
+        }
+        // At or above n: refused, whatever the encoding length.
+        let above = [
+            n.clone(),
+            &n + BigUint::from(1u8),
+            &n + &n - BigUint::from(1u8),
+            &n + BigUint::from_bytes_be(&rng.number(bits.min(64))),
+        ];
+        for x in above {
+            let bytes = x.to_bytes_be();
+            if bytes.len() <= k {
+                assert_eq!(ours_pow(&m, &to_k_bytes(&x, k)), None, "{bits} bits, x ≥ n");
+            }
+            assert_eq!(
+                ours_pow(&m, &bytes),
+                None,
+                "{bits} bits, x ≥ n, minimal bytes"
+            );
+        }
+        assert_eq!(ours_pow(&m, &vec![0xff; k]), None, "{bits} bits, all 0xff");
+        // A wrong output length is refused too.
+        assert!(!m.pow65537(&[1], &mut vec![0u8; k + 1]));
+    }
+    assert!(checked >= 3 * count);
+}
+
+#[test]
+fn montgomery_pow_matches_num_bigint_2048() {
+    differential_pow(2048, 1000, 1);
+}
+
+#[test]
+fn montgomery_pow_matches_num_bigint_2049_and_odd_sizes() {
+    differential_pow(2049, 400, 2);
+    for (i, bits) in [2056, 2080, 2081, 2111, 2112, 2113, 2560, 3071, 4095]
+        .iter()
+        .enumerate()
+    {
+        differential_pow(*bits, 60, 10 + i as u64);
+    }
+}
+
+#[test]
+fn montgomery_pow_matches_num_bigint_3072() {
+    differential_pow(3072, 400, 3);
+}
+
+#[test]
+fn montgomery_pow_matches_num_bigint_4096() {
+    differential_pow(4096, 300, 4);
+}
+
+#[test]
+fn montgomery_modulus_refuses_even_zero_padded_and_oversized() {
+    let mut n = vec![0xc5u8; 256];
+    assert!(Modulus::new(&n).is_some());
+    n[255] = 0xc4;
+    assert!(Modulus::new(&n).is_none(), "even");
+    n[255] = 0xc5;
+    let mut padded = vec![0u8];
+    padded.extend_from_slice(&n);
+    assert!(Modulus::new(&padded).is_none(), "leading zero byte");
+    assert!(Modulus::new(&[]).is_none(), "empty");
+    assert!(Modulus::new(&[1]).is_none(), "one");
+    assert!(Modulus::new(&vec![0xffu8; 512]).is_some(), "4096 bits");
+    assert!(Modulus::new(&vec![0xffu8; 513]).is_none(), "4104 bits");
 }

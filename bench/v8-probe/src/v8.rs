@@ -1,11 +1,12 @@
 //! The probe inside a Proxy-Wasm host: a singleton service whose root context runs one round
 //! of every candidate per tick (interleaved), timed with the host clock, and logs the
-//! medians after the last round. Configuration: "ROUNDS BATCH" (default "21 200").
+//! medians after the last round. Configuration: "ROUNDS BATCH [FILTER]" (default "21 200"; FILTER: comma-separated
+//! words, a case runs when its name contains one).
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;
 use std::time::Duration;
 
-use crate::{cases, median, Case};
+use crate::{cases, median, select, Case};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -37,8 +38,9 @@ impl RootContext for Probe {
         let mut it = conf.split_whitespace().filter_map(|x| x.parse::<u32>().ok());
         self.rounds = it.next().unwrap_or(21);
         let batch = it.next().unwrap_or(200);
+        let filter = conf.split_whitespace().nth(2).unwrap_or("").to_string();
         let start = now_us();
-        self.cases = cases(batch);
+        self.cases = select(cases(batch), &filter);
         self.times = vec![Vec::new(); self.cases.len()];
         log::info!("probe: {} cases, vectors ready in {:.0} ms", self.cases.len(), (now_us() - start) / 1e3);
         // Warm-up: one batch of each (the first calls cost up to 1.3x the steady state).

@@ -1,8 +1,10 @@
 //! Signature verification primitives, chosen by measurement inside Envoy's V8 (the figures
-//! and the method are in `bench/README.md`): RSA on `crypto-bigint` Montgomery arithmetic
-//! with an exact encoded-message comparison, ECDSA on `p256`/`p384`, Ed25519 on
+//! and the method are in `bench/README.md`): RSA on the filter's own variable-time Montgomery
+//! arithmetic (the `rsa-montgomery` crate) with an exact encoded-message comparison, ECDSA on `p256`/`p384`, Ed25519 on
 //! `ed25519-dalek`. Verification handles no secret, so none of it needs constant time.
 
+/// The RSA arithmetic (its own crate, built at opt-level 3: see its docs).
+pub use rsa_montgomery as montgomery;
 pub mod rsa;
 
 /// A SHA-2 hash used by the RS*/PS* algorithms.

@@ -1,26 +1,22 @@
 //! RSASSA-PKCS1-v1_5 and RSASSA-PSS verification (RFC 8017 §8.2.2 and §8.1.2) for moduli of
-//! 2048 to 4096 bits and public exponent 65537, on `crypto-bigint` Montgomery arithmetic.
+//! 2048 to 4096 bits and public exponent 65537, on the variable-time Montgomery arithmetic
+//! of the `rsa-montgomery` crate.
 //!
 //! RSAVP1 is s^65537 mod n: sixteen squarings and one multiplication. The encoded message
 //! is then checked whole, never parsed leniently: for PKCS#1 v1.5 it must equal, byte for
 //! byte, the one encoding of the expected DigestInfo (no ASN.1 parsing, so no
 //! Bleichenbacher-style forgery through ignored bytes); for PSS it goes through
 //! EMSA-PSS-VERIFY with the salt length equal to the hash length (RFC 7518 §3.5).
-//! The Montgomery parameters are computed once per key. Heap-sized integers serve every
-//! size: in V8 they measured as fast as fixed 2048-bit ones (crypto-bigint has a dedicated
-//! squaring for 2048-bit moduli), so there is one code path (`bench/README.md`).
+//! The Montgomery parameters are computed once per key; a verification allocates nothing.
 
-use std::cmp::Ordering;
-
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
-
+use super::montgomery::Modulus;
 use super::HashAlg;
 
 /// The smallest modulus accepted (RFC 7518 §3.3: 2048 bits or larger).
 pub const MIN_MODULUS_BITS: u32 = 2048;
 /// The largest modulus accepted: bounds the work an attacker's token can cost.
 pub const MAX_MODULUS_BITS: u32 = 4096;
+const MAX_MODULUS_BYTES: usize = 512;
 
 /// Why an RSA public key was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +42,7 @@ impl std::fmt::Display for RsaKeyError {
 /// An RSA public key prepared for verification.
 #[derive(Clone)]
 pub struct RsaPublicKey {
-    params: BoxedMontyParams,
+    modulus: Modulus,
     /// k: the length of n in bytes.
     len: usize,
     /// The bit length of n.
@@ -85,11 +81,9 @@ impl RsaPublicKey {
         if n.last().is_none_or(|b| b & 1 == 0) {
             return Err(RsaKeyError::EvenModulus);
         }
-        let odd = Odd::new(BoxedUint::from_be_slice_vartime(n))
-            .into_option()
-            .ok_or(RsaKeyError::EvenModulus)?;
+        let modulus = Modulus::new(n).ok_or(RsaKeyError::EvenModulus)?;
         Ok(RsaPublicKey {
-            params: BoxedMontyParams::new_vartime(odd),
+            modulus,
             len: n.len(),
             bits,
         })
@@ -102,25 +96,16 @@ impl RsaPublicKey {
 
     /// RSAVP1 then I2OSP to k bytes: s^65537 mod n, or None when the signature is not
     /// exactly k bytes or its integer is not below n (RFC 8017 §5.2.2, §8.2.2 step 1).
-    fn encoded_message(&self, sig: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn encoded_message(&self, sig: &[u8]) -> Option<EncodedMessage> {
         if sig.len() != self.len {
             return None;
         }
-        let params = &self.params;
-        let s = BoxedUint::from_be_slice(sig, params.bits_precision()).ok()?;
-        if s.cmp_vartime(params.modulus().as_ref()) != Ordering::Less {
-            return None;
-        }
-        let x = BoxedMontyForm::new(s, params);
-        let mut y = x.square();
-        for _ in 1..16 {
-            y = y.square();
-        }
-        let bytes = y.mul(&x).retrieve().to_be_bytes();
-        // The integer's precision is a whole number of limbs: keep its last k bytes (the
-        // ones above are zero, since m < n).
-        let extra = bytes.len().checked_sub(self.len)?;
-        bytes.get(extra..).map(<[u8]>::to_vec)
+        let mut em = EncodedMessage {
+            bytes: [0; MAX_MODULUS_BYTES],
+            len: self.len,
+        };
+        let out = em.bytes.get_mut(..self.len)?;
+        self.modulus.pow65537(sig, out).then_some(em)
     }
 
     /// RSASSA-PKCS1-v1_5 verification of `sig` over `msg` with `hash`.
@@ -184,8 +169,12 @@ impl RsaPublicKey {
         if masked_db.first().is_none_or(|b| b & !keep_mask != 0) {
             return false;
         }
-        let mut db = masked_db.to_vec();
-        mgf1_xor(hash, h, &mut db);
+        let mut db_buf = [0u8; MAX_MODULUS_BYTES];
+        let Some(db) = db_buf.get_mut(..masked_db.len()) else {
+            return false;
+        };
+        db.copy_from_slice(masked_db);
+        mgf1_xor(hash, h, db);
         if let Some(b) = db.first_mut() {
             *b &= keep_mask;
         }
@@ -202,6 +191,19 @@ impl RsaPublicKey {
         let m_hash = hash.digest(&[msg]);
         let expected = hash.digest(&[&[0u8; 8], m_hash.as_ref(), salt]);
         expected.as_ref() == h
+    }
+}
+
+/// The encoded message of a signature, k bytes on the stack.
+pub(crate) struct EncodedMessage {
+    bytes: [u8; MAX_MODULUS_BYTES],
+    len: usize,
+}
+
+impl std::ops::Deref for EncodedMessage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
     }
 }
 

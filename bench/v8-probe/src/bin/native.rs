@@ -6,7 +6,8 @@ fn main() {
     let args: Vec<u32> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let rounds = args.first().copied().unwrap_or(11);
     let batch = args.get(1).copied().unwrap_or(100);
-    let cases = v8_probe::cases(batch);
+    let filter = std::env::var("PROBE_CASES").unwrap_or_default();
+    let cases = v8_probe::select(v8_probe::cases(batch), &filter);
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for c in &cases {
         for _ in 0..c.batch {
