@@ -16,7 +16,44 @@ mod gen;
 mod micro;
 mod upstream;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The system allocator, counting allocations (the micro-benchmark's allocations per
+/// operation: in Wasm every one is a dlmalloc call, far dearer than natively).
+struct CountingAlloc;
+
+/// Allocations (and reallocations) made so far by the whole process.
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// A global allocator is unsafe by nature; this one only forwards to `System`.
+#[allow(unsafe_code)]
+// SAFETY: forwards every call unchanged to `System`; the counter has no other effect.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Errors end the command with a message.
 pub type Res<T> = Result<T, String>;

@@ -23,8 +23,12 @@ pub struct RequestHead {
     pub request_id: Option<String>,
     /// `content-type` says gRPC: denials are then sent as gRPC statuses.
     pub grpc: bool,
-    /// Every header name but pseudo-headers, lower case (for header hygiene).
-    pub header_names: Vec<String>,
+    /// Every header name but pseudo-headers, lower case (for header hygiene), one after
+    /// another: one buffer instead of a `String` per header, which on the request path of
+    /// every request in Wasm was one dlmalloc call per header.
+    header_name_text: String,
+    /// Where each name in `header_name_text` ends.
+    header_name_ends: Vec<usize>,
 }
 
 impl RequestHead {
@@ -36,13 +40,28 @@ impl RequestHead {
         N: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut head = RequestHead::default();
+        let mut head = RequestHead {
+            // Enough for the names of a usual request: no growth on the common path.
+            header_name_text: String::with_capacity(256),
+            header_name_ends: Vec::with_capacity(16),
+            ..RequestHead::default()
+        };
         let mut host = None;
         let mut authority = None;
         for (name, value) in pairs {
-            let name = name.as_ref().to_ascii_lowercase();
+            // Lower-cased in place at the end of the buffer; dropped again if a pseudo-header.
+            let start = head.header_name_text.len();
+            head.header_name_text.push_str(name.as_ref());
+            let name = match head.header_name_text.get_mut(start..) {
+                Some(name) => {
+                    name.make_ascii_lowercase();
+                    &*name
+                }
+                None => "",
+            };
+            let pseudo = name.starts_with(':');
             let value = value.as_ref();
-            match name.as_str() {
+            match name {
                 "authorization" => head.authorization.push(value.to_owned()),
                 ":method" => head.method = Some(value.to_owned()),
                 ":path" => head.path = Some(value.to_owned()),
@@ -52,12 +71,22 @@ impl RequestHead {
                 "content-type" => head.grpc = is_grpc_content_type(value),
                 _ => {}
             }
-            if !name.starts_with(':') {
-                head.header_names.push(name);
+            if pseudo {
+                head.header_name_text.truncate(start);
+            } else {
+                head.header_name_ends.push(head.header_name_text.len());
             }
         }
         head.host = host.or(authority);
         head
+    }
+
+    /// Every header name but pseudo-headers, lower case, in order.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.header_name_ends.iter().copied());
+        starts
+            .zip(&self.header_name_ends)
+            .filter_map(|(start, &end)| self.header_name_text.get(start..end))
     }
 
     /// The request to decide on (an absent method or path is empty).
@@ -69,7 +98,7 @@ impl RequestHead {
             route_name: self.route_name.as_deref(),
             authorization: self.authorization.iter().map(String::as_str).collect(),
             request_id: self.request_id.as_deref(),
-            header_names: self.header_names.iter().map(String::as_str).collect(),
+            header_names: self.header_names().collect(),
         }
     }
 }
@@ -112,5 +141,13 @@ mod tests {
         assert_eq!(head.host.as_deref(), Some("h"));
         assert!(!head.grpc);
         assert_eq!(head.request().method, "");
+        // A pseudo-header between names leaves no trace; non-ASCII stays as it came.
+        let head = RequestHead::from_headers([("X-A", "1"), (":path", "/p"), ("Ä-B", "2")]);
+        assert_eq!(head.header_names().collect::<Vec<_>>(), ["x-a", "Ä-b"]);
+        assert_eq!(head.request().path, "/p");
+        assert_eq!(
+            RequestHead::from_headers([("", "")]).request().header_names,
+            [""]
+        );
     }
 }
