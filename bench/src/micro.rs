@@ -367,6 +367,19 @@ pub fn run(quick: bool) -> Res<()> {
         }
         batch.push((n * 4).max(1));
     }
+    // Allocations per operation, counted over one calibrated batch (allocation counts are
+    // deterministic per operation, apart from cache growth in the first batch).
+    let mut allocs = Vec::with_capacity(cases.len());
+    for (c, n) in cases.iter_mut().zip(&batch) {
+        let before = crate::ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..*n {
+            if !(c.op)() {
+                return Err(format!("{}: wrong answer", c.name));
+            }
+        }
+        let after = crate::ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        allocs.push(after.saturating_sub(before) as f64 / f64::from(*n));
+    }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
         for ((c, n), t) in cases.iter_mut().zip(&batch).zip(times.iter_mut()) {
@@ -379,12 +392,12 @@ pub fn run(quick: bool) -> Res<()> {
             t.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(*n));
         }
     }
-    println!("| operation (native) | µs/op (median of {rounds}) |");
-    println!("|---|---:|");
-    for (c, t) in cases.iter().zip(times.iter_mut()) {
+    println!("| operation (native) | µs/op (median of {rounds}) | allocations/op |");
+    println!("|---|---:|---:|");
+    for ((c, t), a) in cases.iter().zip(times.iter_mut()).zip(&allocs) {
         t.sort_by(f64::total_cmp);
         let median = t.get(t.len() / 2).copied().unwrap_or(0.0);
-        println!("| {} | {median:.1} |", c.name);
+        println!("| {} | {median:.1} | {a:.1} |", c.name);
     }
     Ok(())
 }
