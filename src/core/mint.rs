@@ -4,6 +4,9 @@
 //! strict verifier such as Envoy's `jwt_authn` refuses a payload that repeats a member), and
 //! policy data (`preserve_claims`, `add_claims`) can never set a claim the gateway sets.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::chain::act_claim;
@@ -38,6 +41,26 @@ pub struct MintedToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRefused(pub String);
 
+/// One claim's value in a [`ClaimSet`]: borrowed where the value already exists, so that
+/// building the payload copies nothing before it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim<'a> {
+    /// A JSON string.
+    Str(&'a str),
+    /// A JSON non-negative integer.
+    Int(u64),
+    /// Any JSON value held elsewhere (preserved or added claims).
+    Json(&'a Value),
+    /// Any JSON value built for this token (`act`, `exchanged_from`).
+    Owned(Value),
+}
+
+impl From<Value> for Claim<'_> {
+    fn from(v: Value) -> Self {
+        Claim::Owned(v)
+    }
+}
+
 /// The claims of a minted token: one JSON object, each member set once.
 ///
 /// The gateway's own claims go in through [`ClaimSet::set`], which refuses a name already
@@ -46,42 +69,105 @@ pub struct ClaimRefused(pub String);
 /// [`ClaimSet::new`] (the claims the issuer's mapping reads), whatever the configuration
 /// reader allowed.
 #[derive(Debug, Clone, Default)]
-pub struct ClaimSet {
-    claims: Map<String, Value>,
-    protected: Vec<String>,
+pub struct ClaimSet<'a> {
+    // Ordered by name, bytewise: the order `serde_json` writes a `Map` in (no `preserve_order`),
+    // which is what minted payloads have always been.
+    claims: BTreeMap<&'a str, Claim<'a>>,
+    protected: &'a [String],
+    protected_scopes: &'a [String],
 }
 
-impl ClaimSet {
-    /// An empty set; `protected` names claims policy data may never set.
-    pub fn new(protected: Vec<String>) -> ClaimSet {
+impl<'a> ClaimSet<'a> {
+    /// An empty set; the names in `protected` and `protected_scopes` are claims policy data
+    /// may never set.
+    pub fn new(protected: &'a [String], protected_scopes: &'a [String]) -> ClaimSet<'a> {
         ClaimSet {
-            claims: Map::new(),
+            claims: BTreeMap::new(),
             protected,
+            protected_scopes,
         }
     }
 
     /// Sets one of the gateway's own claims.
-    pub fn set(&mut self, name: &str, value: Value) -> Result<(), ClaimRefused> {
-        if self.claims.contains_key(name) {
-            return Err(ClaimRefused(name.to_owned()));
+    pub fn set(&mut self, name: &'a str, value: impl Into<Claim<'a>>) -> Result<(), ClaimRefused> {
+        match self.claims.entry(name) {
+            Entry::Occupied(_) => Err(ClaimRefused(name.to_owned())),
+            Entry::Vacant(e) => {
+                e.insert(value.into());
+                Ok(())
+            }
         }
-        self.claims.insert(name.to_owned(), value);
-        Ok(())
     }
 
     /// Sets a claim named by policy (copied or added).
-    pub fn set_from_policy(&mut self, name: &str, value: Value) -> Result<(), ClaimRefused> {
-        if RESERVED_CLAIMS.contains(&name) || self.protected.iter().any(|p| p == name) {
+    pub fn set_from_policy(
+        &mut self,
+        name: &'a str,
+        value: impl Into<Claim<'a>>,
+    ) -> Result<(), ClaimRefused> {
+        if RESERVED_CLAIMS.contains(&name)
+            || self
+                .protected
+                .iter()
+                .chain(self.protected_scopes)
+                .any(|p| p == name)
+        {
             return Err(ClaimRefused(name.to_owned()));
         }
         self.set(name, value)
     }
 
-    /// The UTF-8 JSON payload.
+    /// The UTF-8 JSON payload, written directly: byte for byte what `serde_json` writes for
+    /// the same members as a `Map` (a test proves it), without building one.
     pub fn to_json(&self) -> Vec<u8> {
-        // A map of JSON values always serializes (no non-string keys, no NaN in a Value).
-        serde_json::to_vec(&self.claims).unwrap_or_default()
+        let mut out = Vec::with_capacity(512);
+        out.push(b'{');
+        for (i, (name, value)) in self.claims.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(&mut out, name);
+            out.push(b':');
+            match value {
+                Claim::Str(s) => write_json(&mut out, s),
+                Claim::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                Claim::Json(v) => write_json(&mut out, *v),
+                Claim::Owned(v) => write_json(&mut out, v),
+            }
+        }
+        out.push(b'}');
+        out
     }
+}
+
+impl<'a> From<&'a str> for Claim<'a> {
+    fn from(s: &'a str) -> Self {
+        Claim::Str(s)
+    }
+}
+
+impl<'a> From<&'a String> for Claim<'a> {
+    fn from(s: &'a String) -> Self {
+        Claim::Str(s)
+    }
+}
+
+impl From<u64> for Claim<'_> {
+    fn from(n: u64) -> Self {
+        Claim::Int(n)
+    }
+}
+
+impl<'a> From<&'a Value> for Claim<'a> {
+    fn from(v: &'a Value) -> Self {
+        Claim::Json(v)
+    }
+}
+
+/// Appends `value` as JSON with `serde_json`'s own escaping.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing a string or a `Value` into a Vec cannot fail (no I/O, no non-string keys).
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// Mints the downstream token for `verified` under `rule` at `now` (seconds).
@@ -138,33 +224,27 @@ pub fn mint(
     })
 }
 
-fn minted_claims(
-    policy: &Policy,
-    rule: &ExchangeRule,
-    verified: &VerifiedToken<'_>,
+fn minted_claims<'a>(
+    policy: &'a Policy,
+    rule: &'a ExchangeRule,
+    verified: &'a VerifiedToken<'_>,
     now: u64,
     expires_at: u64,
-    jti: &str,
-    scope: &str,
-) -> Result<ClaimSet, ClaimRefused> {
+    jti: &'a str,
+    scope: &'a str,
+) -> Result<ClaimSet<'a>, ClaimRefused> {
     let mapping = &verified.issuer.claims;
-    let protected = mapping
-        .caller_claims()
-        .iter()
-        .chain(mapping.scope_claims())
-        .cloned()
-        .collect();
-    let mut c = ClaimSet::new(protected);
-    c.set("iss", Value::String(policy.issuer.clone()))?;
-    c.set("sub", Value::String(verified.subject.clone()))?;
-    c.set("aud", Value::String(rule.mint.audience.clone()))?;
-    c.set("iat", Value::from(now))?;
-    c.set("nbf", Value::from(now))?;
-    c.set("exp", Value::from(expires_at))?;
-    c.set("jti", Value::String(jti.to_owned()))?;
-    c.set("scope", Value::String(scope.to_owned()))?;
+    let mut c = ClaimSet::new(mapping.caller_claims(), mapping.scope_claims());
+    c.set("iss", &policy.issuer)?;
+    c.set("sub", &verified.subject)?;
+    c.set("aud", &rule.mint.audience)?;
+    c.set("iat", now)?;
+    c.set("nbf", now)?;
+    c.set("exp", expires_at)?;
+    c.set("jti", jti)?;
+    c.set("scope", scope)?;
     if let Some(caller) = &verified.caller {
-        c.set("client_id", Value::String(caller.clone()))?;
+        c.set("client_id", caller)?;
     }
     let mut from = Map::new();
     from.insert("iss".into(), Value::String(verified.origin.issuer.clone()));
@@ -179,11 +259,11 @@ fn minted_claims(
     c.set("act", act_claim(policy, rule, verified))?;
     for name in &rule.mint.preserve_claims {
         if let Some(v) = verified.claims.get(name) {
-            c.set_from_policy(name, v.clone())?;
+            c.set_from_policy(name, v)?;
         }
     }
     for (name, v) in &rule.mint.add_claims {
-        c.set_from_policy(name, v.clone())?;
+        c.set_from_policy(name, v)?;
     }
     Ok(c)
 }
@@ -195,7 +275,8 @@ mod tests {
 
     #[test]
     fn a_claim_set_holds_each_member_once() {
-        let mut c = ClaimSet::new(vec!["roles".into()]);
+        let protected = vec!["roles".to_owned()];
+        let mut c = ClaimSet::new(&protected, &[]);
         assert!(c.set("sub", json!("alice")).is_ok());
         assert_eq!(c.set("sub", json!("bob")), Err(ClaimRefused("sub".into())));
         for reserved in RESERVED_CLAIMS {
@@ -211,5 +292,70 @@ mod tests {
             String::from_utf8(c.to_json()).unwrap(),
             r#"{"sub":"alice","tenant":"acme"}"#
         );
+    }
+
+    #[test]
+    fn the_payload_is_byte_for_byte_what_serde_json_writes() {
+        let strings = [
+            "",
+            "alice",
+            "quote \" backslash \\ slash /",
+            "control \u{0} \u{1f} \n \r \t \u{8} \u{c} \u{7f}",
+            "unicode é ü 漢字 🦀 \u{2028} \u{2029} \u{feff}",
+            "</script><!--",
+        ];
+        let values = [
+            json!(null),
+            json!(true),
+            json!(-1),
+            json!(1.5e300),
+            json!(0.1),
+            json!(u64::MAX),
+            json!(["a", 1, {"z": "é", "a": [null, "\u{0}"]}]),
+            json!({"b\"": {"é": "🦀", "A": "\\"}, "a": []}),
+        ];
+        let ints = [0u64, 7, 1_764_000_000, u64::MAX];
+        for round in 0..strings.len() {
+            let mut set = ClaimSet::new(&[], &[]);
+            let mut reference = Map::new();
+            let names: Vec<String> = (0..24)
+                .map(|i| match i % 4 {
+                    0 => format!("claim{i}"),
+                    1 => format!("É{i}"),
+                    2 => format!("a\"\\{i}"),
+                    _ => format!("{}{i}", strings[(i + round) % strings.len()]),
+                })
+                .collect();
+            for (i, name) in names.iter().enumerate() {
+                let pick = i + round;
+                match i % 4 {
+                    0 => {
+                        let v = strings[pick % strings.len()];
+                        set.set(name, v).unwrap();
+                        reference.insert(name.clone(), Value::String(v.to_owned()));
+                    }
+                    1 => {
+                        let v = ints[pick % ints.len()];
+                        set.set(name, v).unwrap();
+                        reference.insert(name.clone(), Value::from(v));
+                    }
+                    2 => {
+                        let v = &values[pick % values.len()];
+                        set.set_from_policy(name, v).unwrap();
+                        reference.insert(name.clone(), v.clone());
+                    }
+                    _ => {
+                        let v = values[pick % values.len()].clone();
+                        set.set(name, v.clone()).unwrap();
+                        reference.insert(name.clone(), v);
+                    }
+                }
+            }
+            let written = set.to_json();
+            assert_eq!(written, serde_json::to_vec(&reference).unwrap());
+            let back: Value = serde_json::from_slice(&written).unwrap();
+            assert_eq!(back, Value::Object(reference));
+        }
+        assert_eq!(ClaimSet::new(&[], &[]).to_json(), b"{}");
     }
 }

@@ -9,13 +9,24 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::crypto::rsa::RsaPublicKey;
 use super::entropy::Entropy;
 use super::jwk::{self, KeyKind};
 use super::keys::{fingerprint, Alg, IssuerKey, KeyError};
+
 use super::token::{b64url_decode, b64url_encode};
+
+/// The longest signature a signing key makes (RSA 4096): only sizes a buffer.
+const MAX_SIGNATURE: usize = 512;
+
+/// The length of unpadded base64url for `n` bytes.
+const fn b64url_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
 
 /// DER of SHA-256's `DigestInfo` up to the hash (RFC 8017 §9.2, note 1).
 const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
@@ -412,9 +423,17 @@ impl SigningKey {
         payload: &[u8],
         entropy: &mut dyn Entropy,
     ) -> Result<String, SignError> {
-        let input = format!("{}.{}", self.header_b64, b64url_encode(payload));
-        let signature = self.sign(input.as_bytes(), entropy)?;
-        Ok(format!("{input}.{}", b64url_encode(&signature)))
+        // One buffer, sized once, base64 written into it in place: no intermediate strings.
+        let mut out = String::with_capacity(
+            self.header_b64.len() + 2 + b64url_len(payload.len()) + b64url_len(MAX_SIGNATURE),
+        );
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut out);
+        let signature = self.sign(out.as_bytes(), entropy)?;
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut out);
+        Ok(out)
     }
 
     /// The JWS signature of `signing_input` (RFC 7515 §5.1 step 5) with this key's algorithm.

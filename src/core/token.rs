@@ -110,10 +110,11 @@ pub fn parse<'t>(token: &'t str, limits: &Limits) -> Result<ParsedToken<'t>, Den
     if token.len() > limits.max_token_bytes {
         return Err(DenyReason::TokenTooLarge);
     }
-    let parts: Vec<&str> = token.split('.').collect();
-    let (h, p, s) = match parts.as_slice() {
-        [h, p, s] => (*h, *p, *s),
-        [_, _, _, _, _] => return Err(DenyReason::EncryptedToken),
+    // Counted, not collected: no allocation for the split.
+    let mut parts = token.split('.');
+    let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.count()) {
+        (Some(h), Some(p), Some(s), 0) => (h, p, s),
+        (Some(_), Some(_), Some(_), 2) => return Err(DenyReason::EncryptedToken),
         _ => return Err(DenyReason::MalformedToken),
     };
     if h.is_empty() || p.is_empty() {

@@ -214,7 +214,7 @@ pub(crate) fn vouched<'p>(
     let lifetime = Lifetime::read(&claims, policy.clock_skew_seconds, now)?;
     if !audiences(&claims)?
         .iter()
-        .any(|a| issuer.audiences.iter().any(|ok| ok == a))
+        .any(|a| issuer.audiences.iter().any(|ok| ok == *a))
     {
         return Err(DenyReason::AudienceMismatch);
     }
@@ -437,13 +437,16 @@ fn string_array(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-pub(crate) fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, DenyReason> {
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, DenyReason> {
+    // Borrowed: the audiences are only compared, never kept.
     match claims.get("aud") {
         None => Err(DenyReason::AudienceMismatch),
-        Some(Value::String(s)) if !s.is_empty() => Ok(vec![s.clone()]),
-        Some(v @ Value::Array(items)) if !items.is_empty() => {
-            string_array(v).ok_or(DenyReason::InvalidClaim)
-        }
+        Some(Value::String(s)) if !s.is_empty() => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<&str>>>()
+            .ok_or(DenyReason::InvalidClaim),
         Some(_) => Err(DenyReason::InvalidClaim),
     }
 }
