@@ -138,7 +138,12 @@ fuzz_target!(|data: &[u8]| {
             let answer = answer.unwrap_or_default();
             assert_eq!(d.audit.decision, Outcome::Allow);
             assert_eq!(minted.audience, "orders-service");
-            let exp = answer.get("exp").and_then(Value::as_u64).unwrap_or(0);
+            // A NumericDate may be a non-integer JSON number (RFC 7519 §2): the filter
+            // truncates it, so the bound is read the same way.
+            let exp = answer
+                .get("exp")
+                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+                .unwrap_or(0);
             assert!(minted.expires_at > NOW && minted.expires_at <= exp.min(NOW + 60));
             let held = scopes(answer.get("scope"));
             for s in minted.scope.split(' ') {
